@@ -1,8 +1,9 @@
 //! Device enumeration (`virtio.md`, "Finding devices").
 //!
-//! `DEVICE_ENUM(index, gpa)` writes one [`DeviceDescriptor`] at `gpa` and
-//! returns the number of devices. A guest enumerates by calling it with index
-//! 0, 1, ... until the index reaches the count.
+//! `DEVICE_ENUM(index, gpa)` returns the number of devices and, when `index`
+//! is below it, writes that device's [`DeviceDescriptor`] at `gpa` (clause
+//! DEV-1). A guest calls it with index 0 to learn the count, then with each
+//! index below the count.
 //!
 //! ```
 //! use pvkit_spec::device::{DeviceDescriptor, Transport};

@@ -81,7 +81,7 @@ abi_enum! {
         Shutdown = 0x08 => "SHUTDOWN",
         /// Restarts the VM, or stops it reporting a reboot; does not return.
         Reboot = 0x09 => "REBOOT",
-        /// Reports a panic message and stops the VM with a non-zero code; does not return.
+        /// Reports a panic message and stops the VM with a failure code; does not return.
         Panic = 0x0a => "PANIC",
         /// Writes a guest buffer to the host console.
         ConsoleWrite = 0x10 => "CONSOLE_WRITE",
@@ -99,7 +99,7 @@ abi_enum! {
         TimerCancel = 0x29 => "TIMER_CANCEL",
         /// Sets the vector and destination vCPU of an interrupt source.
         IrqSetVector = 0x30 => "IRQ_SET_VECTOR",
-        /// Writes the descriptor of device `index` and returns the device count.
+        /// Returns the device count and, for an index below it, writes that device's descriptor.
         DeviceEnum = 0x38 => "DEVICE_ENUM",
         /// Starts a secondary vCPU at a 32-bit entry point.
         VcpuStart = 0x40 => "VCPU_START",
