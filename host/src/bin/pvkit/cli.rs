@@ -1,0 +1,52 @@
+//! The command line.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::layout::{self, MemSize};
+
+/// pvkit: the reference hypervisor of the pvkit paravirtualization interface.
+///
+/// Boots guest kernels that follow the PVH boot protocol on Linux KVM and
+/// serves them the pvkit hypercalls, CPUID leaves and a 16550 serial port.
+#[derive(Debug, Parser)]
+#[command(name = "pvkit", version, propagate_version = true)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Boot a kernel and run it until it shuts down.
+    ///
+    /// The exit status is the guest's: the code it passed to SHUTDOWN, or to
+    /// PANIC (255 when it gave none). pvkit itself exits with 1 when it cannot
+    /// start the machine, 2 for a usage error, and 3 when the guest crashes
+    /// (triple fault, emulation failure, an exit pvkit cannot serve), after
+    /// printing the vCPU and its registers.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// The kernel: an x86-64 ELF file with a PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY).
+    pub(crate) kernel: PathBuf,
+
+    /// Guest RAM, in bytes or with a K, M or G suffix (powers of 1024).
+    #[arg(long, default_value = "64M", value_parser = parse_mem)]
+    pub(crate) mem: MemSize,
+
+    /// Number of vCPUs. vCPU 0 boots; the guest starts the others with VCPU_START.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=layout::MAX_VCPUS as i64))]
+    pub(crate) cpus: u32,
+
+    /// The kernel command line, passed in hvm_start_info (at most 4095 bytes).
+    #[arg(long, default_value = "")]
+    pub(crate) cmdline: String,
+}
+
+fn parse_mem(text: &str) -> Result<MemSize, String> {
+    MemSize::parse(text)
+}

@@ -1,0 +1,91 @@
+//! The machine's console: pvkit's stdout and stdin, shared by the PV console
+//! hypercalls and the 16550 serial port at 0x3f8.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use vm_superio::serial::NoEvents;
+use vm_superio::{Serial, Trigger};
+use vmm_sys_util::eventfd::EventFd;
+
+/// The legacy COM1 port base.
+pub(crate) const SERIAL_PORT: u16 = 0x3f8;
+/// COM1's eight registers.
+pub(crate) const SERIAL_PORTS: u16 = 8;
+/// COM1's interrupt line.
+pub(crate) const SERIAL_GSI: u32 = 4;
+/// Most console input buffered before stdin is read no further.
+const INPUT_MAX: usize = 64 * 1024;
+
+/// Output to stdout, input from stdin.
+#[derive(Debug, Default)]
+pub(crate) struct Console {
+    input: Mutex<VecDeque<u8>>,
+}
+
+impl Console {
+    /// Writes guest output to stdout at once. Output the host cannot write
+    /// (a closed pipe) is dropped: the guest keeps running.
+    pub(crate) fn write(&self, bytes: &[u8]) {
+        let mut out = io::stdout().lock();
+        let _ = out.write_all(bytes).and_then(|()| out.flush());
+    }
+
+    /// Takes pending input without waiting.
+    pub(crate) fn read(&self, buf: &mut [u8]) -> usize {
+        let mut input = self.input.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = buf.len().min(input.len());
+        for (dst, src) in buf.iter_mut().zip(input.drain(..n)) {
+            *dst = src;
+        }
+        n
+    }
+
+    /// Starts the thread that moves stdin into the input buffer.
+    pub(crate) fn start_input(self: &Arc<Self>) {
+        let console = Arc::clone(self);
+        let spawned = std::thread::Builder::new().name("stdin".into()).spawn(move || {
+            let mut chunk = [0u8; 256];
+            let mut stdin = io::stdin().lock();
+            while let Ok(n @ 1..) = stdin.read(&mut chunk) {
+                let mut input = console.input.lock().unwrap_or_else(PoisonError::into_inner);
+                let room = INPUT_MAX.saturating_sub(input.len());
+                input.extend(&chunk[..n.min(room)]);
+            }
+        });
+        if let Err(e) = spawned {
+            log::warn!("console input disabled: {e}");
+        }
+    }
+}
+
+/// `Write` into the console, for the serial port's output.
+#[derive(Debug)]
+pub(crate) struct ConsoleWriter(pub(crate) Arc<Console>);
+
+impl Write for ConsoleWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Raises the serial port's interrupt through an irqfd.
+#[derive(Debug)]
+pub(crate) struct IrqTrigger(pub(crate) EventFd);
+
+impl Trigger for IrqTrigger {
+    type E = io::Error;
+
+    fn trigger(&self) -> io::Result<()> {
+        self.0.write(1)
+    }
+}
+
+/// COM1.
+pub(crate) type SerialPort = Serial<IrqTrigger, NoEvents, ConsoleWriter>;

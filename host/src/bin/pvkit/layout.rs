@@ -1,0 +1,97 @@
+//! Where things go in guest-physical memory, and the limits of the machine.
+
+use std::fmt;
+
+/// Most vCPUs a machine may have.
+pub(crate) const MAX_VCPUS: u32 = 64;
+/// Where the `StartInfo` goes.
+pub(crate) const START_INFO_ADDR: u64 = 0x6000;
+/// Where the memory map goes, right after the `StartInfo`.
+pub(crate) const MEMMAP_ADDR: u64 = 0x6100;
+/// Where the command line goes.
+pub(crate) const CMDLINE_ADDR: u64 = 0x7000;
+/// The longest command line, its NUL excluded (clause BOOT-6).
+pub(crate) const CMDLINE_MAX: usize = 4095;
+/// The end of the boot information area.
+pub(crate) const BOOT_INFO_END: u64 = 0x8000;
+/// Where the 32-bit MMIO hole starts; RAM beyond it continues at 4 GiB.
+pub(crate) const MMIO_HOLE_START: u64 = 0xc000_0000;
+/// Where the 32-bit MMIO hole ends.
+pub(crate) const MMIO_HOLE_END: u64 = 0x1_0000_0000;
+/// The TSS area KVM needs on Intel hosts, just below the top of 4 GiB.
+pub(crate) const KVM_TSS_ADDR: usize = 0xfffb_d000;
+/// The smallest machine: the boot information and a small kernel.
+pub(crate) const MIN_MEM: u64 = 1 << 20;
+/// The largest machine pvkit agrees to create.
+pub(crate) const MAX_MEM: u64 = 64 << 30;
+
+/// A guest RAM size, checked to be between [`MIN_MEM`] and [`MAX_MEM`] and a
+/// multiple of 4 KiB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct MemSize(u64);
+
+impl MemSize {
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
+        let t = text.trim();
+        let (digits, shift) = match t.char_indices().last() {
+            Some((i, 'K' | 'k')) => (&t[..i], 10),
+            Some((i, 'M' | 'm')) => (&t[..i], 20),
+            Some((i, 'G' | 'g')) => (&t[..i], 30),
+            _ => (t, 0),
+        };
+        let n: u64 = digits.parse().map_err(|_| format!("{text:?} is not a size (like 64M or 1G)"))?;
+        let bytes = n
+            .checked_mul(1 << shift)
+            .filter(|b| (MIN_MEM..=MAX_MEM).contains(b))
+            .ok_or_else(|| format!("{text:?} is outside 1M..=64G"))?;
+        if bytes % 4096 != 0 {
+            return Err(format!("{text:?} is not a multiple of 4 KiB"));
+        }
+        Ok(Self(bytes))
+    }
+
+    pub(crate) fn bytes(self) -> u64 {
+        self.0
+    }
+
+    /// The RAM regions: below the MMIO hole, and the rest above 4 GiB.
+    pub(crate) fn regions(self) -> Vec<(u64, u64)> {
+        if self.0 <= MMIO_HOLE_START {
+            vec![(0, self.0)]
+        } else {
+            vec![(0, MMIO_HOLE_START), (MMIO_HOLE_END, self.0 - MMIO_HOLE_START)]
+        }
+    }
+}
+
+impl fmt::Display for MemSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 % (1 << 20) == 0 {
+            write!(f, "{} MiB", self.0 >> 20)
+        } else {
+            write!(f, "{} KiB", self.0 >> 10)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(MemSize::parse("64M").unwrap().bytes(), 64 << 20);
+        assert_eq!(MemSize::parse("1048576").unwrap().bytes(), 1 << 20);
+        assert!(MemSize::parse("12").is_err());
+        assert!(MemSize::parse("65G").is_err());
+        assert!(MemSize::parse("1025K").is_err());
+        assert!(MemSize::parse("lots").is_err());
+        assert!(MemSize::parse("99999999999999999999G").is_err());
+    }
+
+    #[test]
+    fn regions_skip_the_hole() {
+        assert_eq!(MemSize::parse("64M").unwrap().regions(), vec![(0, 64 << 20)]);
+        assert_eq!(MemSize::parse("4G").unwrap().regions(), vec![(0, 3 << 30), (4 << 30, 1 << 30)]);
+    }
+}

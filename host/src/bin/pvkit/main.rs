@@ -1,0 +1,38 @@
+//! `pvkit`, the reference hypervisor: boots PVH guest kernels on Linux KVM
+//! and serves the pvkit interface through `pvkit-host`.
+
+mod cli;
+mod console;
+mod cpuid;
+mod error;
+mod layout;
+mod loader;
+mod vcpu;
+mod vm;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+
+/// Exit status when pvkit could not start the machine (bad kernel, bad options, no KVM).
+pub(crate) const EXIT_SETUP_FAILED: u8 = 1;
+/// Exit status when the guest crashed (triple fault, emulation failure, an exit pvkit cannot serve).
+pub(crate) const EXIT_GUEST_CRASHED: u8 = 3;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format_timestamp(None)
+        .init();
+    match cli.command {
+        Command::Run(args) => match vm::run(&args) {
+            Ok(status) => ExitCode::from(status),
+            Err(e) => {
+                eprintln!("pvkit: error: {e}");
+                ExitCode::from(EXIT_SETUP_FAILED)
+            }
+        },
+    }
+}

@@ -1,0 +1,197 @@
+//! A vCPU thread: the PVH entry state, and the exit loop.
+
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, PoisonError};
+
+use kvm_bindings::{KVM_MP_STATE_RUNNABLE, kvm_mp_state, kvm_regs, kvm_segment};
+use kvm_ioctls::{VcpuExit, VcpuFd};
+use pvkit_host::gate::{self, GateAccess};
+use pvkit_host::hypercall::Outcome;
+use pvkit_host::vm_memory::VmMemory;
+use pvkit_spec::hypercall::HypercallArgs;
+
+use crate::console::{SERIAL_PORT, SERIAL_PORTS};
+use crate::error::VmmError;
+use crate::vm::{Event, Machine};
+
+/// KVM_SYSTEM_EVENT types.
+const SYSTEM_EVENT_SHUTDOWN: u32 = 1;
+const SYSTEM_EVENT_RESET: u32 = 2;
+
+/// Where and how a vCPU starts: the PVH entry state with these registers.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Start {
+    pub(crate) entry: u32,
+    pub(crate) ebx: u32,
+    pub(crate) esi: u32,
+}
+
+/// Starts the thread of vCPU `index`, which waits for its [`Start`].
+pub(crate) fn spawn(index: u32, fd: VcpuFd, machine: Arc<Machine>, start: Receiver<Start>) -> Result<(), VmmError> {
+    std::thread::Builder::new()
+        .name(format!("vcpu{index}"))
+        .spawn(move || {
+            let Ok(start) = start.recv() else { return };
+            let mut vcpu = Vcpu { index, fd, machine };
+            let event = vcpu.boot(start).and_then(|()| vcpu.run());
+            match event {
+                Ok(event) | Err(event) => vcpu.machine.report(event),
+            }
+        })
+        .map(drop)
+        .map_err(|source| VmmError::Host { what: "spawning a vCPU thread", source })
+}
+
+struct Vcpu {
+    index: u32,
+    fd: VcpuFd,
+    machine: Arc<Machine>,
+}
+
+/// A flat 4 GiB segment.
+fn flat(selector: u16, type_: u8) -> kvm_segment {
+    kvm_segment {
+        base: 0,
+        limit: 0xffff_ffff,
+        selector,
+        type_,
+        present: 1,
+        dpl: 0,
+        db: 1,
+        s: 1,
+        l: 0,
+        g: 1,
+        avl: 0,
+        unusable: 0,
+        padding: 0,
+    }
+}
+
+impl Vcpu {
+    fn crash(&self, what: impl Into<String>) -> Event {
+        Event::Crash { vcpu: self.index, what: what.into(), registers: self.registers() }
+    }
+
+    fn registers(&self) -> String {
+        let (Ok(r), Ok(s)) = (self.fd.get_regs(), self.fd.get_sregs()) else {
+            return "  (registers unavailable)".into();
+        };
+        format!(
+            "  rip={:#018x} rsp={:#018x} rflags={:#010x}\n  rax={:#018x} rbx={:#018x} rcx={:#018x} rdx={:#018x}\n  rsi={:#018x} rdi={:#018x} rbp={:#018x}\n  cr0={:#x} cr2={:#x} cr3={:#x} cr4={:#x} efer={:#x} cs={:#x}",
+            r.rip, r.rsp, r.rflags, r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, s.cr0, s.cr2, s.cr3, s.cr4, s.efer, s.cs.selector
+        )
+    }
+
+    /// Puts the vCPU in the PVH entry state (clause BOOT-2).
+    fn boot(&mut self, start: Start) -> Result<(), Event> {
+        let mut sregs = self.fd.get_sregs().map_err(|e| self.crash(format!("KVM_GET_SREGS: {e}")))?;
+        let code = flat(0x08, 0xb);
+        let data = flat(0x10, 0x3);
+        sregs.cs = code;
+        (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss) = (data, data, data, data, data);
+        sregs.tr = kvm_segment { limit: 0x67, selector: 0x18, s: 0, db: 0, g: 0, ..flat(0x18, 0xb) };
+        sregs.cr0 = 0x11; // PE, and ET, which is fixed to 1.
+        sregs.cr3 = 0;
+        sregs.cr4 = 0;
+        sregs.efer = 0;
+        self.fd.set_sregs(&sregs).map_err(|e| self.crash(format!("KVM_SET_SREGS: {e}")))?;
+        let regs = kvm_regs {
+            rip: start.entry.into(),
+            rbx: start.ebx.into(),
+            rsi: start.esi.into(),
+            rflags: 0x2,
+            ..Default::default()
+        };
+        self.fd.set_regs(&regs).map_err(|e| self.crash(format!("KVM_SET_REGS: {e}")))?;
+        if self.index != 0 {
+            let runnable = kvm_mp_state { mp_state: KVM_MP_STATE_RUNNABLE };
+            self.fd.set_mp_state(runnable).map_err(|e| self.crash(format!("KVM_SET_MP_STATE: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Runs until the guest stops the machine or the vCPU cannot go on.
+    fn run(&mut self) -> Result<Event, Event> {
+        loop {
+            let gate_port = self.machine.dispatcher.config().gate_port;
+            let call = match self.fd.run() {
+                Ok(VcpuExit::IoOut(port, data)) => match gate::classify_out(gate_port, port, data) {
+                    GateAccess::Call(number) => Some(number),
+                    GateAccess::Ignored => None,
+                    GateAccess::NotGate => {
+                        if let (Some(offset), Some(&byte)) = (serial_offset(port), data.first()) {
+                            let mut serial = self.machine.serial.lock().unwrap_or_else(PoisonError::into_inner);
+                            if let Err(e) = serial.write(offset, byte) {
+                                log::debug!("serial write: {e:?}");
+                            }
+                        }
+                        None
+                    }
+                },
+                Ok(VcpuExit::IoIn(port, data)) => {
+                    match serial_offset(port) {
+                        Some(offset) if !gate::classify_in(gate_port, port) => {
+                            let mut serial = self.machine.serial.lock().unwrap_or_else(PoisonError::into_inner);
+                            data.fill(0);
+                            if let Some(first) = data.first_mut() {
+                                *first = serial.read(offset);
+                            }
+                        }
+                        _ => data.fill(0xff),
+                    }
+                    None
+                }
+                Ok(VcpuExit::MmioRead(_, data)) => {
+                    data.fill(0xff);
+                    None
+                }
+                Ok(VcpuExit::MmioWrite(..) | VcpuExit::Hlt | VcpuExit::IrqWindowOpen | VcpuExit::Intr) => None,
+                Ok(VcpuExit::Shutdown) => return Err(self.crash("triple fault (KVM_EXIT_SHUTDOWN)")),
+                Ok(VcpuExit::FailEntry(reason, cpu)) => {
+                    return Err(self.crash(format!("KVM entry failed (hardware reason {reason:#x}, cpu {cpu})")));
+                }
+                Ok(VcpuExit::InternalError) => {
+                    return Err(self.crash("KVM internal error (the instruction could not be emulated)"));
+                }
+                Ok(VcpuExit::SystemEvent(SYSTEM_EVENT_SHUTDOWN, _)) => {
+                    return Ok(Event::Stop(pvkit_host::StopRequest::Shutdown { code: 0 }));
+                }
+                Ok(VcpuExit::SystemEvent(SYSTEM_EVENT_RESET, _)) => {
+                    return Ok(Event::Stop(pvkit_host::StopRequest::Reboot));
+                }
+                Ok(other) => {
+                    let what = format!("unexpected exit {other:?}");
+                    return Err(self.crash(what));
+                }
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => None,
+                Err(e) => return Err(self.crash(format!("KVM_RUN failed: {e}"))),
+            };
+            if let Some(number) = call
+                && let Some(event) = self.hypercall(number)?
+            {
+                return Ok(event);
+            }
+        }
+    }
+
+    /// Serves one hypercall; `Some` when it stops the machine.
+    fn hypercall(&mut self, number: u32) -> Result<Option<Event>, Event> {
+        let mut regs = self.fd.get_regs().map_err(|e| self.crash(format!("KVM_GET_REGS: {e}")))?;
+        let call = HypercallArgs { number, args: [regs.rdi, regs.rsi, regs.r8, regs.r9] };
+        let machine = &*self.machine;
+        match machine.dispatcher.handle(self.index, call, &VmMemory(&machine.guest), machine) {
+            Outcome::Return(ret) => {
+                regs.rax = ret.status;
+                [regs.rdi, regs.rsi] = ret.results;
+                self.fd.set_regs(&regs).map_err(|e| self.crash(format!("KVM_SET_REGS: {e}")))?;
+                Ok(None)
+            }
+            Outcome::Stop(stop) => Ok(Some(Event::Stop(stop))),
+        }
+    }
+}
+
+fn serial_offset(port: u16) -> Option<u8> {
+    let offset = port.checked_sub(SERIAL_PORT)?;
+    (offset < SERIAL_PORTS).then(|| offset.to_le_bytes()[0])
+}

@@ -1,0 +1,331 @@
+//! Hypercall dispatch (`hypercalls.md`).
+//!
+//! A VMM calls [`Dispatcher::handle`] from its own exit loop with the calling
+//! vCPU, the call as the guest's registers hold it, the guest's memory, and a
+//! [`Platform`] through which the dispatcher reaches what only the VMM has
+//! (its console, its vCPU threads). The result is an [`Outcome`]: registers to
+//! put back, or a request to stop the machine. The dispatcher never panics on
+//! anything the guest wrote; every failure is a status code (clause HC-3).
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use pvkit_spec::hypercall::{
+    CONSOLE_MAX_LEN, EXIT_CODE_MAX, GATE_PORT, HypercallArgs, HypercallReturn, PANIC_MESSAGE_MAX_LEN,
+};
+use pvkit_spec::irq::{IrqSource, Vector};
+use pvkit_spec::status::STATUS_SUCCESS;
+use pvkit_spec::{ABI_VERSION, AbiVersion, Features, Hypercall, HypercallError};
+
+use crate::memory::{GuestMemory, GuestRange, RangeError};
+
+/// The features this dispatcher implements; a [`HostConfig`] cannot offer more.
+pub const IMPLEMENTED_FEATURES: Features = Features::CONSOLE.union(Features::VCPU_START);
+
+/// What the host offers, fixed for the life of a machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostConfig {
+    /// The ABI version the host implements.
+    pub version: AbiVersion,
+    /// The features it offers (a subset of [`IMPLEMENTED_FEATURES`]).
+    pub features: Features,
+    /// The number of vCPUs.
+    pub vcpu_count: u32,
+    /// The gate port reported in CPUID.
+    pub gate_port: u16,
+}
+
+impl HostConfig {
+    /// A host of this crate's ABI version with `vcpu_count` vCPUs at the
+    /// standard gate port, offering `features` (dropping any it does not
+    /// implement) and `VCPU_START` when it has more than one vCPU.
+    pub fn new(vcpu_count: u32, features: Features) -> Self {
+        let mut features = features & IMPLEMENTED_FEATURES;
+        features.set(Features::VCPU_START, vcpu_count > 1);
+        Self { version: ABI_VERSION, features, vcpu_count, gate_port: GATE_PORT }
+    }
+}
+
+/// What only the VMM can do, on the dispatcher's behalf.
+///
+/// Every method has a default that behaves as a host without that resource.
+pub trait Platform: Sync {
+    /// Writes early-console output; returns how many bytes were taken.
+    fn console_write(&self, bytes: &[u8]) -> usize {
+        bytes.len()
+    }
+
+    /// Reads pending console input into `buf` without waiting; returns the
+    /// count (0 when nothing is pending).
+    fn console_read(&self, buf: &mut [u8]) -> usize {
+        let _ = buf;
+        0
+    }
+
+    /// Starts vCPU `vcpu` at the 32-bit `entry` with `arg` in EBX and the
+    /// vCPU's index in ESI (clause BOOT-8). The dispatcher has checked the
+    /// arguments and that the vCPU was not started before.
+    fn start_vcpu(&self, vcpu: u32, entry: u32, arg: u32) -> Result<(), StartError> {
+        let _ = (vcpu, entry, arg);
+        Err(StartError("this VMM cannot start vCPUs".into()))
+    }
+
+    /// Gives up the CPU for a moment (`YIELD`).
+    fn yield_now(&self) {
+        std::thread::yield_now();
+    }
+}
+
+/// Why the VMM could not start a vCPU.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StartError(pub String);
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// What the VMM does after a hypercall.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Put RAX, RDI and RSI back from this and resume the vCPU.
+    Return(HypercallReturn),
+    /// Stop the machine; the call does not return.
+    Stop(StopRequest),
+}
+
+/// Why the guest asked to stop.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StopRequest {
+    /// `SHUTDOWN` with this exit code.
+    Shutdown {
+        /// The guest's exit code.
+        code: u8,
+    },
+    /// `REBOOT`.
+    Reboot,
+    /// `PANIC`.
+    Panic {
+        /// The exit code to report (1 to 255).
+        code: u8,
+        /// The message, or why it could not be read.
+        message: Result<Vec<u8>, RangeError>,
+    },
+}
+
+/// Counters a VMM may report; failures are counted, not logged (clause SEC-5).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Hypercalls handled.
+    pub calls: AtomicU64,
+    /// Hypercalls that returned an error status.
+    pub failures: AtomicU64,
+}
+
+/// The hypercall dispatcher of one machine. Shared by all its vCPU threads.
+#[derive(Debug)]
+pub struct Dispatcher {
+    config: HostConfig,
+    started: Vec<AtomicBool>,
+    negotiated: AtomicU64,
+    stats: Stats,
+}
+
+type CallResult = Result<[Option<u64>; 2], HypercallError>;
+
+fn range_error(e: RangeError) -> HypercallError {
+    match e {
+        RangeError::Misaligned { .. } => HypercallError::Misaligned,
+        RangeError::Overflow { .. } | RangeError::OutsideRam { .. } => HypercallError::BadAddress,
+    }
+}
+
+impl Dispatcher {
+    /// A dispatcher for a machine with `config`; vCPU 0 counts as started.
+    pub fn new(config: HostConfig) -> Self {
+        let started = (0..config.vcpu_count).map(|i| AtomicBool::new(i == 0)).collect();
+        Self { config, started, negotiated: AtomicU64::new(0), stats: Stats::default() }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &HostConfig {
+        &self.config
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The features the guest accepted with its last `NEGOTIATE`.
+    pub fn negotiated(&self) -> Features {
+        Features::from_bits_truncate(self.negotiated.load(Ordering::Relaxed))
+    }
+
+    /// Handles one hypercall from vCPU `vcpu`.
+    pub fn handle<M: GuestMemory + ?Sized>(
+        &self,
+        vcpu: u32,
+        call: HypercallArgs,
+        mem: &M,
+        platform: &dyn Platform,
+    ) -> Outcome {
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        let [a0, a1, a2, _] = call.args;
+        let result: CallResult = match Hypercall::from_raw(call.number) {
+            None => Err(HypercallError::UnknownCall),
+            Some(c) if c.feature().is_some_and(|f| !self.config.features.contains(f)) => {
+                Err(HypercallError::Unsupported)
+            }
+            Some(Hypercall::Shutdown) if a0 <= EXIT_CODE_MAX => {
+                return Outcome::Stop(StopRequest::Shutdown { code: low_byte(a0) });
+            }
+            Some(Hypercall::Shutdown) => Err(HypercallError::InvalidArgument),
+            Some(Hypercall::Reboot) => return Outcome::Stop(StopRequest::Reboot),
+            Some(Hypercall::Panic) => return Outcome::Stop(self.panic(a0, a1, a2, mem)),
+            Some(c) => self.call(c, vcpu, call.args, mem, platform),
+        };
+        Outcome::Return(match result {
+            Ok(results) => HypercallReturn {
+                status: STATUS_SUCCESS,
+                results: [results[0].unwrap_or(a0), results[1].unwrap_or(a1)],
+            },
+            Err(e) => {
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                // A failed call leaves RDI and RSI as they were (clause HC-6).
+                HypercallReturn { status: e.raw(), results: [a0, a1] }
+            }
+        })
+    }
+
+    fn call<M: GuestMemory + ?Sized>(
+        &self,
+        call: Hypercall,
+        vcpu: u32,
+        [a0, a1, a2, _]: [u64; 4],
+        mem: &M,
+        platform: &dyn Platform,
+    ) -> CallResult {
+        match call {
+            Hypercall::Query => Ok([Some(self.config.version.to_raw().into()), Some(self.config.features.bits())]),
+            Hypercall::Negotiate => self.negotiate(a0, a1),
+            Hypercall::VcpuQuery => Ok([Some(vcpu.into()), Some(self.config.vcpu_count.into())]),
+            Hypercall::Yield => {
+                platform.yield_now();
+                Ok([None, None])
+            }
+            Hypercall::ConsoleWrite => console_write(a0, a1, mem, platform),
+            Hypercall::ConsoleRead => console_read(a0, a1, mem, platform),
+            Hypercall::IrqSetVector => self.irq_set_vector(a0, a1, a2),
+            Hypercall::VcpuStart => self.vcpu_start(a0, a1, a2, mem, platform),
+            // The stop calls are handled by `handle`; the calls of features
+            // this dispatcher does not implement never reach here, since a
+            // config cannot offer them (IMPLEMENTED_FEATURES).
+            _ => Err(HypercallError::Unsupported),
+        }
+    }
+
+    fn negotiate(&self, version: u64, wanted: u64) -> CallResult {
+        let version = u32::try_from(version).map_err(|_| HypercallError::InvalidArgument)?;
+        if !AbiVersion::from_raw(version).can_run_on(self.config.version) {
+            return Err(HypercallError::VersionMismatch);
+        }
+        let accepted = Features::from_bits_truncate(wanted) & self.config.features;
+        self.negotiated.store(accepted.bits(), Ordering::Relaxed);
+        Ok([Some(accepted.bits()), None])
+    }
+
+    fn irq_set_vector(&self, source: u64, vector: u64, vcpu: u64) -> CallResult {
+        let source = IrqSource::decode(source).ok_or(HypercallError::InvalidArgument)?;
+        let feature = match source {
+            IrqSource::Timer => Features::TIMER,
+            IrqSource::Device(_) => Features::DEVICES,
+        };
+        if !self.config.features.contains(feature) {
+            return Err(HypercallError::Unsupported);
+        }
+        if vector != pvkit_spec::irq::VECTOR_MASKED && Vector::new(vector).is_none() {
+            return Err(HypercallError::InvalidArgument);
+        }
+        if vcpu >= u64::from(self.config.vcpu_count) {
+            return Err(HypercallError::NotFound);
+        }
+        // No interrupt source exists without TIMER or DEVICES, which this
+        // dispatcher does not offer yet; the checks above have returned.
+        Err(HypercallError::Unsupported)
+    }
+
+    fn vcpu_start<M: GuestMemory + ?Sized>(
+        &self,
+        vcpu: u64,
+        entry: u64,
+        arg: u64,
+        mem: &M,
+        platform: &dyn Platform,
+    ) -> CallResult {
+        let entry = u32::try_from(entry).map_err(|_| HypercallError::InvalidArgument)?;
+        let arg = u32::try_from(arg).map_err(|_| HypercallError::InvalidArgument)?;
+        GuestRange::new(mem, entry.into(), 1).map_err(range_error)?;
+        let index = u32::try_from(vcpu).map_err(|_| HypercallError::NotFound)?;
+        let flag = self.started.get(vcpu as usize).ok_or(HypercallError::NotFound)?;
+        if flag.swap(true, Ordering::AcqRel) {
+            return Err(HypercallError::Already);
+        }
+        match platform.start_vcpu(index, entry, arg) {
+            Ok(()) => Ok([None, None]),
+            Err(e) => {
+                log::error!("VCPU_START of vCPU {index}: {e}");
+                flag.store(false, Ordering::Release);
+                Err(HypercallError::HostFailure)
+            }
+        }
+    }
+
+    fn panic<M: GuestMemory + ?Sized>(&self, addr: u64, len: u64, code: u64, mem: &M) -> StopRequest {
+        let code = if (1..=EXIT_CODE_MAX).contains(&code) { low_byte(code) } else { u8::MAX };
+        let len = len.min(PANIC_MESSAGE_MAX_LEN);
+        let message = GuestRange::new(mem, addr, len).and_then(|range| {
+            let mut buf = vec![0; range.len() as usize];
+            mem.read(range.addr(), &mut buf).map_err(|_| RangeError::OutsideRam { addr, len })?;
+            Ok(buf)
+        });
+        StopRequest::Panic { code, message }
+    }
+}
+
+/// The low byte of a value already checked to be at most 255.
+fn low_byte(value: u64) -> u8 {
+    value.to_le_bytes()[0]
+}
+
+/// Checks a console buffer: its length against the cap, then its range.
+fn console_range<M: GuestMemory + ?Sized>(addr: u64, len: u64, mem: &M) -> Result<GuestRange, HypercallError> {
+    if len > CONSOLE_MAX_LEN {
+        return Err(HypercallError::TooLarge);
+    }
+    GuestRange::new(mem, addr, len).map_err(range_error)
+}
+
+fn console_write<M: GuestMemory + ?Sized>(addr: u64, len: u64, mem: &M, platform: &dyn Platform) -> CallResult {
+    let range = console_range(addr, len, mem)?;
+    let mut buf = [0u8; CONSOLE_MAX_LEN as usize];
+    let buf = &mut buf[..range.len() as usize];
+    mem.read(range.addr(), buf).map_err(|_| HypercallError::BadAddress)?;
+    let taken = platform.console_write(buf).min(buf.len());
+    Ok([Some(taken as u64), None])
+}
+
+fn console_read<M: GuestMemory + ?Sized>(addr: u64, cap: u64, mem: &M, platform: &dyn Platform) -> CallResult {
+    let range = console_range(addr, cap, mem)?;
+    let mut buf = [0u8; CONSOLE_MAX_LEN as usize];
+    let buf = &mut buf[..range.len() as usize];
+    let got = platform.console_read(buf).min(buf.len());
+    mem.write(range.addr(), &buf[..got]).map_err(|_| HypercallError::BadAddress)?;
+    Ok([Some(got as u64), None])
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,215 @@
+//! Each call's success and error paths, clause by clause.
+
+use std::sync::Mutex;
+
+use pvkit_spec::hypercall::HypercallArgs;
+
+use super::*;
+use crate::memory::VecMemory;
+
+#[derive(Default)]
+struct Recorder {
+    out: Mutex<Vec<u8>>,
+    input: Mutex<Vec<u8>>,
+    started: Mutex<Vec<(u32, u32, u32)>>,
+    refuse_start: bool,
+}
+
+impl Platform for Recorder {
+    fn console_write(&self, bytes: &[u8]) -> usize {
+        self.out.lock().unwrap().extend_from_slice(bytes);
+        bytes.len()
+    }
+    fn console_read(&self, buf: &mut [u8]) -> usize {
+        let mut input = self.input.lock().unwrap();
+        let n = buf.len().min(input.len());
+        buf[..n].copy_from_slice(&input[..n]);
+        input.drain(..n);
+        n
+    }
+    fn start_vcpu(&self, vcpu: u32, entry: u32, arg: u32) -> Result<(), StartError> {
+        if self.refuse_start {
+            return Err(StartError("refused".into()));
+        }
+        self.started.lock().unwrap().push((vcpu, entry, arg));
+        Ok(())
+    }
+}
+
+const MEM: usize = 0x10000;
+
+fn setup(vcpus: u32) -> (Dispatcher, VecMemory, Recorder) {
+    (Dispatcher::new(HostConfig::new(vcpus, Features::all())), VecMemory::new(MEM), Recorder::default())
+}
+
+fn ret(d: &Dispatcher, m: &VecMemory, p: &Recorder, vcpu: u32, call: Hypercall, args: [u64; 4]) -> HypercallReturn {
+    ret_raw(d, m, p, vcpu, call.raw(), args)
+}
+
+fn ret_raw(d: &Dispatcher, m: &VecMemory, p: &Recorder, vcpu: u32, number: u32, args: [u64; 4]) -> HypercallReturn {
+    match d.handle(vcpu, HypercallArgs { number, args }, m, p) {
+        Outcome::Return(r) => r,
+        Outcome::Stop(s) => panic!("unexpected stop {s:?}"),
+    }
+}
+
+fn err(e: HypercallError) -> u64 {
+    e.raw()
+}
+
+#[test]
+fn hc3_unknown_numbers_fail_and_leave_results() {
+    let (d, m, p) = setup(1);
+    for number in [0, 0x05, 0x12, 0x7fff_ffff, u32::MAX] {
+        let r = ret_raw(&d, &m, &p, 0, number, [11, 22, 33, 44]);
+        assert_eq!(r.status, err(HypercallError::UnknownCall), "{number:#x}");
+        assert_eq!(r.results, [11, 22], "HC-6");
+    }
+    assert_eq!(d.stats().failures.load(Ordering::Relaxed), 5);
+}
+
+#[test]
+fn hc20_query_matches_the_config() {
+    let (d, m, p) = setup(2);
+    let r = ret(&d, &m, &p, 0, Hypercall::Query, [0; 4]);
+    assert_eq!(r.status, 0);
+    assert_eq!(r.results, [0x0001_0000, (Features::CONSOLE | Features::VCPU_START).bits()]);
+}
+
+#[test]
+fn config_never_offers_what_is_not_implemented() {
+    let one = HostConfig::new(1, Features::all());
+    assert_eq!(one.features, Features::CONSOLE);
+    let two = HostConfig::new(2, Features::empty());
+    assert_eq!(two.features, Features::VCPU_START);
+}
+
+#[test]
+fn ver5_unoffered_features_are_unsupported() {
+    let d = Dispatcher::new(HostConfig::new(1, Features::empty()));
+    let (m, p) = (VecMemory::new(MEM), Recorder::default());
+    for call in [Hypercall::ConsoleWrite, Hypercall::ClockRegister, Hypercall::TimerSet, Hypercall::DeviceEnum, Hypercall::VcpuStart, Hypercall::Wallclock] {
+        let r = ret(&d, &m, &p, 0, call, [0x100, 1, 0, 0]);
+        assert_eq!(r.status, err(HypercallError::Unsupported), "{call}");
+    }
+}
+
+#[test]
+fn hc21_negotiate() {
+    let (d, m, p) = setup(1);
+    let r = ret(&d, &m, &p, 0, Hypercall::Negotiate, [0x0001_0007, u64::MAX, 0, 0]);
+    assert_eq!((r.status, r.results[0]), (0, Features::CONSOLE.bits()));
+    assert_eq!(d.negotiated(), Features::CONSOLE);
+    let r = ret(&d, &m, &p, 0, Hypercall::Negotiate, [0x0002_0000, 1, 0, 0]);
+    assert_eq!(r.status, err(HypercallError::VersionMismatch));
+    let r = ret(&d, &m, &p, 0, Hypercall::Negotiate, [1 << 40, 1, 0, 0]);
+    assert_eq!(r.status, err(HypercallError::InvalidArgument));
+}
+
+#[test]
+fn hc22_vcpu_query() {
+    let (d, m, p) = setup(3);
+    let r = ret(&d, &m, &p, 2, Hypercall::VcpuQuery, [0; 4]);
+    assert_eq!((r.status, r.results), (0, [2, 3]));
+}
+
+#[test]
+fn hc24_shutdown_takes_codes_up_to_255() {
+    let (d, m, p) = setup(1);
+    let stop = d.handle(0, HypercallArgs { number: Hypercall::Shutdown.raw(), args: [255, 0, 0, 0] }, &m, &p);
+    assert_eq!(stop, Outcome::Stop(StopRequest::Shutdown { code: 255 }));
+    let r = ret(&d, &m, &p, 0, Hypercall::Shutdown, [256, 0, 0, 0]);
+    assert_eq!(r.status, err(HypercallError::InvalidArgument));
+}
+
+#[test]
+fn hc26_panic_reads_what_it_can_and_always_stops() {
+    let (d, m, p) = setup(1);
+    m.write_bytes(0x2000, b"boom");
+    let call = |args| d.handle(0, HypercallArgs { number: Hypercall::Panic.raw(), args }, &m, &p);
+    assert_eq!(call([0x2000, 4, 7, 0]), Outcome::Stop(StopRequest::Panic { code: 7, message: Ok(b"boom".to_vec()) }));
+    let Outcome::Stop(StopRequest::Panic { code, message }) = call([0x2000, 4, 0, 0]) else { panic!() };
+    assert_eq!(code, 255);
+    assert!(message.is_ok());
+    let Outcome::Stop(StopRequest::Panic { message, .. }) = call([u64::MAX - 1, 4, 3, 0]) else { panic!() };
+    assert!(message.is_err());
+    let Outcome::Stop(StopRequest::Panic { message, .. }) = call([0, u64::MAX, 3, 0]) else { panic!() };
+    assert_eq!(message.map(|m| m.len()), Ok(4096), "cut to PANIC_MESSAGE_MAX_LEN");
+}
+
+#[test]
+fn hc30_console_write() {
+    let (d, m, p) = setup(1);
+    m.write_bytes(0x3000, b"hello");
+    let r = ret(&d, &m, &p, 0, Hypercall::ConsoleWrite, [0x3000, 5, 0, 0]);
+    assert_eq!((r.status, r.results[0]), (0, 5));
+    assert_eq!(*p.out.lock().unwrap(), b"hello");
+    let r = ret(&d, &m, &p, 0, Hypercall::ConsoleWrite, [0x3000, 0, 0, 0]);
+    assert_eq!((r.status, r.results[0]), (0, 0));
+    let r = ret(&d, &m, &p, 0, Hypercall::ConsoleWrite, [0x3000, 4097, 0, 0]);
+    assert_eq!(r.status, err(HypercallError::TooLarge));
+    let r = ret(&d, &m, &p, 0, Hypercall::ConsoleWrite, [MEM as u64 - 2, 5, 0, 0]);
+    assert_eq!(r.status, err(HypercallError::BadAddress));
+    let r = ret(&d, &m, &p, 0, Hypercall::ConsoleWrite, [u64::MAX, 5, 0, 0]);
+    assert_eq!(r.status, err(HypercallError::BadAddress), "HC-8: wrapping ranges");
+    // HC-7: TOO_LARGE before BAD_ADDRESS.
+    let r = ret(&d, &m, &p, 0, Hypercall::ConsoleWrite, [u64::MAX, 5000, 0, 0]);
+    assert_eq!(r.status, err(HypercallError::TooLarge));
+    assert_eq!(*p.out.lock().unwrap(), b"hello", "failed writes output nothing");
+}
+
+#[test]
+fn hc32_console_read_never_waits() {
+    let (d, m, p) = setup(1);
+    let r = ret(&d, &m, &p, 0, Hypercall::ConsoleRead, [0x4000, 16, 0, 0]);
+    assert_eq!((r.status, r.results[0]), (0, 0));
+    p.input.lock().unwrap().extend_from_slice(b"abcdef");
+    let r = ret(&d, &m, &p, 0, Hypercall::ConsoleRead, [0x4000, 4, 0, 0]);
+    assert_eq!((r.status, r.results[0]), (0, 4));
+    assert_eq!(m.read_bytes(0x4000, 5), b"abcd\0");
+    let r = ret(&d, &m, &p, 0, Hypercall::ConsoleRead, [MEM as u64, 1, 0, 0]);
+    assert_eq!(r.status, err(HypercallError::BadAddress));
+    assert_eq!(*p.input.lock().unwrap(), b"ef", "refused reads consume nothing");
+}
+
+#[test]
+fn boot8_vcpu_start() {
+    let (d, m, p) = setup(2);
+    let start = |vcpu, entry, arg| ret(&d, &m, &p, 0, Hypercall::VcpuStart, [vcpu, entry, arg, 0]).status;
+    assert_eq!(start(1, 1 << 32, 0), err(HypercallError::InvalidArgument));
+    assert_eq!(start(1, 0x1000, 1 << 32), err(HypercallError::InvalidArgument));
+    assert_eq!(start(1, MEM as u64, 0), err(HypercallError::BadAddress));
+    assert_eq!(start(2, 0x1000, 0), err(HypercallError::NotFound));
+    assert_eq!(start(u64::MAX, 0x1000, 0), err(HypercallError::NotFound));
+    assert_eq!(start(0, 0x1000, 0), err(HypercallError::Already), "vCPU 0 always has started");
+    assert_eq!(start(1, 0x1000, 9), 0);
+    assert_eq!(start(1, 0x1000, 9), err(HypercallError::Already));
+    assert_eq!(*p.started.lock().unwrap(), vec![(1, 0x1000, 9)]);
+}
+
+#[test]
+fn boot8_a_vcpu_the_vmm_failed_to_start_can_be_started_again() {
+    let d = Dispatcher::new(HostConfig::new(2, Features::empty()));
+    let m = VecMemory::new(MEM);
+    let refusing = Recorder { refuse_start: true, ..Default::default() };
+    let r = ret(&d, &m, &refusing, 0, Hypercall::VcpuStart, [1, 0x1000, 0, 0]);
+    assert_eq!(r.status, err(HypercallError::HostFailure));
+    let r = ret(&d, &m, &Recorder::default(), 0, Hypercall::VcpuStart, [1, 0x1000, 0, 0]);
+    assert_eq!(r.status, 0);
+}
+
+#[test]
+fn irq_sources_check_their_features_first() {
+    let (d, m, p) = setup(2);
+    let irq = |src, vec, cpu| ret(&d, &m, &p, 0, Hypercall::IrqSetVector, [src, vec, cpu, 0]).status;
+    assert_eq!(irq(7, 40, 0), err(HypercallError::InvalidArgument), "IRQ-2: undefined source");
+    assert_eq!(irq(0, 40, 0), err(HypercallError::Unsupported), "IRQ-3: no TIMER");
+    assert_eq!(irq(0x1_0000, 3, 9), err(HypercallError::Unsupported), "IRQ-3: no DEVICES");
+}
+
+#[test]
+fn yield_succeeds_and_keeps_registers() {
+    let (d, m, p) = setup(1);
+    let r = ret(&d, &m, &p, 0, Hypercall::Yield, [5, 6, 0, 0]);
+    assert_eq!((r.status, r.results), (0, [5, 6]));
+}

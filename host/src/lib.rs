@@ -1,0 +1,57 @@
+//! The host side of pvkit, for hypervisor authors.
+//!
+//! `pvkit-host` holds what any VMM needs to implement the pvkit specification,
+//! independent of how that VMM runs vCPUs or maps memory:
+//!
+//! | module | holds |
+//! |---|---|
+//! | [`memory`] | the [`GuestMemory`] trait this crate reads and writes guest RAM through, and [`GuestRange`], a range checked against it |
+//! | [`gate`] | how a port access at the hypercall gate is classified (clause HC-4) |
+//! | [`hypercall`] | the [`Dispatcher`]: one call in, one [`Outcome`] out |
+//! | [`cpuid`] | the pvkit CPUID leaves a VMM installs |
+//! | `vm_memory` (feature `vm-memory`) | [`GuestMemory`] for rust-vmm's `vm-memory` |
+//!
+//! The `pvkit` binary (feature `reference-vmm`) is the reference hypervisor on
+//! Linux KVM and one user of this library; nothing in the library's API names
+//! KVM or a particular VMM stack.
+//!
+//! # Example
+//!
+//! A VMM's exit loop sees a 4-byte port write at the gate, reads the vCPU's
+//! registers, and asks the dispatcher:
+//!
+//! ```
+//! use pvkit_host::gate::{self, GateAccess};
+//! use pvkit_host::hypercall::{Dispatcher, HostConfig, Outcome, Platform};
+//! use pvkit_host::memory::VecMemory;
+//! use pvkit_spec::hypercall::{HypercallArgs, GATE_PORT};
+//! use pvkit_spec::{Features, Hypercall};
+//!
+//! struct Stdout;
+//! impl Platform for Stdout {
+//!     fn console_write(&self, bytes: &[u8]) -> usize { bytes.len() }
+//! }
+//!
+//! let memory = VecMemory::new(0x10000);
+//! memory.write_bytes(0x1000, b"hello");
+//! let dispatcher = Dispatcher::new(HostConfig::new(1, Features::CONSOLE));
+//!
+//! let number = Hypercall::ConsoleWrite.raw();
+//! assert_eq!(gate::classify_out(GATE_PORT, GATE_PORT, &number.to_le_bytes()), GateAccess::Call(number));
+//! let call = HypercallArgs { number, args: [0x1000, 5, 0, 0] };
+//! match dispatcher.handle(0, call, &memory, &Stdout) {
+//!     Outcome::Return(ret) => assert_eq!((ret.status, ret.results[0]), (0, 5)),
+//!     Outcome::Stop(stop) => panic!("unexpected stop: {stop:?}"),
+//! }
+//! ```
+#![deny(missing_docs)]
+
+pub mod cpuid;
+pub mod gate;
+pub mod hypercall;
+pub mod memory;
+#[cfg(feature = "vm-memory")]
+pub mod vm_memory;
+
+pub use hypercall::{Dispatcher, HostConfig, Outcome, Platform, StopRequest};
+pub use memory::{GuestMemory, GuestRange};

@@ -1,0 +1,230 @@
+//! Guest memory, as the host library sees it.
+//!
+//! Everything `pvkit-host` reads from or writes to the guest goes through
+//! [`GuestMemory`], over guest-physical addresses, with every access checked
+//! (clause HC-8). A guest-supplied address and length start life as plain
+//! numbers and become a [`GuestRange`] only once checked against the memory;
+//! code that takes a `GuestRange` need not check again.
+//!
+//! ```
+//! use pvkit_host::memory::{GuestRange, RangeError, VecMemory};
+//!
+//! let mem = VecMemory::new(4096);
+//! assert!(GuestRange::new(&mem, 4000, 96).is_ok());
+//! assert_eq!(GuestRange::new(&mem, 4000, 97), Err(RangeError::OutsideRam { addr: 4000, len: 97 }));
+//! assert_eq!(GuestRange::new(&mem, u64::MAX, 2), Err(RangeError::Overflow { addr: u64::MAX, len: 2 }));
+//! ```
+
+use std::fmt;
+use std::sync::Mutex;
+
+/// Guest RAM, addressed by guest-physical address.
+///
+/// Implementations must be safe to call with any address and length: an
+/// access outside guest RAM returns an error and touches nothing.
+pub trait GuestMemory {
+    /// Whether every byte of `[addr, addr + len)` is guest RAM; a range of
+    /// length 0 has no bytes and is always contained.
+    fn contains(&self, addr: u64, len: u64) -> bool;
+
+    /// Copies guest memory at `addr` into `buf`.
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError>;
+
+    /// Copies `data` into guest memory at `addr`.
+    fn write(&self, addr: u64, data: &[u8]) -> Result<(), MemoryError>;
+}
+
+/// A failed guest-memory access.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryError {
+    /// Where the access started.
+    pub addr: u64,
+    /// How long it was.
+    pub len: u64,
+}
+
+impl fmt::Display for MemoryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "guest memory access of {} bytes at {:#x} is outside guest RAM", self.len, self.addr)
+    }
+}
+
+impl std::error::Error for MemoryError {}
+
+/// Why a guest-supplied range was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RangeError {
+    /// `addr + len` passes 2^64.
+    Overflow {
+        /// The address.
+        addr: u64,
+        /// The length.
+        len: u64,
+    },
+    /// Some byte of the range is not guest RAM.
+    OutsideRam {
+        /// The address.
+        addr: u64,
+        /// The length.
+        len: u64,
+    },
+    /// The address is not a multiple of the required alignment.
+    Misaligned {
+        /// The address.
+        addr: u64,
+        /// The required alignment.
+        align: u64,
+    },
+}
+
+impl fmt::Display for RangeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::Overflow { addr, len } => write!(f, "range of {len} bytes at {addr:#x} wraps past 2^64"),
+            Self::OutsideRam { addr, len } => write!(f, "range of {len} bytes at {addr:#x} is not guest RAM"),
+            Self::Misaligned { addr, align } => write!(f, "address {addr:#x} is not {align}-byte aligned"),
+        }
+    }
+}
+
+impl std::error::Error for RangeError {}
+
+/// A range of guest RAM, checked against a [`GuestMemory`].
+///
+/// # Invariants
+///
+/// `addr + len` does not overflow, and the memory it was checked against
+/// reported the whole range as RAM. (Guest RAM does not shrink while a VM
+/// runs, so the check stays true.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestRange {
+    addr: u64,
+    len: u64,
+}
+
+impl GuestRange {
+    /// Checks a guest-supplied range.
+    pub fn new<M: GuestMemory + ?Sized>(mem: &M, addr: u64, len: u64) -> Result<Self, RangeError> {
+        if addr.checked_add(len).is_none() {
+            return Err(RangeError::Overflow { addr, len });
+        }
+        if !mem.contains(addr, len) {
+            return Err(RangeError::OutsideRam { addr, len });
+        }
+        Ok(Self { addr, len })
+    }
+
+    /// Checks a guest-supplied range whose start must be `align`-aligned
+    /// (`align` a power of two). Alignment is checked first (clause HC-7).
+    pub fn new_aligned<M: GuestMemory + ?Sized>(mem: &M, addr: u64, len: u64, align: u64) -> Result<Self, RangeError> {
+        debug_assert!(align.is_power_of_two());
+        if addr & (align - 1) != 0 {
+            return Err(RangeError::Misaligned { addr, align });
+        }
+        Self::new(mem, addr, len)
+    }
+
+    /// The first guest-physical address.
+    pub fn addr(&self) -> u64 {
+        self.addr
+    }
+
+    /// The length in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the range is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Guest memory held in a `Vec`, starting at guest-physical address 0: for
+/// tests, and for simulating a guest in-process.
+#[derive(Debug)]
+pub struct VecMemory {
+    bytes: Mutex<Vec<u8>>,
+}
+
+impl VecMemory {
+    /// `size` bytes of zeroed RAM at addresses `0..size`.
+    pub fn new(size: usize) -> Self {
+        Self { bytes: Mutex::new(vec![0; size]) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+        // A panic while holding the lock leaves plain bytes behind; they are
+        // still valid memory, so a poisoned lock is used as is.
+        self.bytes.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn span(&self, addr: u64, len: usize) -> Option<std::ops::Range<usize>> {
+        let start = usize::try_from(addr).ok()?;
+        let end = start.checked_add(len)?;
+        (end <= self.lock().len()).then_some(start..end)
+    }
+
+    /// Writes `data` at `addr`, panicking outside memory: for setting up tests.
+    pub fn write_bytes(&self, addr: u64, data: &[u8]) {
+        self.write(addr, data).expect("VecMemory::write_bytes outside memory");
+    }
+
+    /// Reads `len` bytes at `addr`, panicking outside memory: for checking tests.
+    pub fn read_bytes(&self, addr: u64, len: usize) -> Vec<u8> {
+        let mut buf = vec![0; len];
+        self.read(addr, &mut buf).expect("VecMemory::read_bytes outside memory");
+        buf
+    }
+}
+
+impl GuestMemory for VecMemory {
+    fn contains(&self, addr: u64, len: u64) -> bool {
+        let size = self.lock().len() as u64;
+        len == 0 || addr.checked_add(len).is_some_and(|end| end <= size)
+    }
+
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+        let err = MemoryError { addr, len: buf.len() as u64 };
+        let span = self.span(addr, buf.len()).ok_or(err)?;
+        buf.copy_from_slice(self.lock().get(span).ok_or(err)?);
+        Ok(())
+    }
+
+    fn write(&self, addr: u64, data: &[u8]) -> Result<(), MemoryError> {
+        let err = MemoryError { addr, len: data.len() as u64 };
+        let span = self.span(addr, data.len()).ok_or(err)?;
+        self.lock().get_mut(span).ok_or(err)?.copy_from_slice(data);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_at_the_edges() {
+        let mem = VecMemory::new(0x1000);
+        assert!(GuestRange::new(&mem, 0, 0x1000).is_ok());
+        assert!(GuestRange::new(&mem, 0x1000, 0).is_ok());
+        assert!(GuestRange::new(&mem, u64::MAX, 0).is_ok(), "no bytes, nothing outside RAM");
+        assert_eq!(GuestRange::new(&mem, 0x1000, 1), Err(RangeError::OutsideRam { addr: 0x1000, len: 1 }));
+        assert_eq!(GuestRange::new(&mem, 1, u64::MAX), Err(RangeError::Overflow { addr: 1, len: u64::MAX }));
+        assert_eq!(
+            GuestRange::new_aligned(&mem, 0x2001, 8, 8),
+            Err(RangeError::Misaligned { addr: 0x2001, align: 8 }),
+            "alignment is reported before the address"
+        );
+    }
+
+    #[test]
+    fn accesses_outside_memory_fail_and_touch_nothing() {
+        let mem = VecMemory::new(16);
+        assert!(mem.write(12, &[1; 8]).is_err());
+        assert_eq!(mem.read_bytes(0, 16), vec![0; 16]);
+        let mut buf = [7u8; 4];
+        assert!(mem.read(u64::MAX - 1, &mut buf).is_err());
+        assert_eq!(buf, [7; 4]);
+    }
+}

@@ -1,0 +1,66 @@
+//! [`GuestMemory`] over rust-vmm's `vm-memory` (feature `vm-memory`).
+//!
+//! ```
+//! use pvkit_host::vm_memory::VmMemory;
+//! use pvkit_host::GuestMemory;
+//! use vm_memory::{GuestAddress, GuestMemoryMmap};
+//!
+//! let mmap = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x1000), (GuestAddress(0x3000), 0x1000)]).unwrap();
+//! let mem = VmMemory(&mmap);
+//! assert!(mem.contains(0x3000, 0x1000));
+//! assert!(!mem.contains(0x0800, 0x1000), "a range across the hole is not RAM");
+//! ```
+
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
+
+use crate::memory::{GuestMemory, MemoryError};
+
+/// A `vm-memory` guest memory, seen through [`GuestMemory`].
+#[derive(Debug, Clone, Copy)]
+pub struct VmMemory<'a, M>(pub &'a M);
+
+impl<M: GuestMemoryBackend> GuestMemory for VmMemory<'_, M> {
+    fn contains(&self, addr: u64, len: u64) -> bool {
+        if len == 0 {
+            return true;
+        }
+        let Ok(len) = usize::try_from(len) else { return false };
+        addr.checked_add(len as u64).is_some() && self.0.check_range(GuestAddress(addr), len)
+    }
+
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+        let err = MemoryError { addr, len: buf.len() as u64 };
+        if !self.contains(addr, err.len) {
+            return Err(err);
+        }
+        self.0.read_slice(buf, GuestAddress(addr)).map_err(|_| err)
+    }
+
+    fn write(&self, addr: u64, data: &[u8]) -> Result<(), MemoryError> {
+        let err = MemoryError { addr, len: data.len() as u64 };
+        if !self.contains(addr, err.len) {
+            return Err(err);
+        }
+        self.0.write_slice(data, GuestAddress(addr)).map_err(|_| err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use vm_memory::GuestMemoryMmap;
+
+    use super::*;
+
+    #[test]
+    fn accesses_across_a_hole_fail_and_write_nothing() {
+        let mmap = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x1000), (GuestAddress(0x2000), 0x1000)]).unwrap();
+        let mem = VmMemory(&mmap);
+        assert!(mem.write(0xff0, &[1; 0x20]).is_err());
+        let mut buf = [9u8; 0x10];
+        mem.read(0xff0, &mut buf).unwrap();
+        assert_eq!(buf, [0; 0x10]);
+        assert!(mem.read(0x2ff8, &mut [0; 16]).is_err());
+        assert!(!mem.contains(u64::MAX, 2));
+        assert!(mem.contains(0x2000, 0x1000));
+    }
+}
