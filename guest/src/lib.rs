@@ -1,1 +1,58 @@
-//! placeholder
+//! The guest side of pvkit, for kernel developers.
+//!
+//! `pvkit-guest` is `no_std` and allocates nothing. It finds a pvkit host,
+//! calls it, and gives a kernel an early console and a `log` backend before
+//! any device exists:
+//!
+//! | module | holds |
+//! |---|---|
+//! | [`cpuid`] | the [`Cpuid`] source discovery reads (the processor's, or a fake) |
+//! | [`discovery`] | [`detect`]: is this a pvkit host, which version, which features |
+//! | [`gate`] | the hypercall instruction, behind the [`Gate`] trait |
+//! | [`translate`] | the kernel's virtual-to-physical translation, behind [`Translate`] |
+//! | [`host`] | [`Pvkit`], safe wrappers over every call this crate supports |
+//! | [`console`] | [`PvConsole`], `core::fmt::Write` over the early console |
+//! | [`logger`] | [`PvLogger`], a `log::Log` over the early console |
+//!
+//! On bare metal or another hypervisor, [`detect`] answers [`NotPresent`]
+//! with the reason and touches nothing else.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use pvkit_guest::{detect, IdentityMap, NativeCpuid, PortGate, Pvkit};
+//!
+//! match detect(&NativeCpuid) {
+//!     Ok(found) => {
+//!         // This kernel maps memory 1:1 and owns the gate port, as `new` requires.
+//!         let pvkit = unsafe { Pvkit::new(found, PortGate::new(found.leaves.gate_port), IdentityMap) };
+//!         pvkit.console_write_all(b"hello from a pvkit guest\n").unwrap();
+//!         pvkit.shutdown(0);
+//!     }
+//!     Err(why) => { /* not on pvkit: `why` says what was seen */ let _ = why; }
+//! }
+//! ```
+#![no_std]
+#![deny(missing_docs)]
+
+pub mod console;
+pub mod cpuid;
+pub mod discovery;
+pub mod error;
+pub mod gate;
+pub mod host;
+pub mod logger;
+pub mod translate;
+
+// Unit tests use std's collections and cells.
+#[cfg(test)]
+extern crate std;
+
+pub use console::PvConsole;
+pub use cpuid::{Cpuid, NativeCpuid};
+pub use discovery::{Found, NotPresent, detect};
+pub use error::Error;
+pub use gate::{Gate, PortGate};
+pub use host::Pvkit;
+pub use logger::PvLogger;
+pub use translate::{IdentityMap, Translate};

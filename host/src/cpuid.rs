@@ -17,6 +17,18 @@ use crate::hypercall::HostConfig;
 
 /// The pvkit leaves at `base`, as (leaf, registers) pairs, for a host with
 /// `config` and the given frequencies (0 when unknown, clause DISC-7).
-pub fn pvkit_leaves(config: &HostConfig, base: u32, tsc_khz: u32, lapic_khz: u32) -> [(u32, CpuidRegs); LEAF_COUNT as usize] {
-    Leaves { version: config.version, features: config.features, gate_port: config.gate_port, tsc_khz, lapic_khz }.encode_at(base)
+pub fn pvkit_leaves(
+    config: &HostConfig,
+    base: u32,
+    tsc_khz: u32,
+    lapic_khz: u32,
+) -> [(u32, CpuidRegs); LEAF_COUNT as usize] {
+    Leaves {
+        version: config.version,
+        features: config.features,
+        gate_port: config.gate_port,
+        tsc_khz,
+        lapic_khz,
+    }
+    .encode_at(base)
 }

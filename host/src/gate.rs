@@ -26,7 +26,7 @@ pub enum GateAccess {
 
 /// Whether `port` is one of the gate's four ports.
 pub fn is_gate_port(gate: u16, port: u16) -> bool {
-    port.wrapping_sub(gate) < GATE_WIDTH as u16
+    usize::from(port.wrapping_sub(gate)) < GATE_WIDTH
 }
 
 /// Classifies an `out` of `data` to `port`, for a gate at `gate`.
@@ -52,14 +52,20 @@ mod tests {
     #[test]
     fn gate_at_the_top_of_the_port_space_does_not_wrap_onto_port_zero() {
         assert!(is_gate_port(0xfffe, 0xffff));
-        assert!(is_gate_port(0xfffe, 0x0001), "the four ports wrap, as the hardware's do");
+        assert!(
+            is_gate_port(0xfffe, 0x0001),
+            "the four ports wrap, as the hardware's do"
+        );
         assert!(!is_gate_port(0xfffe, 0x0002));
     }
 
     #[test]
     fn only_a_four_byte_write_at_the_gate_is_a_call() {
         for width in [1usize, 2, 8] {
-            assert_eq!(classify_out(0x10, 0x10, &vec![0; width]), GateAccess::Ignored);
+            assert_eq!(
+                classify_out(0x10, 0x10, &vec![0; width]),
+                GateAccess::Ignored
+            );
         }
         for port in 0x11..0x14 {
             assert_eq!(classify_out(0x10, port, &[0; 4]), GateAccess::Ignored);

@@ -11,7 +11,8 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use pvkit_spec::hypercall::{
-    CONSOLE_MAX_LEN, EXIT_CODE_MAX, GATE_PORT, HypercallArgs, HypercallReturn, PANIC_MESSAGE_MAX_LEN,
+    CONSOLE_MAX_LEN, EXIT_CODE_MAX, GATE_PORT, HypercallArgs, HypercallReturn,
+    PANIC_MESSAGE_MAX_LEN,
 };
 use pvkit_spec::irq::{IrqSource, Vector};
 use pvkit_spec::status::STATUS_SUCCESS;
@@ -42,7 +43,12 @@ impl HostConfig {
     pub fn new(vcpu_count: u32, features: Features) -> Self {
         let mut features = features & IMPLEMENTED_FEATURES;
         features.set(Features::VCPU_START, vcpu_count > 1);
-        Self { version: ABI_VERSION, features, vcpu_count, gate_port: GATE_PORT }
+        Self {
+            version: ABI_VERSION,
+            features,
+            vcpu_count,
+            gate_port: GATE_PORT,
+        }
     }
 }
 
@@ -146,8 +152,15 @@ fn range_error(e: RangeError) -> HypercallError {
 impl Dispatcher {
     /// A dispatcher for a machine with `config`; vCPU 0 counts as started.
     pub fn new(config: HostConfig) -> Self {
-        let started = (0..config.vcpu_count).map(|i| AtomicBool::new(i == 0)).collect();
-        Self { config, started, negotiated: AtomicU64::new(0), stats: Stats::default() }
+        let started = (0..config.vcpu_count)
+            .map(|i| AtomicBool::new(i == 0))
+            .collect();
+        Self {
+            config,
+            started,
+            negotiated: AtomicU64::new(0),
+            stats: Stats::default(),
+        }
     }
 
     /// The configuration.
@@ -177,7 +190,10 @@ impl Dispatcher {
         let [a0, a1, a2, _] = call.args;
         let result: CallResult = match Hypercall::from_raw(call.number) {
             None => Err(HypercallError::UnknownCall),
-            Some(c) if c.feature().is_some_and(|f| !self.config.features.contains(f)) => {
+            Some(c)
+                if c.feature()
+                    .is_some_and(|f| !self.config.features.contains(f)) =>
+            {
                 Err(HypercallError::Unsupported)
             }
             Some(Hypercall::Shutdown) if a0 <= EXIT_CODE_MAX => {
@@ -196,7 +212,10 @@ impl Dispatcher {
             Err(e) => {
                 self.stats.failures.fetch_add(1, Ordering::Relaxed);
                 // A failed call leaves RDI and RSI as they were (clause HC-6).
-                HypercallReturn { status: e.raw(), results: [a0, a1] }
+                HypercallReturn {
+                    status: e.raw(),
+                    results: [a0, a1],
+                }
             }
         })
     }
@@ -210,7 +229,10 @@ impl Dispatcher {
         platform: &dyn Platform,
     ) -> CallResult {
         match call {
-            Hypercall::Query => Ok([Some(self.config.version.to_raw().into()), Some(self.config.features.bits())]),
+            Hypercall::Query => Ok([
+                Some(self.config.version.to_raw().into()),
+                Some(self.config.features.bits()),
+            ]),
             Hypercall::Negotiate => self.negotiate(a0, a1),
             Hypercall::VcpuQuery => Ok([Some(vcpu.into()), Some(self.config.vcpu_count.into())]),
             Hypercall::Yield => {
@@ -270,7 +292,8 @@ impl Dispatcher {
         let arg = u32::try_from(arg).map_err(|_| HypercallError::InvalidArgument)?;
         GuestRange::new(mem, entry.into(), 1).map_err(range_error)?;
         let index = u32::try_from(vcpu).map_err(|_| HypercallError::NotFound)?;
-        let flag = self.started.get(vcpu as usize).ok_or(HypercallError::NotFound)?;
+        let slot = usize::try_from(vcpu).map_err(|_| HypercallError::NotFound)?;
+        let flag = self.started.get(slot).ok_or(HypercallError::NotFound)?;
         if flag.swap(true, Ordering::AcqRel) {
             return Err(HypercallError::Already);
         }
@@ -284,17 +307,41 @@ impl Dispatcher {
         }
     }
 
-    fn panic<M: GuestMemory + ?Sized>(&self, addr: u64, len: u64, code: u64, mem: &M) -> StopRequest {
-        let code = if (1..=EXIT_CODE_MAX).contains(&code) { low_byte(code) } else { u8::MAX };
+    fn panic<M: GuestMemory + ?Sized>(
+        &self,
+        addr: u64,
+        len: u64,
+        code: u64,
+        mem: &M,
+    ) -> StopRequest {
+        let code = if (1..=EXIT_CODE_MAX).contains(&code) {
+            low_byte(code)
+        } else {
+            u8::MAX
+        };
         let len = len.min(PANIC_MESSAGE_MAX_LEN);
         let message = GuestRange::new(mem, addr, len).and_then(|range| {
-            let mut buf = vec![0; range.len() as usize];
-            mem.read(range.addr(), &mut buf).map_err(|_| RangeError::OutsideRam { addr, len })?;
-            Ok(buf)
+            let mut buf = [0u8; BUF_LEN];
+            let unreadable = RangeError::OutsideRam { addr, len };
+            let buf = buf.get_mut(..range.len_usize()).ok_or(unreadable)?;
+            mem.read(range.addr(), buf).map_err(|_| unreadable)?;
+            Ok(buf.to_vec())
         });
         StopRequest::Panic { code, message }
     }
 }
+
+/// The size of the on-stack buffers for console and panic text: the larger
+/// of the two limits.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "4096 fits in usize on every target"
+)]
+const BUF_LEN: usize = if CONSOLE_MAX_LEN > PANIC_MESSAGE_MAX_LEN {
+    CONSOLE_MAX_LEN as usize
+} else {
+    PANIC_MESSAGE_MAX_LEN as usize
+};
 
 /// The low byte of a value already checked to be at most 255.
 fn low_byte(value: u64) -> u8 {
@@ -302,28 +349,48 @@ fn low_byte(value: u64) -> u8 {
 }
 
 /// Checks a console buffer: its length against the cap, then its range.
-fn console_range<M: GuestMemory + ?Sized>(addr: u64, len: u64, mem: &M) -> Result<GuestRange, HypercallError> {
+fn console_range<M: GuestMemory + ?Sized>(
+    addr: u64,
+    len: u64,
+    mem: &M,
+) -> Result<GuestRange, HypercallError> {
     if len > CONSOLE_MAX_LEN {
         return Err(HypercallError::TooLarge);
     }
     GuestRange::new(mem, addr, len).map_err(range_error)
 }
 
-fn console_write<M: GuestMemory + ?Sized>(addr: u64, len: u64, mem: &M, platform: &dyn Platform) -> CallResult {
+fn console_write<M: GuestMemory + ?Sized>(
+    addr: u64,
+    len: u64,
+    mem: &M,
+    platform: &dyn Platform,
+) -> CallResult {
     let range = console_range(addr, len, mem)?;
-    let mut buf = [0u8; CONSOLE_MAX_LEN as usize];
-    let buf = &mut buf[..range.len() as usize];
-    mem.read(range.addr(), buf).map_err(|_| HypercallError::BadAddress)?;
+    let mut buf = [0u8; BUF_LEN];
+    let buf = buf
+        .get_mut(..range.len_usize())
+        .ok_or(HypercallError::TooLarge)?;
+    mem.read(range.addr(), buf)
+        .map_err(|_| HypercallError::BadAddress)?;
     let taken = platform.console_write(buf).min(buf.len());
     Ok([Some(taken as u64), None])
 }
 
-fn console_read<M: GuestMemory + ?Sized>(addr: u64, cap: u64, mem: &M, platform: &dyn Platform) -> CallResult {
+fn console_read<M: GuestMemory + ?Sized>(
+    addr: u64,
+    cap: u64,
+    mem: &M,
+    platform: &dyn Platform,
+) -> CallResult {
     let range = console_range(addr, cap, mem)?;
-    let mut buf = [0u8; CONSOLE_MAX_LEN as usize];
-    let buf = &mut buf[..range.len() as usize];
+    let mut buf = [0u8; BUF_LEN];
+    let buf = buf
+        .get_mut(..range.len_usize())
+        .ok_or(HypercallError::TooLarge)?;
     let got = platform.console_read(buf).min(buf.len());
-    mem.write(range.addr(), &buf[..got]).map_err(|_| HypercallError::BadAddress)?;
+    mem.write(range.addr(), buf.get(..got).unwrap_or_default())
+        .map_err(|_| HypercallError::BadAddress)?;
     Ok([Some(got as u64), None])
 }
 

@@ -39,14 +39,32 @@ impl Platform for Recorder {
 const MEM: usize = 0x10000;
 
 fn setup(vcpus: u32) -> (Dispatcher, VecMemory, Recorder) {
-    (Dispatcher::new(HostConfig::new(vcpus, Features::all())), VecMemory::new(MEM), Recorder::default())
+    (
+        Dispatcher::new(HostConfig::new(vcpus, Features::all())),
+        VecMemory::new(MEM),
+        Recorder::default(),
+    )
 }
 
-fn ret(d: &Dispatcher, m: &VecMemory, p: &Recorder, vcpu: u32, call: Hypercall, args: [u64; 4]) -> HypercallReturn {
+fn ret(
+    d: &Dispatcher,
+    m: &VecMemory,
+    p: &Recorder,
+    vcpu: u32,
+    call: Hypercall,
+    args: [u64; 4],
+) -> HypercallReturn {
     ret_raw(d, m, p, vcpu, call.raw(), args)
 }
 
-fn ret_raw(d: &Dispatcher, m: &VecMemory, p: &Recorder, vcpu: u32, number: u32, args: [u64; 4]) -> HypercallReturn {
+fn ret_raw(
+    d: &Dispatcher,
+    m: &VecMemory,
+    p: &Recorder,
+    vcpu: u32,
+    number: u32,
+    args: [u64; 4],
+) -> HypercallReturn {
     match d.handle(vcpu, HypercallArgs { number, args }, m, p) {
         Outcome::Return(r) => r,
         Outcome::Stop(s) => panic!("unexpected stop {s:?}"),
@@ -73,7 +91,13 @@ fn hc20_query_matches_the_config() {
     let (d, m, p) = setup(2);
     let r = ret(&d, &m, &p, 0, Hypercall::Query, [0; 4]);
     assert_eq!(r.status, 0);
-    assert_eq!(r.results, [0x0001_0000, (Features::CONSOLE | Features::VCPU_START).bits()]);
+    assert_eq!(
+        r.results,
+        [
+            0x0001_0000,
+            (Features::CONSOLE | Features::VCPU_START).bits()
+        ]
+    );
 }
 
 #[test]
@@ -88,7 +112,14 @@ fn config_never_offers_what_is_not_implemented() {
 fn ver5_unoffered_features_are_unsupported() {
     let d = Dispatcher::new(HostConfig::new(1, Features::empty()));
     let (m, p) = (VecMemory::new(MEM), Recorder::default());
-    for call in [Hypercall::ConsoleWrite, Hypercall::ClockRegister, Hypercall::TimerSet, Hypercall::DeviceEnum, Hypercall::VcpuStart, Hypercall::Wallclock] {
+    for call in [
+        Hypercall::ConsoleWrite,
+        Hypercall::ClockRegister,
+        Hypercall::TimerSet,
+        Hypercall::DeviceEnum,
+        Hypercall::VcpuStart,
+        Hypercall::Wallclock,
+    ] {
         let r = ret(&d, &m, &p, 0, call, [0x100, 1, 0, 0]);
         assert_eq!(r.status, err(HypercallError::Unsupported), "{call}");
     }
@@ -97,7 +128,14 @@ fn ver5_unoffered_features_are_unsupported() {
 #[test]
 fn hc21_negotiate() {
     let (d, m, p) = setup(1);
-    let r = ret(&d, &m, &p, 0, Hypercall::Negotiate, [0x0001_0007, u64::MAX, 0, 0]);
+    let r = ret(
+        &d,
+        &m,
+        &p,
+        0,
+        Hypercall::Negotiate,
+        [0x0001_0007, u64::MAX, 0, 0],
+    );
     assert_eq!((r.status, r.results[0]), (0, Features::CONSOLE.bits()));
     assert_eq!(d.negotiated(), Features::CONSOLE);
     let r = ret(&d, &m, &p, 0, Hypercall::Negotiate, [0x0002_0000, 1, 0, 0]);
@@ -116,7 +154,15 @@ fn hc22_vcpu_query() {
 #[test]
 fn hc24_shutdown_takes_codes_up_to_255() {
     let (d, m, p) = setup(1);
-    let stop = d.handle(0, HypercallArgs { number: Hypercall::Shutdown.raw(), args: [255, 0, 0, 0] }, &m, &p);
+    let stop = d.handle(
+        0,
+        HypercallArgs {
+            number: Hypercall::Shutdown.raw(),
+            args: [255, 0, 0, 0],
+        },
+        &m,
+        &p,
+    );
     assert_eq!(stop, Outcome::Stop(StopRequest::Shutdown { code: 255 }));
     let r = ret(&d, &m, &p, 0, Hypercall::Shutdown, [256, 0, 0, 0]);
     assert_eq!(r.status, err(HypercallError::InvalidArgument));
@@ -126,15 +172,41 @@ fn hc24_shutdown_takes_codes_up_to_255() {
 fn hc26_panic_reads_what_it_can_and_always_stops() {
     let (d, m, p) = setup(1);
     m.write_bytes(0x2000, b"boom");
-    let call = |args| d.handle(0, HypercallArgs { number: Hypercall::Panic.raw(), args }, &m, &p);
-    assert_eq!(call([0x2000, 4, 7, 0]), Outcome::Stop(StopRequest::Panic { code: 7, message: Ok(b"boom".to_vec()) }));
-    let Outcome::Stop(StopRequest::Panic { code, message }) = call([0x2000, 4, 0, 0]) else { panic!() };
+    let call = |args| {
+        d.handle(
+            0,
+            HypercallArgs {
+                number: Hypercall::Panic.raw(),
+                args,
+            },
+            &m,
+            &p,
+        )
+    };
+    assert_eq!(
+        call([0x2000, 4, 7, 0]),
+        Outcome::Stop(StopRequest::Panic {
+            code: 7,
+            message: Ok(b"boom".to_vec())
+        })
+    );
+    let Outcome::Stop(StopRequest::Panic { code, message }) = call([0x2000, 4, 0, 0]) else {
+        panic!()
+    };
     assert_eq!(code, 255);
     assert!(message.is_ok());
-    let Outcome::Stop(StopRequest::Panic { message, .. }) = call([u64::MAX - 1, 4, 3, 0]) else { panic!() };
+    let Outcome::Stop(StopRequest::Panic { message, .. }) = call([u64::MAX - 1, 4, 3, 0]) else {
+        panic!()
+    };
     assert!(message.is_err());
-    let Outcome::Stop(StopRequest::Panic { message, .. }) = call([0, u64::MAX, 3, 0]) else { panic!() };
-    assert_eq!(message.map(|m| m.len()), Ok(4096), "cut to PANIC_MESSAGE_MAX_LEN");
+    let Outcome::Stop(StopRequest::Panic { message, .. }) = call([0, u64::MAX, 3, 0]) else {
+        panic!()
+    };
+    assert_eq!(
+        message.map(|m| m.len()),
+        Ok(4096),
+        "cut to PANIC_MESSAGE_MAX_LEN"
+    );
 }
 
 #[test]
@@ -148,14 +220,36 @@ fn hc30_console_write() {
     assert_eq!((r.status, r.results[0]), (0, 0));
     let r = ret(&d, &m, &p, 0, Hypercall::ConsoleWrite, [0x3000, 4097, 0, 0]);
     assert_eq!(r.status, err(HypercallError::TooLarge));
-    let r = ret(&d, &m, &p, 0, Hypercall::ConsoleWrite, [MEM as u64 - 2, 5, 0, 0]);
+    let r = ret(
+        &d,
+        &m,
+        &p,
+        0,
+        Hypercall::ConsoleWrite,
+        [MEM as u64 - 2, 5, 0, 0],
+    );
     assert_eq!(r.status, err(HypercallError::BadAddress));
     let r = ret(&d, &m, &p, 0, Hypercall::ConsoleWrite, [u64::MAX, 5, 0, 0]);
-    assert_eq!(r.status, err(HypercallError::BadAddress), "HC-8: wrapping ranges");
+    assert_eq!(
+        r.status,
+        err(HypercallError::BadAddress),
+        "HC-8: wrapping ranges"
+    );
     // HC-7: TOO_LARGE before BAD_ADDRESS.
-    let r = ret(&d, &m, &p, 0, Hypercall::ConsoleWrite, [u64::MAX, 5000, 0, 0]);
+    let r = ret(
+        &d,
+        &m,
+        &p,
+        0,
+        Hypercall::ConsoleWrite,
+        [u64::MAX, 5000, 0, 0],
+    );
     assert_eq!(r.status, err(HypercallError::TooLarge));
-    assert_eq!(*p.out.lock().unwrap(), b"hello", "failed writes output nothing");
+    assert_eq!(
+        *p.out.lock().unwrap(),
+        b"hello",
+        "failed writes output nothing"
+    );
 }
 
 #[test]
@@ -169,19 +263,31 @@ fn hc32_console_read_never_waits() {
     assert_eq!(m.read_bytes(0x4000, 5), b"abcd\0");
     let r = ret(&d, &m, &p, 0, Hypercall::ConsoleRead, [MEM as u64, 1, 0, 0]);
     assert_eq!(r.status, err(HypercallError::BadAddress));
-    assert_eq!(*p.input.lock().unwrap(), b"ef", "refused reads consume nothing");
+    assert_eq!(
+        *p.input.lock().unwrap(),
+        b"ef",
+        "refused reads consume nothing"
+    );
 }
 
 #[test]
 fn boot8_vcpu_start() {
     let (d, m, p) = setup(2);
-    let start = |vcpu, entry, arg| ret(&d, &m, &p, 0, Hypercall::VcpuStart, [vcpu, entry, arg, 0]).status;
+    let start =
+        |vcpu, entry, arg| ret(&d, &m, &p, 0, Hypercall::VcpuStart, [vcpu, entry, arg, 0]).status;
     assert_eq!(start(1, 1 << 32, 0), err(HypercallError::InvalidArgument));
-    assert_eq!(start(1, 0x1000, 1 << 32), err(HypercallError::InvalidArgument));
+    assert_eq!(
+        start(1, 0x1000, 1 << 32),
+        err(HypercallError::InvalidArgument)
+    );
     assert_eq!(start(1, MEM as u64, 0), err(HypercallError::BadAddress));
     assert_eq!(start(2, 0x1000, 0), err(HypercallError::NotFound));
     assert_eq!(start(u64::MAX, 0x1000, 0), err(HypercallError::NotFound));
-    assert_eq!(start(0, 0x1000, 0), err(HypercallError::Already), "vCPU 0 always has started");
+    assert_eq!(
+        start(0, 0x1000, 0),
+        err(HypercallError::Already),
+        "vCPU 0 always has started"
+    );
     assert_eq!(start(1, 0x1000, 9), 0);
     assert_eq!(start(1, 0x1000, 9), err(HypercallError::Already));
     assert_eq!(*p.started.lock().unwrap(), vec![(1, 0x1000, 9)]);
@@ -191,20 +297,50 @@ fn boot8_vcpu_start() {
 fn boot8_a_vcpu_the_vmm_failed_to_start_can_be_started_again() {
     let d = Dispatcher::new(HostConfig::new(2, Features::empty()));
     let m = VecMemory::new(MEM);
-    let refusing = Recorder { refuse_start: true, ..Default::default() };
-    let r = ret(&d, &m, &refusing, 0, Hypercall::VcpuStart, [1, 0x1000, 0, 0]);
+    let refusing = Recorder {
+        refuse_start: true,
+        ..Default::default()
+    };
+    let r = ret(
+        &d,
+        &m,
+        &refusing,
+        0,
+        Hypercall::VcpuStart,
+        [1, 0x1000, 0, 0],
+    );
     assert_eq!(r.status, err(HypercallError::HostFailure));
-    let r = ret(&d, &m, &Recorder::default(), 0, Hypercall::VcpuStart, [1, 0x1000, 0, 0]);
+    let r = ret(
+        &d,
+        &m,
+        &Recorder::default(),
+        0,
+        Hypercall::VcpuStart,
+        [1, 0x1000, 0, 0],
+    );
     assert_eq!(r.status, 0);
 }
 
 #[test]
 fn irq_sources_check_their_features_first() {
     let (d, m, p) = setup(2);
-    let irq = |src, vec, cpu| ret(&d, &m, &p, 0, Hypercall::IrqSetVector, [src, vec, cpu, 0]).status;
-    assert_eq!(irq(7, 40, 0), err(HypercallError::InvalidArgument), "IRQ-2: undefined source");
-    assert_eq!(irq(0, 40, 0), err(HypercallError::Unsupported), "IRQ-3: no TIMER");
-    assert_eq!(irq(0x1_0000, 3, 9), err(HypercallError::Unsupported), "IRQ-3: no DEVICES");
+    let irq =
+        |src, vec, cpu| ret(&d, &m, &p, 0, Hypercall::IrqSetVector, [src, vec, cpu, 0]).status;
+    assert_eq!(
+        irq(7, 40, 0),
+        err(HypercallError::InvalidArgument),
+        "IRQ-2: undefined source"
+    );
+    assert_eq!(
+        irq(0, 40, 0),
+        err(HypercallError::Unsupported),
+        "IRQ-3: no TIMER"
+    );
+    assert_eq!(
+        irq(0x1_0000, 3, 9),
+        err(HypercallError::Unsupported),
+        "IRQ-3: no DEVICES"
+    );
 }
 
 #[test]

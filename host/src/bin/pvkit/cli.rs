@@ -27,6 +27,8 @@ pub(crate) enum Command {
     /// (triple fault, emulation failure, an exit pvkit cannot serve), after
     /// printing the vCPU and its registers.
     Run(RunArgs),
+    /// Measure boot time, side by side with another VMM when asked.
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Args)]

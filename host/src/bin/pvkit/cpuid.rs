@@ -13,7 +13,9 @@ const TSC_DEADLINE_BIT: u32 = 1 << 24;
 
 /// The CPUID entries common to every vCPU.
 pub(crate) fn base(kvm_fd: &Kvm, config: &HostConfig, tsc_khz: u32) -> Result<CpuId, VmmError> {
-    let mut cpuid = kvm_fd.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(kvm("KVM_GET_SUPPORTED_CPUID"))?;
+    let mut cpuid = kvm_fd
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(kvm("KVM_GET_SUPPORTED_CPUID"))?;
     for entry in cpuid.as_mut_slice() {
         if entry.function == 1 {
             entry.ecx |= HYPERVISOR_PRESENT_BIT | TSC_DEADLINE_BIT;

@@ -39,19 +39,17 @@ impl MemSize {
             Some((i, 'G' | 'g')) => (&t[..i], 30),
             _ => (t, 0),
         };
-        let n: u64 = digits.parse().map_err(|_| format!("{text:?} is not a size (like 64M or 1G)"))?;
+        let n: u64 = digits
+            .parse()
+            .map_err(|_| format!("{text:?} is not a size (like 64M or 1G)"))?;
         let bytes = n
             .checked_mul(1 << shift)
             .filter(|b| (MIN_MEM..=MAX_MEM).contains(b))
             .ok_or_else(|| format!("{text:?} is outside 1M..=64G"))?;
-        if bytes % 4096 != 0 {
+        if !bytes.is_multiple_of(4096) {
             return Err(format!("{text:?} is not a multiple of 4 KiB"));
         }
         Ok(Self(bytes))
-    }
-
-    pub(crate) fn bytes(self) -> u64 {
-        self.0
     }
 
     /// The RAM regions: below the MMIO hole, and the rest above 4 GiB.
@@ -59,14 +57,17 @@ impl MemSize {
         if self.0 <= MMIO_HOLE_START {
             vec![(0, self.0)]
         } else {
-            vec![(0, MMIO_HOLE_START), (MMIO_HOLE_END, self.0 - MMIO_HOLE_START)]
+            vec![
+                (0, MMIO_HOLE_START),
+                (MMIO_HOLE_END, self.0 - MMIO_HOLE_START),
+            ]
         }
     }
 }
 
 impl fmt::Display for MemSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 % (1 << 20) == 0 {
+        if self.0.is_multiple_of(1 << 20) {
             write!(f, "{} MiB", self.0 >> 20)
         } else {
             write!(f, "{} KiB", self.0 >> 10)
@@ -80,8 +81,9 @@ mod tests {
 
     #[test]
     fn sizes() {
-        assert_eq!(MemSize::parse("64M").unwrap().bytes(), 64 << 20);
-        assert_eq!(MemSize::parse("1048576").unwrap().bytes(), 1 << 20);
+        assert_eq!(MemSize::parse("64M"), Ok(MemSize(64 << 20)));
+        assert_eq!(MemSize::parse("1048576"), Ok(MemSize(1 << 20)));
+        assert_eq!(MemSize::parse("2g"), Ok(MemSize(2 << 30)));
         assert!(MemSize::parse("12").is_err());
         assert!(MemSize::parse("65G").is_err());
         assert!(MemSize::parse("1025K").is_err());
@@ -91,7 +93,13 @@ mod tests {
 
     #[test]
     fn regions_skip_the_hole() {
-        assert_eq!(MemSize::parse("64M").unwrap().regions(), vec![(0, 64 << 20)]);
-        assert_eq!(MemSize::parse("4G").unwrap().regions(), vec![(0, 3 << 30), (4 << 30, 1 << 30)]);
+        assert_eq!(
+            MemSize::parse("64M").unwrap().regions(),
+            vec![(0, 64 << 20)]
+        );
+        assert_eq!(
+            MemSize::parse("4G").unwrap().regions(),
+            vec![(0, 3 << 30), (4 << 30, 1 << 30)]
+        );
     }
 }

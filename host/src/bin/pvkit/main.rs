@@ -1,6 +1,7 @@
 //! `pvkit`, the reference hypervisor: boots PVH guest kernels on Linux KVM
 //! and serves the pvkit interface through `pvkit-host`.
 
+mod bench;
 mod cli;
 mod console;
 mod cpuid;
@@ -29,6 +30,13 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => match vm::run(&args) {
             Ok(status) => ExitCode::from(status),
+            Err(e) => {
+                eprintln!("pvkit: error: {e}");
+                ExitCode::from(EXIT_SETUP_FAILED)
+            }
+        },
+        Command::Bench(args) => match bench::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("pvkit: error: {e}");
                 ExitCode::from(EXIT_SETUP_FAILED)

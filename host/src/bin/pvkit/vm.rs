@@ -48,14 +48,23 @@ impl Machine {
     pub(crate) fn report(&self, event: Event) {
         // The receiver lives as long as `run`; a send fails only while the
         // process is already exiting.
-        let _ = self.events.lock().unwrap_or_else(PoisonError::into_inner).send(event);
+        let _ = self
+            .events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .send(event);
     }
 
     fn start(&self, vcpu: u32, start: Start) -> Result<(), StartError> {
-        let slot = self.starters.get(vcpu as usize).ok_or_else(|| StartError(format!("no vCPU {vcpu}")))?;
+        let slot = self
+            .starters
+            .get(vcpu as usize)
+            .ok_or_else(|| StartError(format!("no vCPU {vcpu}")))?;
         let sender = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
         let sender = sender.ok_or_else(|| StartError(format!("vCPU {vcpu} was started before")))?;
-        sender.send(start).map_err(|_| StartError(format!("vCPU {vcpu}'s thread is gone")))
+        sender
+            .send(start)
+            .map_err(|_| StartError(format!("vCPU {vcpu}'s thread is gone")))
     }
 }
 
@@ -70,7 +79,14 @@ impl Platform for Machine {
     }
 
     fn start_vcpu(&self, vcpu: u32, entry: u32, arg: u32) -> Result<(), StartError> {
-        self.start(vcpu, Start { entry, ebx: arg, esi: vcpu })
+        self.start(
+            vcpu,
+            Start {
+                entry,
+                ebx: arg,
+                esi: vcpu,
+            },
+        )
     }
 }
 
@@ -79,17 +95,24 @@ fn create_memory(vm: &VmFd, args: &RunArgs) -> Result<GuestMemoryMmap, VmmError>
         .mem
         .regions()
         .into_iter()
-        .map(|(start, size)| (GuestAddress(start), usize::try_from(size).expect("64-bit host")))
+        .map(|(start, size)| {
+            (
+                GuestAddress(start),
+                usize::try_from(size).expect("64-bit host"),
+            )
+        })
         .collect();
     let guest = GuestMemoryMmap::from_ranges(&ranges).map_err(|e| VmmError::Host {
         what: "mapping guest memory",
         source: std::io::Error::other(e.to_string()),
     })?;
     for (slot, region) in (0u32..).zip(guest.iter()) {
-        let host = guest.get_host_address(region.start_addr()).map_err(|e| VmmError::Host {
-            what: "finding guest memory",
-            source: std::io::Error::other(e.to_string()),
-        })?;
+        let host = guest
+            .get_host_address(region.start_addr())
+            .map_err(|e| VmmError::Host {
+                what: "finding guest memory",
+                source: std::io::Error::other(e.to_string()),
+            })?;
         let region = kvm_userspace_memory_region {
             slot,
             flags: 0,
@@ -117,23 +140,32 @@ pub(crate) fn run(args: &RunArgs) -> Result<u8, VmmError> {
         why: format!("PVH entry {:#x} is above 4 GiB", entry.0),
     })?;
 
-    vm.set_tss_address(KVM_TSS_ADDR).map_err(kvm("KVM_SET_TSS_ADDR"))?;
+    vm.set_tss_address(KVM_TSS_ADDR)
+        .map_err(kvm("KVM_SET_TSS_ADDR"))?;
     vm.create_irq_chip().map_err(kvm("KVM_CREATE_IRQCHIP"))?;
 
     let console = Arc::new(Console::default());
-    let serial_irq = EventFd::new(EFD_NONBLOCK).map_err(|source| VmmError::Host { what: "eventfd", source })?;
-    vm.register_irqfd(&serial_irq, SERIAL_GSI).map_err(kvm("KVM_IRQFD for the serial port"))?;
+    let serial_irq = EventFd::new(EFD_NONBLOCK).map_err(|source| VmmError::Host {
+        what: "eventfd",
+        source,
+    })?;
+    vm.register_irqfd(&serial_irq, SERIAL_GSI)
+        .map_err(kvm("KVM_IRQFD for the serial port"))?;
     let serial = Serial::new(IrqTrigger(serial_irq), ConsoleWriter(Arc::clone(&console)));
 
     let config = HostConfig::new(args.cpus, Features::CONSOLE);
     let mut fds = Vec::new();
     for index in 0..args.cpus {
-        fds.push(vm.create_vcpu(u64::from(index)).map_err(kvm("KVM_CREATE_VCPU"))?);
+        fds.push(
+            vm.create_vcpu(u64::from(index))
+                .map_err(kvm("KVM_CREATE_VCPU"))?,
+        );
     }
     let tsc_khz = fds[0].get_tsc_khz().unwrap_or(0);
     let base_cpuid = cpuid::base(&kvm_fd, &config, tsc_khz)?;
     for (index, fd) in (0u32..).zip(&fds) {
-        fd.set_cpuid2(&cpuid::for_vcpu(&base_cpuid, index)).map_err(kvm("KVM_SET_CPUID2"))?;
+        fd.set_cpuid2(&cpuid::for_vcpu(&base_cpuid, index))
+            .map_err(kvm("KVM_SET_CPUID2"))?;
     }
 
     let (events_tx, events_rx) = mpsc::channel();
@@ -157,8 +189,15 @@ pub(crate) fn run(args: &RunArgs) -> Result<u8, VmmError> {
     for ((index, fd), rx) in (0u32..).zip(fds).zip(receivers) {
         vcpu::spawn(index, fd, Arc::clone(&machine), rx)?;
     }
-    let boot = Start { entry, ebx: u32::try_from(START_INFO_ADDR).expect("below 4 GiB"), esi: 0 };
-    machine.start(0, boot).map_err(|e| VmmError::Host { what: "starting vCPU 0", source: std::io::Error::other(e.0) })?;
+    let boot = Start {
+        entry,
+        ebx: u32::try_from(START_INFO_ADDR).expect("below 4 GiB"),
+        esi: 0,
+    };
+    machine.start(0, boot).map_err(|e| VmmError::Host {
+        what: "starting vCPU 0",
+        source: std::io::Error::other(e.0),
+    })?;
     Ok(wait(&events_rx))
 }
 
@@ -176,12 +215,21 @@ fn wait(events: &Receiver<Event>) -> u8 {
         }
         Event::Stop(StopRequest::Panic { code, message }) => {
             match message {
-                Ok(text) => eprintln!("pvkit: guest panicked (exit code {code}): {}", String::from_utf8_lossy(&text)),
-                Err(e) => eprintln!("pvkit: guest panicked (exit code {code}); its message was unreadable: {e}"),
+                Ok(text) => eprintln!(
+                    "pvkit: guest panicked (exit code {code}): {}",
+                    String::from_utf8_lossy(&text)
+                ),
+                Err(e) => eprintln!(
+                    "pvkit: guest panicked (exit code {code}); its message was unreadable: {e}"
+                ),
             }
             code
         }
-        Event::Crash { vcpu, what, registers } => {
+        Event::Crash {
+            vcpu,
+            what,
+            registers,
+        } => {
             eprintln!("pvkit: vCPU {vcpu} crashed: {what}\n{registers}");
             EXIT_GUEST_CRASHED
         }

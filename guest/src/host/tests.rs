@@ -1,0 +1,168 @@
+//! The wrappers against a fake host that answers whatever the test says.
+
+use core::cell::RefCell;
+use std::vec::Vec;
+
+use pvkit_spec::HypercallError;
+use pvkit_spec::discovery::Leaves;
+use pvkit_spec::hypercall::HypercallReturn;
+
+use super::*;
+use crate::translate::{IdentityMap, PAGE_SIZE};
+
+/// Records every call and answers from a script, in order.
+struct FakeGate {
+    calls: RefCell<Vec<HypercallArgs>>,
+    answers: RefCell<Vec<HypercallReturn>>,
+}
+
+impl FakeGate {
+    fn new(answers: &[(u64, [u64; 2])]) -> Self {
+        let answers = answers
+            .iter()
+            .rev()
+            .map(|&(status, results)| HypercallReturn { status, results })
+            .collect();
+        Self {
+            calls: RefCell::new(Vec::new()),
+            answers: RefCell::new(answers),
+        }
+    }
+}
+
+// SAFETY: a fake: it performs nothing and returns what the test scripted.
+unsafe impl Gate for &FakeGate {
+    unsafe fn call(&self, call: HypercallArgs) -> HypercallReturn {
+        self.calls.borrow_mut().push(call);
+        self.answers.borrow_mut().pop().expect("a scripted answer")
+    }
+}
+
+fn host(gate: &FakeGate, features: Features) -> Pvkit<&FakeGate, IdentityMap> {
+    let found = Found {
+        base: 0x4000_0100,
+        leaves: Leaves {
+            version: AbiVersion::new(1, 0),
+            features,
+            gate_port: 0xa10,
+            tsc_khz: 0,
+            lapic_khz: 0,
+        },
+    };
+    // SAFETY: the fake gate touches no memory.
+    unsafe { Pvkit::new(found, gate, IdentityMap) }
+}
+
+#[test]
+fn status_codes_become_errors() {
+    let gate = FakeGate::new(&[(3, [0, 0]), (999, [0, 0])]);
+    let h = host(&gate, Features::CONSOLE);
+    assert_eq!(
+        h.console_write(b"x"),
+        Err(Error::Host(HypercallError::BadAddress))
+    );
+    assert_eq!(
+        h.console_write(b"x"),
+        Err(Error::UnknownStatus(999)),
+        "HC-9"
+    );
+}
+
+#[test]
+fn a_host_that_takes_more_than_given_is_caught() {
+    let gate = FakeGate::new(&[(0, [6, 0])]);
+    let h = host(&gate, Features::CONSOLE);
+    assert!(matches!(
+        h.console_write(b"hello"),
+        Err(Error::Protocol { .. })
+    ));
+}
+
+#[test]
+fn a_host_that_reads_more_than_the_buffer_is_caught() {
+    let gate = FakeGate::new(&[(0, [17, 0])]);
+    let h = host(&gate, Features::CONSOLE);
+    let mut buf = [0u8; 16];
+    assert!(matches!(
+        h.console_read(&mut buf),
+        Err(Error::Protocol { .. })
+    ));
+}
+
+#[test]
+fn console_writes_are_split_at_pages_and_retried() {
+    let page = std::vec![b'a'; 3 * PAGE_SIZE];
+    let start = page.as_ptr() as usize;
+    let offset = PAGE_SIZE - (start % PAGE_SIZE) - 10; // 10 bytes before a boundary
+    let text = &page[offset..offset + 30];
+    // First call: the 10 bytes up to the boundary, all taken; second: 20,
+    // of which 5 are taken; the retry writes the last 15.
+    let gate = FakeGate::new(&[(0, [10, 0]), (0, [5, 0]), (0, [15, 0])]);
+    let h = host(&gate, Features::CONSOLE);
+    h.console_write_all(text).unwrap();
+    let calls = gate.calls.borrow();
+    let lens: Vec<u64> = calls.iter().map(|c| c.args[1]).collect();
+    assert_eq!(lens, [10, 20, 15]);
+    assert_eq!(calls[1].args[0], calls[0].args[0] + 10);
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.number == Hypercall::ConsoleWrite.raw() && c.args[2..] == [0, 0]),
+        "HC-5"
+    );
+}
+
+#[test]
+fn a_host_that_takes_nothing_forever_is_an_error_not_a_hang() {
+    let answers: Vec<(u64, [u64; 2])> = (0..200).map(|_| (0, [0, 0])).collect();
+    let gate = FakeGate::new(&answers);
+    let h = host(&gate, Features::CONSOLE);
+    assert!(matches!(
+        h.console_write_all(b"stuck"),
+        Err(Error::Protocol { .. })
+    ));
+}
+
+#[test]
+fn calls_of_features_not_offered_are_not_made() {
+    let gate = FakeGate::new(&[]);
+    let h = host(&gate, Features::empty());
+    assert_eq!(h.console_write(b"x"), Err(Error::NotOffered("CONSOLE")));
+    // SAFETY: the call is refused before any gate access.
+    let refused = unsafe { h.vcpu_start(1, 0x1000, 0) };
+    assert_eq!(refused, Err(Error::NotOffered("VCPU_START")));
+    assert!(gate.calls.borrow().is_empty());
+}
+
+#[test]
+fn vcpu_query_checks_the_index() {
+    let gate = FakeGate::new(&[(0, [1, 2]), (0, [2, 2])]);
+    let h = host(&gate, Features::empty());
+    assert_eq!(h.vcpu_query(), Ok((1, 2)));
+    assert!(matches!(h.vcpu_query(), Err(Error::Protocol { .. })));
+}
+
+#[test]
+fn negotiate_refuses_unasked_features() {
+    let gate = FakeGate::new(&[
+        (0, [Features::CONSOLE.bits(), 0]),
+        (0, [Features::TIMER.bits(), 0]),
+    ]);
+    let h = host(&gate, Features::CONSOLE);
+    assert_eq!(h.negotiate(Features::CONSOLE), Ok(Features::CONSOLE));
+    assert!(matches!(
+        h.negotiate(Features::CONSOLE),
+        Err(Error::Protocol { .. })
+    ));
+}
+
+#[test]
+fn stop_calls_report_a_refusal() {
+    let gate = FakeGate::new(&[(2, [0, 0]), (0, [0, 0])]);
+    let h = host(&gate, Features::empty());
+    assert_eq!(h.shutdown(7), Error::Host(HypercallError::InvalidArgument));
+    assert!(matches!(h.panic(b"msg", 9), Error::Protocol { .. }));
+    let calls = gate.calls.borrow();
+    assert_eq!(calls[0].args[0], 7);
+    assert_eq!((calls[1].args[1], calls[1].args[2]), (3, 9));
+}

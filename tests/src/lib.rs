@@ -1,0 +1,168 @@
+//! What pvkit's integration tests share: building the `pvkit` binary and the
+//! example kernels, running them with a time limit, and deciding whether a
+//! test may skip (never under `CI=true`).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is in the repository")
+        .to_path_buf()
+}
+
+fn run_checked(cmd: &mut Command, what: &str) {
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
+    assert!(status.success(), "{what} failed: {status}");
+}
+
+/// The `pvkit` binary, built once per test process (in its own target
+/// directory, so that it never waits for the cargo running the tests).
+pub fn pvkit() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let target = root().join("target").join("it");
+        run_checked(
+            Command::new(env!("CARGO"))
+                .args([
+                    "build",
+                    "--release",
+                    "--locked",
+                    "-p",
+                    "pvkit-host",
+                    "--bin",
+                    "pvkit",
+                ])
+                .env("CARGO_TARGET_DIR", &target)
+                .current_dir(root()),
+            "building pvkit",
+        );
+        target.join("release").join("pvkit")
+    })
+}
+
+/// The example kernel `name`, with every example kernel built once per test
+/// process (adding the bare-metal target first when it is missing).
+pub fn kernel(name: &str) -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        run_checked(
+            &mut Command::new(root().join("scripts").join("setup")),
+            "scripts/setup",
+        );
+        let kernels = root().join("examples").join("kernels");
+        run_checked(
+            Command::new(env!("CARGO"))
+                .args([
+                    "build",
+                    "--release",
+                    "--locked",
+                    "--target",
+                    "x86_64-unknown-none",
+                ])
+                .env_remove("CARGO_TARGET_DIR")
+                .current_dir(&kernels),
+            "building the example kernels",
+        );
+        kernels
+            .join("target")
+            .join("x86_64-unknown-none")
+            .join("release")
+    });
+    let path = dir.join(name);
+    assert!(path.is_file(), "no example kernel {}", path.display());
+    path
+}
+
+/// Whether this run is CI, where nothing may skip.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Returns `false` (after saying why) when `/dev/kvm` cannot be opened and
+/// the test may skip; panics under CI, where KVM must be there.
+pub fn kvm_available() -> bool {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
+        Ok(_) => true,
+        Err(e) if in_ci() => panic!("CI=true but /dev/kvm cannot be opened: {e}"),
+        Err(e) => {
+            eprintln!("SKIPPED: /dev/kvm cannot be opened ({e}); CI=true makes this a failure");
+            false
+        }
+    }
+}
+
+/// What a finished run printed and how it ended.
+#[derive(Debug)]
+pub struct Run {
+    /// The exit status.
+    pub status: ExitStatus,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Run {
+    /// The exit code; panics if the process was killed by a signal.
+    pub fn code(&self) -> i32 {
+        self.status
+            .code()
+            .unwrap_or_else(|| panic!("killed by a signal: {self:#?}"))
+    }
+}
+
+/// Runs a command with no input, killing it after `limit`.
+pub fn run_with_limit(cmd: &mut Command, limit: Duration) -> Run {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let mut out = child.stdout.take().expect("piped");
+    let mut err = child.stderr.take().expect("piped");
+    let out_thread = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err_thread = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    Run {
+        status,
+        stdout: out_thread.join().expect("stdout"),
+        stderr: err_thread.join().expect("stderr"),
+    }
+}
+
+/// Runs `pvkit` with `args`, with a 60-second limit.
+pub fn pvkit_run(args: &[&str]) -> Run {
+    run_with_limit(Command::new(pvkit()).args(args), Duration::from_secs(60))
+}
