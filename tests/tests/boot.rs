@@ -15,6 +15,7 @@ fn hello_boots_and_reports_the_host() {
         "pvkit hypervisor: signature \"pvkitpvkitpv\" at CPUID 0x40000100, ABI 1.0, gate port 0xa10",
         "features: CONSOLE",
         "vCPU 0 of 1",
+        "INFO  hello: logging through the pvkit console",
     ] {
         assert!(
             run.stdout.lines().any(|l| l == line),
@@ -80,4 +81,37 @@ fn the_command_line_reaches_the_guest_and_hello_sees_one_vcpu_of_many() {
         run.stdout.contains("command line: \"console=pv\""),
         "{run:#?}"
     );
+}
+
+#[test]
+fn a_crashing_guest_is_reported_with_its_vcpu_and_registers() {
+    if !kvm_available() {
+        return;
+    }
+    let run = pvkit_run(&["run", kernel("crash").to_str().unwrap()]);
+    assert_eq!(run.code(), 3, "{run:#?}");
+    // Its last words went out through the 16550 at 0x3f8.
+    assert_eq!(run.stdout, "crash: about to triple fault\n", "{run:#?}");
+    // A triple fault on hardware; nested KVM's emulator may give up first.
+    assert!(
+        run.stderr
+            .starts_with("pvkit: vCPU 0 crashed: triple fault")
+            || run
+                .stderr
+                .starts_with("pvkit: vCPU 0 crashed: KVM internal error"),
+        "{run:#?}"
+    );
+    for register in [
+        "rip=0x",
+        "rsp=0x",
+        "rflags=0x",
+        "cr0=0x",
+        "cr3=0x",
+        "efer=0x",
+    ] {
+        assert!(
+            run.stderr.contains(register),
+            "{register} missing: {run:#?}"
+        );
+    }
 }

@@ -107,6 +107,12 @@ macro_rules! println {
     };
 }
 
+/// Writes straight to the 16550 serial port, whatever the platform.
+pub fn serial_write(bytes: &[u8]) {
+    let _guard = OUTPUT.lock();
+    serial::write(bytes);
+}
+
 /// Stops the machine with `code`.
 pub fn exit(code: u8) -> ! {
     if let Some(p) = pvkit() {

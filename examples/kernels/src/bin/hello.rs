@@ -2,12 +2,15 @@
 #![no_std]
 #![no_main]
 
+use pvkit_guest::{IdentityMap, PortGate, PvLogger};
 use pvkit_spec::boot::StartInfo;
 use rt::{Boot, Platform, println};
 
 rt::entry!(main);
 
-/// The command line from `hvm_start_info`, if it is there and ASCII.
+static LOGGER: PvLogger<PortGate, IdentityMap> = PvLogger::new(log::LevelFilter::Info);
+
+/// The command line from `hvm_start_info`, if it is there and UTF-8.
 fn cmdline(boot: &Boot) -> Option<&'static str> {
     // SAFETY: the runtime maps the first 4 GiB 1:1 and the host put the
     // start info there (clause BOOT-5); it is read, never written.
@@ -40,6 +43,9 @@ fn main(boot: Boot) -> u8 {
             match p.vcpu_query() {
                 Ok((index, count)) => println!("vCPU {index} of {count}"),
                 Err(e) => println!("VCPU_QUERY failed: {e}"),
+            }
+            if LOGGER.install(*p).is_ok() {
+                log::info!("logging through the pvkit console");
             }
         }
         Platform::Other(why) => println!("no pvkit hypervisor: {why}"),
