@@ -22,8 +22,6 @@ pub struct PvConsole<'a, G, T>(pub &'a Pvkit<G, T>);
 
 impl<G: Gate, T: Translate> fmt::Write for PvConsole<'_, G, T> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        self.0
-            .console_write_all(s.as_bytes())
-            .map_err(|_| fmt::Error)
+        self.0.console_write_all(s.as_bytes()).map_err(|_| fmt::Error)
     }
 }

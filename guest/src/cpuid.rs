@@ -15,11 +15,6 @@ pub struct NativeCpuid;
 impl Cpuid for NativeCpuid {
     fn cpuid(&self, leaf: u32) -> CpuidRegs {
         let r = core::arch::x86_64::__cpuid_count(leaf, 0);
-        CpuidRegs {
-            eax: r.eax,
-            ebx: r.ebx,
-            ecx: r.ecx,
-            edx: r.edx,
-        }
+        CpuidRegs { eax: r.eax, ebx: r.ebx, ecx: r.ecx, edx: r.edx }
     }
 }

@@ -61,11 +61,7 @@ impl fmt::Display for NotPresent {
             Self::NoSignature { other } => {
                 f.write_str("a hypervisor without pvkit leaves (signature \"")?;
                 for &b in other.iter().filter(|b| **b != 0) {
-                    let c = if b.is_ascii_graphic() || b == b' ' {
-                        char::from(b)
-                    } else {
-                        '?'
-                    };
+                    let c = if b.is_ascii_graphic() || b == b' ' { char::from(b) } else { '?' };
                     write!(f, "{c}")?;
                 }
                 f.write_str("\")")
@@ -74,10 +70,7 @@ impl fmt::Display for NotPresent {
                 write!(f, "malformed pvkit leaves at {base:#x}: {error}")
             }
             Self::IncompatibleVersion { host } => {
-                write!(
-                    f,
-                    "pvkit host of version {host}, this guest speaks {ABI_VERSION}"
-                )
+                write!(f, "pvkit host of version {host}, this guest speaks {ABI_VERSION}")
             }
         }
     }
@@ -91,9 +84,7 @@ pub fn detect<C: Cpuid + ?Sized>(cpu: &C) -> Result<Found, NotPresent> {
     }
     let base = discovery::candidate_bases()
         .find(|&base| discovery::is_signature(cpu.cpuid(base)))
-        .ok_or_else(|| NotPresent::NoSignature {
-            other: discovery::signature_of(cpu.cpuid(discovery::BASE_FIRST)),
-        })?;
+        .ok_or_else(|| NotPresent::NoSignature { other: discovery::signature_of(cpu.cpuid(discovery::BASE_FIRST)) })?;
     let mut regs = [pvkit_spec::discovery::CpuidRegs::default(); LEAF_COUNT as usize];
     for (offset, slot) in (0u32..).zip(regs.iter_mut()) {
         *slot = cpu.cpuid(base + offset);
@@ -102,9 +93,7 @@ pub fn detect<C: Cpuid + ?Sized>(cpu: &C) -> Result<Found, NotPresent> {
     regs[0].eax = regs[0].eax.saturating_sub(base);
     let leaves = Leaves::decode(&regs).map_err(|error| NotPresent::BadLeaves { base, error })?;
     if !ABI_VERSION.can_run_on(leaves.version) {
-        return Err(NotPresent::IncompatibleVersion {
-            host: leaves.version,
-        });
+        return Err(NotPresent::IncompatibleVersion { host: leaves.version });
     }
     Ok(Found { base, leaves })
 }
@@ -121,42 +110,16 @@ mod tests {
 
     impl Cpuid for Table<'_> {
         fn cpuid(&self, leaf: u32) -> CpuidRegs {
-            self.0
-                .iter()
-                .find(|(l, _)| *l == leaf)
-                .map(|(_, r)| *r)
-                .unwrap_or_default()
+            self.0.iter().find(|(l, _)| *l == leaf).map(|(_, r)| *r).unwrap_or_default()
         }
     }
 
-    const HV: (u32, CpuidRegs) = (
-        1,
-        CpuidRegs {
-            eax: 0,
-            ebx: 0,
-            ecx: HYPERVISOR_PRESENT_BIT,
-            edx: 0,
-        },
-    );
-    const KVM: (u32, CpuidRegs) = (
-        0x4000_0000,
-        CpuidRegs {
-            eax: 0x4000_0001,
-            ebx: 0x4b4d_564b,
-            ecx: 0x564b_4d56,
-            edx: 0x4d,
-        },
-    );
+    const HV: (u32, CpuidRegs) = (1, CpuidRegs { eax: 0, ebx: 0, ecx: HYPERVISOR_PRESENT_BIT, edx: 0 });
+    const KVM: (u32, CpuidRegs) =
+        (0x4000_0000, CpuidRegs { eax: 0x4000_0001, ebx: 0x4b4d_564b, ecx: 0x564b_4d56, edx: 0x4d });
 
     fn pvkit_at(base: u32, version: AbiVersion) -> [(u32, CpuidRegs); 3] {
-        Leaves {
-            version,
-            features: Features::CONSOLE,
-            gate_port: 0xa10,
-            tsc_khz: 1000,
-            lapic_khz: 0,
-        }
-        .encode_at(base)
+        Leaves { version, features: Features::CONSOLE, gate_port: 0xa10, tsc_khz: 1000, lapic_khz: 0 }.encode_at(base)
     }
 
     #[test]
@@ -177,9 +140,7 @@ mod tests {
     #[test]
     fn another_hypervisor_is_named() {
         let err = detect(&Table(&[HV, KVM])).unwrap_err();
-        let NotPresent::NoSignature { other } = err else {
-            panic!("{err:?}")
-        };
+        let NotPresent::NoSignature { other } = err else { panic!("{err:?}") };
         assert_eq!(&other[..9], b"KVMKVMKVM");
     }
 
@@ -194,9 +155,7 @@ mod tests {
         let [a, b, c] = pvkit_at(0x4000_0100, AbiVersion::new(2, 0));
         assert_eq!(
             detect(&Table(&[HV, a, b, c])),
-            Err(NotPresent::IncompatibleVersion {
-                host: AbiVersion::new(2, 0)
-            })
+            Err(NotPresent::IncompatibleVersion { host: AbiVersion::new(2, 0) })
         );
     }
 
@@ -204,25 +163,13 @@ mod tests {
     fn malformed_leaves_are_refused() {
         let [a, mut b, c] = pvkit_at(0x4000_0100, AbiVersion::new(1, 0));
         b.1.edx = 0;
-        assert!(matches!(
-            detect(&Table(&[HV, a, b, c])),
-            Err(NotPresent::BadLeaves {
-                base: 0x4000_0100,
-                ..
-            })
-        ));
+        assert!(matches!(detect(&Table(&[HV, a, b, c])), Err(NotPresent::BadLeaves { base: 0x4000_0100, .. })));
         let [mut a, b, c] = pvkit_at(0x4000_0100, AbiVersion::new(1, 0));
         a.1.eax = 0x4000_0101;
-        assert!(matches!(
-            detect(&Table(&[HV, a, b, c])),
-            Err(NotPresent::BadLeaves { .. })
-        ));
+        assert!(matches!(detect(&Table(&[HV, a, b, c])), Err(NotPresent::BadLeaves { .. })));
         // A base leaf whose EAX is below the base (garbage) is refused too.
         let [mut a, b, c] = pvkit_at(0x4000_0100, AbiVersion::new(1, 0));
         a.1.eax = 3;
-        assert!(matches!(
-            detect(&Table(&[HV, a, b, c])),
-            Err(NotPresent::BadLeaves { .. })
-        ));
+        assert!(matches!(detect(&Table(&[HV, a, b, c])), Err(NotPresent::BadLeaves { .. })));
     }
 }

@@ -61,9 +61,6 @@ unsafe impl Gate for PortGate {
                 options(nostack, preserves_flags),
             );
         }
-        HypercallReturn {
-            status,
-            results: [r0, r1],
-        }
+        HypercallReturn { status, results: [r0, r1] }
     }
 }

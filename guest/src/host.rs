@@ -4,6 +4,7 @@
 use pvkit_spec::hypercall::{HypercallArgs, PANIC_MESSAGE_MAX_LEN};
 use pvkit_spec::{AbiVersion, Features, Hypercall};
 
+use crate::clock::ClockArea;
 use crate::discovery::Found;
 use crate::error::Error;
 use crate::gate::Gate;
@@ -30,11 +31,7 @@ impl<G: Gate, T: Translate> Pvkit<G, T> {
     /// must be the translation of every address space this handle is used
     /// in: the host reads and writes the physical addresses it gives.
     pub unsafe fn new(found: Found, gate: G, translate: T) -> Self {
-        Self {
-            found,
-            gate,
-            translate,
-        }
+        Self { found, gate, translate }
     }
 
     /// What discovery found.
@@ -48,11 +45,7 @@ impl<G: Gate, T: Translate> Pvkit<G, T> {
     }
 
     fn require(&self, feature: Features, name: &'static str) -> Result<(), Error> {
-        if self.features().contains(feature) {
-            Ok(())
-        } else {
-            Err(Error::NotOffered(name))
-        }
+        if self.features().contains(feature) { Ok(()) } else { Err(Error::NotOffered(name)) }
     }
 
     /// Makes a call that names no guest memory.
@@ -68,47 +61,30 @@ impl<G: Gate, T: Translate> Pvkit<G, T> {
     /// call says.
     unsafe fn call_unchecked(&self, call: Hypercall, args: [u64; 4]) -> Result<[u64; 2], Error> {
         // SAFETY: forwarded from the caller.
-        let ret = unsafe {
-            self.gate.call(HypercallArgs {
-                number: call.raw(),
-                args,
-            })
-        };
+        let ret = unsafe { self.gate.call(HypercallArgs { number: call.raw(), args }) };
         Error::check(ret.status).map(|()| ret.results)
     }
 
     fn phys(&self, addr: usize) -> Result<u64, Error> {
-        self.translate
-            .virt_to_phys(addr)
-            .ok_or(Error::Untranslatable { addr })
+        self.translate.virt_to_phys(addr).ok_or(Error::Untranslatable { addr })
     }
 
     /// `QUERY`: the host's version and features, as it reports them now.
     pub fn query(&self) -> Result<(AbiVersion, Features), Error> {
         let [version, features] = self.call(Hypercall::Query, [0; 4])?;
-        let version = u32::try_from(version).map_err(|_| Error::Protocol {
-            call: "QUERY",
-            what: "version above 32 bits",
-        })?;
-        Ok((
-            AbiVersion::from_raw(version),
-            Features::from_bits_truncate(features),
-        ))
+        let version =
+            u32::try_from(version).map_err(|_| Error::Protocol { call: "QUERY", what: "version above 32 bits" })?;
+        Ok((AbiVersion::from_raw(version), Features::from_bits_truncate(features)))
     }
 
     /// `NEGOTIATE`: tells the host which features this guest will use;
     /// returns those the host accepted.
     pub fn negotiate(&self, wanted: Features) -> Result<Features, Error> {
-        let [accepted, _] = self.call(
-            Hypercall::Negotiate,
-            [pvkit_spec::ABI_VERSION.to_raw().into(), wanted.bits(), 0, 0],
-        )?;
+        let [accepted, _] =
+            self.call(Hypercall::Negotiate, [pvkit_spec::ABI_VERSION.to_raw().into(), wanted.bits(), 0, 0])?;
         let accepted = Features::from_bits_retain(accepted);
         if !wanted.contains(accepted) {
-            return Err(Error::Protocol {
-                call: "NEGOTIATE",
-                what: "accepted a feature that was not asked for",
-            });
+            return Err(Error::Protocol { call: "NEGOTIATE", what: "accepted a feature that was not asked for" });
         }
         Ok(accepted)
     }
@@ -116,14 +92,8 @@ impl<G: Gate, T: Translate> Pvkit<G, T> {
     /// `VCPU_QUERY`: the calling vCPU's index and the vCPU count.
     pub fn vcpu_query(&self) -> Result<(u32, u32), Error> {
         let [index, count] = self.call(Hypercall::VcpuQuery, [0; 4])?;
-        let bad = Error::Protocol {
-            call: "VCPU_QUERY",
-            what: "index not below the count",
-        };
-        let (index, count) = (
-            u32::try_from(index).map_err(|_| bad)?,
-            u32::try_from(count).map_err(|_| bad)?,
-        );
+        let bad = Error::Protocol { call: "VCPU_QUERY", what: "index not below the count" };
+        let (index, count) = (u32::try_from(index).map_err(|_| bad)?, u32::try_from(count).map_err(|_| bad)?);
         if index >= count {
             return Err(bad);
         }
@@ -140,10 +110,7 @@ impl<G: Gate, T: Translate> Pvkit<G, T> {
     pub fn shutdown(&self, code: u8) -> Error {
         match self.call(Hypercall::Shutdown, [code.into(), 0, 0, 0]) {
             Err(e) => e,
-            Ok(_) => Error::Protocol {
-                call: "SHUTDOWN",
-                what: "returned success",
-            },
+            Ok(_) => Error::Protocol { call: "SHUTDOWN", what: "returned success" },
         }
     }
 
@@ -151,10 +118,7 @@ impl<G: Gate, T: Translate> Pvkit<G, T> {
     pub fn reboot(&self) -> Error {
         match self.call(Hypercall::Reboot, [0; 4]) {
             Err(e) => e,
-            Ok(_) => Error::Protocol {
-                call: "REBOOT",
-                what: "returned success",
-            },
+            Ok(_) => Error::Protocol { call: "REBOOT", what: "returned success" },
         }
     }
 
@@ -183,10 +147,7 @@ impl<G: Gate, T: Translate> Pvkit<G, T> {
         // borrowed slice (or is empty).
         match unsafe { self.call_unchecked(Hypercall::Panic, [phys, len as u64, code.into(), 0]) } {
             Err(e) => e,
-            Ok(_) => Error::Protocol {
-                call: "PANIC",
-                what: "returned success",
-            },
+            Ok(_) => Error::Protocol { call: "PANIC", what: "returned success" },
         }
     }
 
@@ -200,13 +161,9 @@ impl<G: Gate, T: Translate> Pvkit<G, T> {
             let phys = self.phys(addr)?;
             // SAFETY: the host reads `len` bytes at `phys`, which back a piece
             // of `bytes`, borrowed for the call.
-            let [taken, _] =
-                unsafe { self.call_unchecked(Hypercall::ConsoleWrite, [phys, len as u64, 0, 0])? };
+            let [taken, _] = unsafe { self.call_unchecked(Hypercall::ConsoleWrite, [phys, len as u64, 0, 0])? };
             let taken = usize::try_from(taken).ok().filter(|&t| t <= len);
-            let taken = taken.ok_or(Error::Protocol {
-                call: "CONSOLE_WRITE",
-                what: "took more than it was given",
-            })?;
+            let taken = taken.ok_or(Error::Protocol { call: "CONSOLE_WRITE", what: "took more than it was given" })?;
             done += taken;
             if taken < len {
                 break;
@@ -223,10 +180,7 @@ impl<G: Gate, T: Translate> Pvkit<G, T> {
             if n == 0 {
                 retries += 1;
                 if retries > CONSOLE_RETRIES {
-                    return Err(Error::Protocol {
-                        call: "CONSOLE_WRITE",
-                        what: "took no bytes, repeatedly",
-                    });
+                    return Err(Error::Protocol { call: "CONSOLE_WRITE", what: "took no bytes, repeatedly" });
                 }
                 self.yield_now()?;
             }
@@ -245,19 +199,63 @@ impl<G: Gate, T: Translate> Pvkit<G, T> {
             let phys = self.phys(addr)?;
             // SAFETY: the host writes at most `len` bytes at `phys`, which back
             // a piece of `buf`, borrowed mutably for the call.
-            let [got, _] =
-                unsafe { self.call_unchecked(Hypercall::ConsoleRead, [phys, len as u64, 0, 0])? };
+            let [got, _] = unsafe { self.call_unchecked(Hypercall::ConsoleRead, [phys, len as u64, 0, 0])? };
             let got = usize::try_from(got).ok().filter(|&g| g <= len);
-            let got = got.ok_or(Error::Protocol {
-                call: "CONSOLE_READ",
-                what: "wrote more than the buffer",
-            })?;
+            let got = got.ok_or(Error::Protocol { call: "CONSOLE_READ", what: "wrote more than the buffer" })?;
             done += got;
             if got < len {
                 break;
             }
         }
         Ok(done)
+    }
+
+    /// `CLOCK_REGISTER`: asks the host to keep `area` current as the calling
+    /// vCPU's clock struct (clause CLK-2). Each vCPU registers its own area.
+    pub fn clock_register(&self, area: &'static ClockArea) -> Result<(), Error> {
+        self.require(Features::CLOCK, "CLOCK")?;
+        let phys = self.phys(area.as_ptr() as usize)?;
+        // SAFETY: the host writes the 32-byte area, which is 'static memory the
+        // guest only reads through the seqlock protocol.
+        unsafe { self.call_unchecked(Hypercall::ClockRegister, [phys, 0, 0, 0]) }.map(drop)
+    }
+
+    /// `CLOCK_DISABLE`: the host stops writing the calling vCPU's struct.
+    pub fn clock_disable(&self) -> Result<(), Error> {
+        self.require(Features::CLOCK, "CLOCK")?;
+        self.call(Hypercall::ClockDisable, [0; 4]).map(drop)
+    }
+
+    /// `WALLCLOCK`: UTC nanoseconds since 1970 and the PV-clock time of the same instant.
+    pub fn wallclock(&self) -> Result<(u64, u64), Error> {
+        self.require(Features::WALLCLOCK, "WALLCLOCK")?;
+        let [utc, pv] = self.call(Hypercall::Wallclock, [0; 4])?;
+        Ok((utc, pv))
+    }
+
+    /// `TIMER_SET`: arms the calling vCPU's one-shot timer for `deadline`
+    /// (PV-clock nanoseconds), replacing any armed one.
+    pub fn timer_set(&self, deadline: u64) -> Result<(), Error> {
+        self.require(Features::TIMER, "TIMER")?;
+        self.call(Hypercall::TimerSet, [deadline, 0, 0, 0]).map(drop)
+    }
+
+    /// `TIMER_CANCEL`: disarms the calling vCPU's timer; whether one was armed.
+    pub fn timer_cancel(&self) -> Result<bool, Error> {
+        self.require(Features::TIMER, "TIMER")?;
+        match self.call(Hypercall::TimerCancel, [0; 4])? {
+            [0, _] => Ok(false),
+            [1, _] => Ok(true),
+            _ => Err(Error::Protocol { call: "TIMER_CANCEL", what: "result neither 0 nor 1" }),
+        }
+    }
+
+    /// `IRQ_SET_VECTOR` for the timer of `vcpu`: `Some(vector)` (32 to 255)
+    /// delivers it there, `None` masks it.
+    pub fn set_timer_vector(&self, vcpu: u32, vector: Option<u8>) -> Result<(), Error> {
+        self.require(Features::TIMER, "TIMER")?;
+        let vector = vector.map_or(pvkit_spec::irq::VECTOR_MASKED, u64::from);
+        self.call(Hypercall::IrqSetVector, [pvkit_spec::irq::SOURCE_TIMER, vector, vcpu.into(), 0]).map(drop)
     }
 
     /// `VCPU_START`: starts vCPU `vcpu` at the 32-bit physical `entry`, in
@@ -270,13 +268,7 @@ impl<G: Gate, T: Translate> Pvkit<G, T> {
     pub unsafe fn vcpu_start(&self, vcpu: u32, entry: u32, arg: u32) -> Result<(), Error> {
         self.require(Features::VCPU_START, "VCPU_START")?;
         // SAFETY: forwarded from the caller.
-        unsafe {
-            self.call_unchecked(
-                Hypercall::VcpuStart,
-                [vcpu.into(), entry.into(), arg.into(), 0],
-            )
-        }
-        .map(drop)
+        unsafe { self.call_unchecked(Hypercall::VcpuStart, [vcpu.into(), entry.into(), arg.into(), 0]) }.map(drop)
     }
 }
 

@@ -11,6 +11,8 @@
 //! | [`gate`] | the hypercall instruction, behind the [`Gate`] trait |
 //! | [`translate`] | the kernel's virtual-to-physical translation, behind [`Translate`] |
 //! | [`host`] | [`Pvkit`], safe wrappers over every call this crate supports |
+//! | [`clock`] | reading the PV clock with no exit: [`clock::ClockArea`], [`clock::Monotonic`] |
+//! | [`timer`] | [`timer::Periodic`] on the one-shot timer, and the interrupt [`timer::Hook`] |
 //! | [`console`] | [`PvConsole`], `core::fmt::Write` over the early console |
 //! | [`logger`] | [`PvLogger`], a `log::Log` over the early console |
 //!
@@ -35,6 +37,7 @@
 #![no_std]
 #![deny(missing_docs)]
 
+pub mod clock;
 pub mod console;
 pub mod cpuid;
 pub mod discovery;
@@ -42,6 +45,7 @@ pub mod error;
 pub mod gate;
 pub mod host;
 pub mod logger;
+pub mod timer;
 pub mod translate;
 
 // Unit tests use std's collections and cells.

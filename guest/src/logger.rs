@@ -39,11 +39,7 @@ pub struct AlreadyInstalled;
 impl<G, T> PvLogger<G, T> {
     /// A logger that lets through records up to `level`.
     pub const fn new(level: LevelFilter) -> Self {
-        Self {
-            host: spin::Once::new(),
-            lock: spin::Mutex::new(()),
-            level,
-        }
+        Self { host: spin::Once::new(), lock: spin::Mutex::new(()), level }
     }
 }
 
@@ -99,18 +95,8 @@ impl<G: Gate + Send + Sync, T: Translate + Send + Sync> Log for PvLogger<G, T> {
             return;
         }
         let _guard = self.lock.lock();
-        let mut w = LineWriter {
-            host,
-            buf: [0; LINE],
-            len: 0,
-        };
-        let _ = writeln!(
-            w,
-            "{:<5} {}: {}",
-            record.level(),
-            record.target(),
-            record.args()
-        );
+        let mut w = LineWriter { host, buf: [0; LINE], len: 0 };
+        let _ = writeln!(w, "{:<5} {}: {}", record.level(), record.target(), record.args());
         w.flush();
     }
 

@@ -23,12 +23,6 @@ pub fn pvkit_leaves(
     tsc_khz: u32,
     lapic_khz: u32,
 ) -> [(u32, CpuidRegs); LEAF_COUNT as usize] {
-    Leaves {
-        version: config.version,
-        features: config.features,
-        gate_port: config.gate_port,
-        tsc_khz,
-        lapic_khz,
-    }
-    .encode_at(base)
+    Leaves { version: config.version, features: config.features, gate_port: config.gate_port, tsc_khz, lapic_khz }
+        .encode_at(base)
 }

@@ -52,20 +52,14 @@ mod tests {
     #[test]
     fn gate_at_the_top_of_the_port_space_does_not_wrap_onto_port_zero() {
         assert!(is_gate_port(0xfffe, 0xffff));
-        assert!(
-            is_gate_port(0xfffe, 0x0001),
-            "the four ports wrap, as the hardware's do"
-        );
+        assert!(is_gate_port(0xfffe, 0x0001), "the four ports wrap, as the hardware's do");
         assert!(!is_gate_port(0xfffe, 0x0002));
     }
 
     #[test]
     fn only_a_four_byte_write_at_the_gate_is_a_call() {
         for width in [1usize, 2, 8] {
-            assert_eq!(
-                classify_out(0x10, 0x10, &vec![0; width]),
-                GateAccess::Ignored
-            );
+            assert_eq!(classify_out(0x10, 0x10, &vec![0; width]), GateAccess::Ignored);
         }
         for port in 0x11..0x14 {
             assert_eq!(classify_out(0x10, port, &[0; 4]), GateAccess::Ignored);

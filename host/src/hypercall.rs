@@ -8,20 +8,37 @@
 //! anything the guest wrote; every failure is a status code (clause HC-3).
 
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use pvkit_spec::hypercall::{
-    CONSOLE_MAX_LEN, EXIT_CODE_MAX, GATE_PORT, HypercallArgs, HypercallReturn,
-    PANIC_MESSAGE_MAX_LEN,
+    CONSOLE_MAX_LEN, EXIT_CODE_MAX, GATE_PORT, HypercallArgs, HypercallReturn, PANIC_MESSAGE_MAX_LEN,
 };
 use pvkit_spec::irq::{IrqSource, Vector};
 use pvkit_spec::status::STATUS_SUCCESS;
 use pvkit_spec::{ABI_VERSION, AbiVersion, Features, Hypercall, HypercallError};
 
+use crate::clock::PvClock;
 use crate::memory::{GuestMemory, GuestRange, RangeError};
+use crate::timer::Timers;
 
 /// The features this dispatcher implements; a [`HostConfig`] cannot offer more.
-pub const IMPLEMENTED_FEATURES: Features = Features::CONSOLE.union(Features::VCPU_START);
+pub const IMPLEMENTED_FEATURES: Features = Features::CONSOLE
+    .union(Features::VCPU_START)
+    .union(Features::CLOCK)
+    .union(Features::CLOCK_TSC_STABLE)
+    .union(Features::WALLCLOCK)
+    .union(Features::TIMER);
+
+/// The services behind the optional features. A feature whose service is
+/// missing is not offered, whatever the [`HostConfig`] asks for.
+#[derive(Clone, Debug, Default)]
+pub struct Services {
+    /// The clock: `CLOCK`, `WALLCLOCK`, and `CLOCK_TSC_STABLE` when it is stable.
+    pub clock: Option<Arc<PvClock>>,
+    /// The timers: `TIMER`, with a clock.
+    pub timers: Option<Arc<Timers>>,
+}
 
 /// What the host offers, fixed for the life of a machine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,12 +60,7 @@ impl HostConfig {
     pub fn new(vcpu_count: u32, features: Features) -> Self {
         let mut features = features & IMPLEMENTED_FEATURES;
         features.set(Features::VCPU_START, vcpu_count > 1);
-        Self {
-            version: ABI_VERSION,
-            features,
-            vcpu_count,
-            gate_port: GATE_PORT,
-        }
+        Self { version: ABI_VERSION, features, vcpu_count, gate_port: GATE_PORT }
     }
 }
 
@@ -135,6 +147,7 @@ pub struct Stats {
 #[derive(Debug)]
 pub struct Dispatcher {
     config: HostConfig,
+    services: Services,
     started: Vec<AtomicBool>,
     negotiated: AtomicU64,
     stats: Stats,
@@ -150,17 +163,23 @@ fn range_error(e: RangeError) -> HypercallError {
 }
 
 impl Dispatcher {
-    /// A dispatcher for a machine with `config`; vCPU 0 counts as started.
-    pub fn new(config: HostConfig) -> Self {
-        let started = (0..config.vcpu_count)
-            .map(|i| AtomicBool::new(i == 0))
-            .collect();
-        Self {
-            config,
-            started,
-            negotiated: AtomicU64::new(0),
-            stats: Stats::default(),
+    /// A dispatcher for a machine with `config` and `services`; vCPU 0 counts
+    /// as started. Features whose service is missing are withdrawn from the
+    /// config, so [`Dispatcher::config`] is what the CPUID leaves must say.
+    pub fn new(mut config: HostConfig, services: Services) -> Self {
+        let clock = services.clock.as_ref();
+        let f = &mut config.features;
+        if clock.is_none() {
+            f.remove(Features::CLOCK | Features::CLOCK_TSC_STABLE | Features::WALLCLOCK | Features::TIMER);
         }
+        if !clock.is_some_and(|c| c.tsc_stable()) {
+            f.remove(Features::CLOCK_TSC_STABLE);
+        }
+        if services.timers.is_none() {
+            f.remove(Features::TIMER);
+        }
+        let started = (0..config.vcpu_count).map(|i| AtomicBool::new(i == 0)).collect();
+        Self { config, services, started, negotiated: AtomicU64::new(0), stats: Stats::default() }
     }
 
     /// The configuration.
@@ -190,10 +209,7 @@ impl Dispatcher {
         let [a0, a1, a2, _] = call.args;
         let result: CallResult = match Hypercall::from_raw(call.number) {
             None => Err(HypercallError::UnknownCall),
-            Some(c)
-                if c.feature()
-                    .is_some_and(|f| !self.config.features.contains(f)) =>
-            {
+            Some(c) if c.feature().is_some_and(|f| !self.config.features.contains(f)) => {
                 Err(HypercallError::Unsupported)
             }
             Some(Hypercall::Shutdown) if a0 <= EXIT_CODE_MAX => {
@@ -212,10 +228,7 @@ impl Dispatcher {
             Err(e) => {
                 self.stats.failures.fetch_add(1, Ordering::Relaxed);
                 // A failed call leaves RDI and RSI as they were (clause HC-6).
-                HypercallReturn {
-                    status: e.raw(),
-                    results: [a0, a1],
-                }
+                HypercallReturn { status: e.raw(), results: [a0, a1] }
             }
         })
     }
@@ -229,10 +242,7 @@ impl Dispatcher {
         platform: &dyn Platform,
     ) -> CallResult {
         match call {
-            Hypercall::Query => Ok([
-                Some(self.config.version.to_raw().into()),
-                Some(self.config.features.bits()),
-            ]),
+            Hypercall::Query => Ok([Some(self.config.version.to_raw().into()), Some(self.config.features.bits())]),
             Hypercall::Negotiate => self.negotiate(a0, a1),
             Hypercall::VcpuQuery => Ok([Some(vcpu.into()), Some(self.config.vcpu_count.into())]),
             Hypercall::Yield => {
@@ -243,11 +253,36 @@ impl Dispatcher {
             Hypercall::ConsoleRead => console_read(a0, a1, mem, platform),
             Hypercall::IrqSetVector => self.irq_set_vector(a0, a1, a2),
             Hypercall::VcpuStart => self.vcpu_start(a0, a1, a2, mem, platform),
+            Hypercall::ClockRegister => {
+                self.clock()?.register(vcpu, a0, mem)?;
+                Ok([None, None])
+            }
+            Hypercall::ClockDisable => {
+                self.clock()?.disable(vcpu);
+                Ok([None, None])
+            }
+            Hypercall::Wallclock => {
+                let (utc, pv) = self.clock()?.wallclock();
+                Ok([Some(utc), Some(pv)])
+            }
+            Hypercall::TimerSet => {
+                self.timers()?.set(vcpu, a0)?;
+                Ok([None, None])
+            }
+            Hypercall::TimerCancel => Ok([Some(u64::from(self.timers()?.cancel(vcpu)?)), None]),
             // The stop calls are handled by `handle`; the calls of features
             // this dispatcher does not implement never reach here, since a
             // config cannot offer them (IMPLEMENTED_FEATURES).
             _ => Err(HypercallError::Unsupported),
         }
+    }
+
+    fn clock(&self) -> Result<&PvClock, HypercallError> {
+        self.services.clock.as_deref().ok_or(HypercallError::Unsupported)
+    }
+
+    fn timers(&self) -> Result<&Timers, HypercallError> {
+        self.services.timers.as_deref().ok_or(HypercallError::Unsupported)
     }
 
     fn negotiate(&self, version: u64, wanted: u64) -> CallResult {
@@ -269,15 +304,18 @@ impl Dispatcher {
         if !self.config.features.contains(feature) {
             return Err(HypercallError::Unsupported);
         }
-        if vector != pvkit_spec::irq::VECTOR_MASKED && Vector::new(vector).is_none() {
-            return Err(HypercallError::InvalidArgument);
+        let vector = match vector {
+            pvkit_spec::irq::VECTOR_MASKED => None,
+            v => Some(Vector::new(v).ok_or(HypercallError::InvalidArgument)?),
+        };
+        let vcpu = u32::try_from(vcpu).ok().filter(|&v| v < self.config.vcpu_count).ok_or(HypercallError::NotFound)?;
+        match source {
+            IrqSource::Timer => self.timers()?.set_vector(vcpu, vector)?,
+            // DEVICES is not in IMPLEMENTED_FEATURES, so the feature check
+            // above has already refused device sources.
+            IrqSource::Device(_) => return Err(HypercallError::Unsupported),
         }
-        if vcpu >= u64::from(self.config.vcpu_count) {
-            return Err(HypercallError::NotFound);
-        }
-        // No interrupt source exists without TIMER or DEVICES, which this
-        // dispatcher does not offer yet; the checks above have returned.
-        Err(HypercallError::Unsupported)
+        Ok([None, None])
     }
 
     fn vcpu_start<M: GuestMemory + ?Sized>(
@@ -307,18 +345,8 @@ impl Dispatcher {
         }
     }
 
-    fn panic<M: GuestMemory + ?Sized>(
-        &self,
-        addr: u64,
-        len: u64,
-        code: u64,
-        mem: &M,
-    ) -> StopRequest {
-        let code = if (1..=EXIT_CODE_MAX).contains(&code) {
-            low_byte(code)
-        } else {
-            u8::MAX
-        };
+    fn panic<M: GuestMemory + ?Sized>(&self, addr: u64, len: u64, code: u64, mem: &M) -> StopRequest {
+        let code = if (1..=EXIT_CODE_MAX).contains(&code) { low_byte(code) } else { u8::MAX };
         let len = len.min(PANIC_MESSAGE_MAX_LEN);
         let message = GuestRange::new(mem, addr, len).and_then(|range| {
             let mut buf = [0u8; BUF_LEN];
@@ -333,15 +361,9 @@ impl Dispatcher {
 
 /// The size of the on-stack buffers for console and panic text: the larger
 /// of the two limits.
-#[expect(
-    clippy::cast_possible_truncation,
-    reason = "4096 fits in usize on every target"
-)]
-const BUF_LEN: usize = if CONSOLE_MAX_LEN > PANIC_MESSAGE_MAX_LEN {
-    CONSOLE_MAX_LEN as usize
-} else {
-    PANIC_MESSAGE_MAX_LEN as usize
-};
+#[expect(clippy::cast_possible_truncation, reason = "4096 fits in usize on every target")]
+const BUF_LEN: usize =
+    if CONSOLE_MAX_LEN > PANIC_MESSAGE_MAX_LEN { CONSOLE_MAX_LEN as usize } else { PANIC_MESSAGE_MAX_LEN as usize };
 
 /// The low byte of a value already checked to be at most 255.
 fn low_byte(value: u64) -> u8 {
@@ -349,48 +371,28 @@ fn low_byte(value: u64) -> u8 {
 }
 
 /// Checks a console buffer: its length against the cap, then its range.
-fn console_range<M: GuestMemory + ?Sized>(
-    addr: u64,
-    len: u64,
-    mem: &M,
-) -> Result<GuestRange, HypercallError> {
+fn console_range<M: GuestMemory + ?Sized>(addr: u64, len: u64, mem: &M) -> Result<GuestRange, HypercallError> {
     if len > CONSOLE_MAX_LEN {
         return Err(HypercallError::TooLarge);
     }
     GuestRange::new(mem, addr, len).map_err(range_error)
 }
 
-fn console_write<M: GuestMemory + ?Sized>(
-    addr: u64,
-    len: u64,
-    mem: &M,
-    platform: &dyn Platform,
-) -> CallResult {
+fn console_write<M: GuestMemory + ?Sized>(addr: u64, len: u64, mem: &M, platform: &dyn Platform) -> CallResult {
     let range = console_range(addr, len, mem)?;
     let mut buf = [0u8; BUF_LEN];
-    let buf = buf
-        .get_mut(..range.len_usize())
-        .ok_or(HypercallError::TooLarge)?;
-    mem.read(range.addr(), buf)
-        .map_err(|_| HypercallError::BadAddress)?;
+    let buf = buf.get_mut(..range.len_usize()).ok_or(HypercallError::TooLarge)?;
+    mem.read(range.addr(), buf).map_err(|_| HypercallError::BadAddress)?;
     let taken = platform.console_write(buf).min(buf.len());
     Ok([Some(taken as u64), None])
 }
 
-fn console_read<M: GuestMemory + ?Sized>(
-    addr: u64,
-    cap: u64,
-    mem: &M,
-    platform: &dyn Platform,
-) -> CallResult {
+fn console_read<M: GuestMemory + ?Sized>(addr: u64, cap: u64, mem: &M, platform: &dyn Platform) -> CallResult {
     let range = console_range(addr, cap, mem)?;
     let mut buf = [0u8; BUF_LEN];
-    let buf = buf
-        .get_mut(..range.len_usize())
-        .ok_or(HypercallError::TooLarge)?;
+    let buf = buf.get_mut(..range.len_usize()).ok_or(HypercallError::TooLarge)?;
     let got = platform.console_read(buf).min(buf.len());
-    mem.write(range.addr(), buf.get(..got).unwrap_or_default())
-        .map_err(|_| HypercallError::BadAddress)?;
+    mem.write(range.addr(), buf.get(..got).unwrap_or_default()).map_err(|_| HypercallError::BadAddress)?;
     Ok([Some(got as u64), None])
 }
 

@@ -8,6 +8,8 @@
 //! | [`memory`] | the [`GuestMemory`] trait this crate reads and writes guest RAM through, and [`GuestRange`], a range checked against it |
 //! | [`gate`] | how a port access at the hypercall gate is classified (clause HC-4) |
 //! | [`hypercall`] | the [`Dispatcher`]: one call in, one [`Outcome`] out |
+//! | [`clock`] | [`PvClock`](clock::PvClock): the machine's PV clock and its per-vCPU structs |
+//! | [`timer`] | [`Timers`](timer::Timers): per-vCPU one-shot timers and the loop that fires them |
 //! | [`cpuid`] | the pvkit CPUID leaves a VMM installs |
 //! | `vm_memory` (feature `vm-memory`) | [`GuestMemory`] for rust-vmm's `vm-memory` |
 //!
@@ -22,7 +24,7 @@
 //!
 //! ```
 //! use pvkit_host::gate::{self, GateAccess};
-//! use pvkit_host::hypercall::{Dispatcher, HostConfig, Outcome, Platform};
+//! use pvkit_host::hypercall::{Dispatcher, HostConfig, Outcome, Platform, Services};
 //! use pvkit_host::memory::VecMemory;
 //! use pvkit_spec::hypercall::{HypercallArgs, GATE_PORT};
 //! use pvkit_spec::{Features, Hypercall};
@@ -34,7 +36,7 @@
 //!
 //! let memory = VecMemory::new(0x10000);
 //! memory.write_bytes(0x1000, b"hello");
-//! let dispatcher = Dispatcher::new(HostConfig::new(1, Features::CONSOLE));
+//! let dispatcher = Dispatcher::new(HostConfig::new(1, Features::CONSOLE), Services::default());
 //!
 //! let number = Hypercall::ConsoleWrite.raw();
 //! assert_eq!(gate::classify_out(GATE_PORT, GATE_PORT, &number.to_le_bytes()), GateAccess::Call(number));
@@ -46,12 +48,14 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod clock;
 pub mod cpuid;
 pub mod gate;
 pub mod hypercall;
 pub mod memory;
+pub mod timer;
 #[cfg(feature = "vm-memory")]
 pub mod vm_memory;
 
-pub use hypercall::{Dispatcher, HostConfig, Outcome, Platform, StopRequest};
+pub use hypercall::{Dispatcher, HostConfig, Outcome, Platform, Services, StopRequest};
 pub use memory::{GuestMemory, GuestRange};

@@ -45,11 +45,7 @@ pub struct MemoryError {
 
 impl fmt::Display for MemoryError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "guest memory access of {} bytes at {:#x} is outside guest RAM",
-            self.len, self.addr
-        )
+        write!(f, "guest memory access of {} bytes at {:#x} is outside guest RAM", self.len, self.addr)
     }
 }
 
@@ -126,12 +122,7 @@ impl GuestRange {
 
     /// Checks a guest-supplied range whose start must be `align`-aligned
     /// (`align` a power of two). Alignment is checked first (clause HC-7).
-    pub fn new_aligned<M: GuestMemory + ?Sized>(
-        mem: &M,
-        addr: u64,
-        len: u64,
-        align: u64,
-    ) -> Result<Self, RangeError> {
+    pub fn new_aligned<M: GuestMemory + ?Sized>(mem: &M, addr: u64, len: u64, align: u64) -> Result<Self, RangeError> {
         debug_assert!(align.is_power_of_two());
         if addr & (align - 1) != 0 {
             return Err(RangeError::Misaligned { addr, align });
@@ -171,17 +162,13 @@ pub struct VecMemory {
 impl VecMemory {
     /// `size` bytes of zeroed RAM at addresses `0..size`.
     pub fn new(size: usize) -> Self {
-        Self {
-            bytes: Mutex::new(vec![0; size]),
-        }
+        Self { bytes: Mutex::new(vec![0; size]) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
         // A panic while holding the lock leaves plain bytes behind; they are
         // still valid memory, so a poisoned lock is used as is.
-        self.bytes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.bytes.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn span(&self, addr: u64, len: usize) -> Option<std::ops::Range<usize>> {
@@ -192,15 +179,13 @@ impl VecMemory {
 
     /// Writes `data` at `addr`, panicking outside memory: for setting up tests.
     pub fn write_bytes(&self, addr: u64, data: &[u8]) {
-        self.write(addr, data)
-            .expect("VecMemory::write_bytes outside memory");
+        self.write(addr, data).expect("VecMemory::write_bytes outside memory");
     }
 
     /// Reads `len` bytes at `addr`, panicking outside memory: for checking tests.
     pub fn read_bytes(&self, addr: u64, len: usize) -> Vec<u8> {
         let mut buf = vec![0; len];
-        self.read(addr, &mut buf)
-            .expect("VecMemory::read_bytes outside memory");
+        self.read(addr, &mut buf).expect("VecMemory::read_bytes outside memory");
         buf
     }
 }
@@ -212,20 +197,14 @@ impl GuestMemory for VecMemory {
     }
 
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
-        let err = MemoryError {
-            addr,
-            len: buf.len() as u64,
-        };
+        let err = MemoryError { addr, len: buf.len() as u64 };
         let span = self.span(addr, buf.len()).ok_or(err)?;
         buf.copy_from_slice(self.lock().get(span).ok_or(err)?);
         Ok(())
     }
 
     fn write(&self, addr: u64, data: &[u8]) -> Result<(), MemoryError> {
-        let err = MemoryError {
-            addr,
-            len: data.len() as u64,
-        };
+        let err = MemoryError { addr, len: data.len() as u64 };
         let span = self.span(addr, data.len()).ok_or(err)?;
         self.lock().get_mut(span).ok_or(err)?.copy_from_slice(data);
         Ok(())
@@ -241,30 +220,12 @@ mod tests {
         let mem = VecMemory::new(0x1000);
         assert!(GuestRange::new(&mem, 0, 0x1000).is_ok());
         assert!(GuestRange::new(&mem, 0x1000, 0).is_ok());
-        assert!(
-            GuestRange::new(&mem, u64::MAX, 0).is_ok(),
-            "no bytes, nothing outside RAM"
-        );
-        assert_eq!(
-            GuestRange::new(&mem, 0x1000, 1),
-            Err(RangeError::OutsideRam {
-                addr: 0x1000,
-                len: 1
-            })
-        );
-        assert_eq!(
-            GuestRange::new(&mem, 1, u64::MAX),
-            Err(RangeError::Overflow {
-                addr: 1,
-                len: u64::MAX
-            })
-        );
+        assert!(GuestRange::new(&mem, u64::MAX, 0).is_ok(), "no bytes, nothing outside RAM");
+        assert_eq!(GuestRange::new(&mem, 0x1000, 1), Err(RangeError::OutsideRam { addr: 0x1000, len: 1 }));
+        assert_eq!(GuestRange::new(&mem, 1, u64::MAX), Err(RangeError::Overflow { addr: 1, len: u64::MAX }));
         assert_eq!(
             GuestRange::new_aligned(&mem, 0x2001, 8, 8),
-            Err(RangeError::Misaligned {
-                addr: 0x2001,
-                align: 8
-            }),
+            Err(RangeError::Misaligned { addr: 0x2001, align: 8 }),
             "alignment is reported before the address"
         );
     }

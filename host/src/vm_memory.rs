@@ -31,10 +31,7 @@ impl<M: GuestMemoryBackend> GuestMemory for VmMemory<'_, M> {
     }
 
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
-        let err = MemoryError {
-            addr,
-            len: buf.len() as u64,
-        };
+        let err = MemoryError { addr, len: buf.len() as u64 };
         if !self.contains(addr, err.len) {
             return Err(err);
         }
@@ -42,16 +39,11 @@ impl<M: GuestMemoryBackend> GuestMemory for VmMemory<'_, M> {
     }
 
     fn write(&self, addr: u64, data: &[u8]) -> Result<(), MemoryError> {
-        let err = MemoryError {
-            addr,
-            len: data.len() as u64,
-        };
+        let err = MemoryError { addr, len: data.len() as u64 };
         if !self.contains(addr, err.len) {
             return Err(err);
         }
-        self.0
-            .write_slice(data, GuestAddress(addr))
-            .map_err(|_| err)
+        self.0.write_slice(data, GuestAddress(addr)).map_err(|_| err)
     }
 }
 
@@ -63,11 +55,8 @@ mod tests {
 
     #[test]
     fn accesses_across_a_hole_fail_and_write_nothing() {
-        let mmap = GuestMemoryMmap::<()>::from_ranges(&[
-            (GuestAddress(0), 0x1000),
-            (GuestAddress(0x2000), 0x1000),
-        ])
-        .unwrap();
+        let mmap =
+            GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x1000), (GuestAddress(0x2000), 0x1000)]).unwrap();
         let mem = VmMemory(&mmap);
         assert!(mem.write(0xff0, &[1; 0x20]).is_err());
         let mut buf = [9u8; 0x10];

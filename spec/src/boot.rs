@@ -28,9 +28,7 @@ pub const START_INFO_MAGIC: u32 = 0x336e_c578;
 pub const START_INFO_VERSION: u32 = 1;
 
 /// `struct hvm_start_info`: what the host tells the kernel at entry.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct StartInfo {
     /// [`START_INFO_MAGIC`].
@@ -76,9 +74,7 @@ impl StartInfo {
 }
 
 /// `struct hvm_modlist_entry`: one boot module.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct ModlistEntry {
     /// Guest-physical address of the module.
@@ -94,9 +90,7 @@ pub struct ModlistEntry {
 assert_layout!(ModlistEntry, size = 32, { paddr = 0, size = 8, cmdline_paddr = 16, reserved = 24 });
 
 /// `struct hvm_memmap_table_entry`: one E820-style memory range.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct MemmapEntry {
     /// Guest-physical start.

@@ -46,9 +46,7 @@ pub const NSEC_PER_SEC: u64 = 1_000_000_000;
 /// The per-vCPU clock struct the guest registers with `CLOCK_REGISTER`.
 ///
 /// Layout-compatible with `struct pvclock_vcpu_time_info` of KVM and Xen.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct PvClockVcpuTimeInfo {
     /// Update counter: odd while the host is updating, even when stable.
@@ -150,10 +148,7 @@ impl TscScale {
             return None;
         }
         // CAST: both checked just above.
-        Some(Self {
-            mul: mul as u32,
-            shift: shift as i8,
-        })
+        Some(Self { mul: mul as u32, shift: shift as i8 })
     }
 
     /// Converts a TSC delta to nanoseconds; see [`scale_tsc_delta`].
@@ -234,10 +229,7 @@ impl PvClockSnapshot {
         Self {
             tsc_timestamp: info.tsc_timestamp.get(),
             system_time: info.system_time.get(),
-            scale: TscScale {
-                mul: info.tsc_to_system_mul.get(),
-                shift: info.tsc_shift,
-            },
+            scale: TscScale { mul: info.tsc_to_system_mul.get(), shift: info.tsc_shift },
             flags: PvClockFlags::from_bits_truncate(info.flags),
         }
     }

@@ -36,9 +36,7 @@ abi_enum! {
 }
 
 /// One device, as `DEVICE_ENUM` describes it.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct DeviceDescriptor {
     /// Guest-physical base of the device's register window.

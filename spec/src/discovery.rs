@@ -131,10 +131,7 @@ impl AbiVersion {
 
     /// Decodes the 32-bit encoding; every word is some version.
     pub const fn from_raw(raw: u32) -> Self {
-        Self {
-            major: (raw >> 16) as u16,
-            minor: (raw & 0xffff) as u16,
-        }
+        Self { major: (raw >> 16) as u16, minor: (raw & 0xffff) as u16 }
     }
 
     /// Whether a guest written for `self` can use a host that implements
@@ -179,9 +176,7 @@ bitflags::bitflags! {
 impl Features {
     /// The name the specification text gives each bit, with its bit number.
     pub fn named_bits() -> impl Iterator<Item = (u32, &'static str)> {
-        Self::all()
-            .iter_names()
-            .map(|(name, flag)| (flag.bits().trailing_zeros(), name))
+        Self::all().iter_names().map(|(name, flag)| (flag.bits().trailing_zeros(), name))
     }
 }
 
@@ -218,11 +213,9 @@ impl fmt::Display for LeavesError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::NoSignature => f.write_str("no pvkit signature at this CPUID base"),
-            Self::TooFewLeaves { max_offset } => write!(
-                f,
-                "pvkit base leaf reports leaves up to base+{max_offset}, need base+{}",
-                LEAF_COUNT - 1
-            ),
+            Self::TooFewLeaves { max_offset } => {
+                write!(f, "pvkit base leaf reports leaves up to base+{max_offset}, need base+{}", LEAF_COUNT - 1)
+            }
             Self::NoGatePort => f.write_str("pvkit version leaf reports gate port 0"),
         }
     }
@@ -237,12 +230,7 @@ impl Leaves {
         let (ebx, ecx, edx) = signature_words(&SIGNATURE);
         let features = self.features.bits();
         [
-            CpuidRegs {
-                eax: LEAF_COUNT - 1,
-                ebx,
-                ecx,
-                edx,
-            },
+            CpuidRegs { eax: LEAF_COUNT - 1, ebx, ecx, edx },
             CpuidRegs {
                 eax: self.version.to_raw(),
                 // CAST: the feature word is split into its two 32-bit halves.
@@ -250,12 +238,7 @@ impl Leaves {
                 ecx: (features >> 32) as u32,
                 edx: u32::from(self.gate_port),
             },
-            CpuidRegs {
-                eax: self.tsc_khz,
-                ebx: self.lapic_khz,
-                ecx: 0,
-                edx: 0,
-            },
+            CpuidRegs { eax: self.tsc_khz, ebx: self.lapic_khz, ecx: 0, edx: 0 },
         ]
     }
 
@@ -279,9 +262,7 @@ impl Leaves {
             return Err(LeavesError::NoSignature);
         }
         if regs[0].eax < LEAF_COUNT - 1 {
-            return Err(LeavesError::TooFewLeaves {
-                max_offset: regs[0].eax,
-            });
+            return Err(LeavesError::TooFewLeaves { max_offset: regs[0].eax });
         }
         let v = regs[1];
         let [port_lo, port_hi, ..] = v.edx.to_le_bytes();
@@ -306,25 +287,12 @@ mod tests {
     #[test]
     fn signature_words_round_trip() {
         let (ebx, ecx, edx) = signature_words(&SIGNATURE);
-        assert_eq!(
-            signature_of(CpuidRegs {
-                eax: 0,
-                ebx,
-                ecx,
-                edx
-            }),
-            SIGNATURE
-        );
+        assert_eq!(signature_of(CpuidRegs { eax: 0, ebx, ecx, edx }), SIGNATURE);
     }
 
     #[test]
     fn kvm_signature_is_not_ours() {
-        let kvm = CpuidRegs {
-            eax: 0x4000_0001,
-            ebx: 0x4b4d_564b,
-            ecx: 0x564b_4d56,
-            edx: 0x4d,
-        };
+        let kvm = CpuidRegs { eax: 0x4000_0001, ebx: 0x4b4d_564b, ecx: 0x564b_4d56, edx: 0x4d };
         assert!(!is_signature(kvm));
         let mut regs = [CpuidRegs::default(); 3];
         regs[0] = kvm;
@@ -343,10 +311,7 @@ mod tests {
         let mut regs = good.encode();
         assert_eq!(Leaves::decode(&regs), Ok(good));
         regs[0].eax = 1;
-        assert_eq!(
-            Leaves::decode(&regs),
-            Err(LeavesError::TooFewLeaves { max_offset: 1 })
-        );
+        assert_eq!(Leaves::decode(&regs), Err(LeavesError::TooFewLeaves { max_offset: 1 }));
         let mut regs = good.encode();
         regs[1].edx = 0xffff_0000;
         assert_eq!(Leaves::decode(&regs), Err(LeavesError::NoGatePort));

@@ -38,10 +38,7 @@ pub enum IrqSource {
 
 impl IrqSource {
     /// Parses argument 0 of `IRQ_SET_VECTOR`; `None` for an undefined source.
-    #[expect(
-        clippy::cast_possible_truncation,
-        reason = "the index is checked to be at most 0xffff"
-    )]
+    #[expect(clippy::cast_possible_truncation, reason = "the index is checked to be at most 0xffff")]
     pub const fn decode(raw: u64) -> Option<Self> {
         if raw == SOURCE_TIMER {
             return Some(Self::Timer);
@@ -68,10 +65,7 @@ pub struct Vector(u8);
 
 impl Vector {
     /// Checks a vector; `None` below [`VECTOR_MIN`] or above 255.
-    #[expect(
-        clippy::cast_possible_truncation,
-        reason = "the vector is checked to be at most 255"
-    )]
+    #[expect(clippy::cast_possible_truncation, reason = "the vector is checked to be at most 255")]
     pub const fn new(raw: u64) -> Option<Self> {
         if raw >= VECTOR_MIN as u64 && raw <= u8::MAX as u64 {
             // CAST: checked to be at most 255.
@@ -95,17 +89,10 @@ mod tests {
     fn source_bounds() {
         assert_eq!(IrqSource::decode(1), None);
         assert_eq!(IrqSource::decode(SOURCE_DEVICE_BASE - 1), None);
-        assert_eq!(
-            IrqSource::decode(SOURCE_DEVICE_BASE + 0xffff),
-            Some(IrqSource::Device(0xffff))
-        );
+        assert_eq!(IrqSource::decode(SOURCE_DEVICE_BASE + 0xffff), Some(IrqSource::Device(0xffff)));
         assert_eq!(IrqSource::decode(SOURCE_DEVICE_BASE + 0x1_0000), None);
         assert_eq!(IrqSource::decode(u64::MAX), None);
-        for src in [
-            IrqSource::Timer,
-            IrqSource::Device(0),
-            IrqSource::Device(0xffff),
-        ] {
+        for src in [IrqSource::Timer, IrqSource::Device(0), IrqSource::Device(0xffff)] {
             assert_eq!(IrqSource::decode(src.encode()), Some(src));
         }
     }

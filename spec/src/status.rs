@@ -58,11 +58,7 @@ impl HypercallError {
     /// assert_eq!(decode_status(999), Err(None));
     /// ```
     pub const fn decode(raw: u64) -> Result<(), Option<Self>> {
-        if raw == STATUS_SUCCESS {
-            Ok(())
-        } else {
-            Err(Self::from_raw(raw))
-        }
+        if raw == STATUS_SUCCESS { Ok(()) } else { Err(Self::from_raw(raw)) }
     }
 }
 

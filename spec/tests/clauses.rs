@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use support::{Clause, cited_ids, clauses, strip_code};
 
 const PREFIXES: &[&str] = &[
-    "GEN", "BOOT", "DISC", "HC", "CLK", "TMR", "IRQ", "DEV", "MMIO", "VQ", "DEVC", "CON", "BLK",
-    "RNG", "NET", "VER", "SEC",
+    "GEN", "BOOT", "DISC", "HC", "CLK", "TMR", "IRQ", "DEV", "MMIO", "VQ", "DEVC", "CON", "BLK", "RNG", "NET", "VER",
+    "SEC",
 ];
 
 fn all_clauses() -> (Vec<Clause>, Vec<(String, String)>) {
@@ -27,9 +27,7 @@ fn all_clauses() -> (Vec<Clause>, Vec<(String, String)>) {
 }
 
 fn has_keyword(text: &str) -> bool {
-    strip_code(text)
-        .split(|c: char| !c.is_ascii_alphabetic())
-        .any(|w| w == "MUST" || w == "SHOULD")
+    strip_code(text).split(|c: char| !c.is_ascii_alphabetic()).any(|w| w == "MUST" || w == "SHOULD")
 }
 
 #[test]
@@ -39,18 +37,8 @@ fn ids_are_well_formed_and_unique() {
     let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
     for c in &all {
         let (prefix, number) = c.id.split_once('-').unwrap_or(("", ""));
-        assert!(
-            PREFIXES.contains(&prefix),
-            "{}: {} has an unknown prefix",
-            c.place,
-            c.id
-        );
-        assert!(
-            number.parse::<u32>().is_ok_and(|n| n > 0),
-            "{}: {} has no number",
-            c.place,
-            c.id
-        );
+        assert!(PREFIXES.contains(&prefix), "{}: {} has an unknown prefix", c.place, c.id);
+        assert!(number.parse::<u32>().is_ok_and(|n| n > 0), "{}: {} has no number", c.place, c.id);
         if let Some(first) = seen.insert(&c.id, &c.place) {
             panic!("{} is defined twice: {first} and {}", c.id, c.place);
         }
@@ -63,10 +51,7 @@ fn every_clause_says_must_or_should_or_may() {
     for c in &all {
         let words = strip_code(&c.text);
         assert!(
-            has_keyword(&c.text)
-                || words
-                    .split(|ch: char| !ch.is_ascii_alphabetic())
-                    .any(|w| w == "MAY"),
+            has_keyword(&c.text) || words.split(|ch: char| !ch.is_ascii_alphabetic()).any(|w| w == "MAY"),
             "{}: {} is a clause with no requirement",
             c.place,
             c.id
@@ -77,16 +62,9 @@ fn every_clause_says_must_or_should_or_may() {
 #[test]
 fn no_requirement_outside_a_clause() {
     let (_, prose) = all_clauses();
-    let loose: Vec<String> = prose
-        .iter()
-        .filter(|(_, line)| has_keyword(line))
-        .map(|(place, line)| format!("{place}: {line}"))
-        .collect();
-    assert!(
-        loose.is_empty(),
-        "MUST/SHOULD outside a numbered clause:\n{}",
-        loose.join("\n")
-    );
+    let loose: Vec<String> =
+        prose.iter().filter(|(_, line)| has_keyword(line)).map(|(place, line)| format!("{place}: {line}")).collect();
+    assert!(loose.is_empty(), "MUST/SHOULD outside a numbered clause:\n{}", loose.join("\n"));
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -113,10 +91,7 @@ fn every_cited_clause_exists() {
         }
     }
     let mut sources = Vec::new();
-    rust_files(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
-        &mut sources,
-    );
+    rust_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut sources);
     for path in sources {
         let text = fs::read_to_string(&path).expect("read source");
         for (i, line) in text.lines().enumerate() {
@@ -125,11 +100,7 @@ fn every_cited_clause_exists() {
             }
         }
     }
-    assert!(
-        citations.len() > 20,
-        "only {} citations found",
-        citations.len()
-    );
+    assert!(citations.len() > 20, "only {} citations found", citations.len());
     let dangling: Vec<String> = citations
         .iter()
         .filter(|(_, id)| {
@@ -138,11 +109,7 @@ fn every_cited_clause_exists() {
         })
         .map(|(place, id)| format!("{place}: {id}"))
         .collect();
-    assert!(
-        dangling.is_empty(),
-        "citations of clauses that do not exist:\n{}",
-        dangling.join("\n")
-    );
+    assert!(dangling.is_empty(), "citations of clauses that do not exist:\n{}", dangling.join("\n"));
 }
 
 #[test]
@@ -152,8 +119,5 @@ fn the_parser_sees_clause_boundaries() {
     assert_eq!(c.len(), 2);
     assert_eq!(c[0].text.trim(), "The host MUST do a thing over two lines.");
     assert!(prose.iter().any(|(_, l)| l == "Outside MAY."));
-    assert_eq!(
-        cited_ids("see VQ-2, (HC-10) and x86-64 or RFC 2119"),
-        vec!["VQ-2", "HC-10"]
-    );
+    assert_eq!(cited_ids("see VQ-2, (HC-10) and x86-64 or RFC 2119"), vec!["VQ-2", "HC-10"]);
 }

@@ -11,15 +11,11 @@ use std::mem::{offset_of, size_of};
 use pvkit_spec::boot::{MemmapEntry, MemoryType, ModlistEntry, StartInfo};
 use pvkit_spec::clock::{PvClockFlags, PvClockVcpuTimeInfo};
 use pvkit_spec::device::{DeviceDescriptor, Transport};
-use pvkit_spec::virtio::blk::{
-    BlkConfig, BlkFeatures, DiscardSegment, RequestHeader, RequestStatus, RequestType,
-};
+use pvkit_spec::virtio::blk::{BlkConfig, BlkFeatures, DiscardSegment, RequestHeader, RequestStatus, RequestType};
 use pvkit_spec::virtio::console::{ConsoleConfig, ConsoleFeatures, ControlMessage};
 use pvkit_spec::virtio::mmio::{InterruptStatus, Register};
 use pvkit_spec::virtio::net::{NetConfig, NetFeatures, NetHeader};
-use pvkit_spec::virtio::queue::{
-    AvailFlags, AvailHeader, DescFlags, Descriptor, UsedElem, UsedFlags, UsedHeader,
-};
+use pvkit_spec::virtio::queue::{AvailFlags, AvailHeader, DescFlags, Descriptor, UsedElem, UsedFlags, UsedHeader};
 use pvkit_spec::virtio::{DeviceId, DeviceStatus};
 use pvkit_spec::{Features, Hypercall, HypercallError, discovery, hypercall, irq, status};
 use support::{CheckedTable, parse_number};
@@ -58,10 +54,7 @@ macro_rules! flags {
 
 macro_rules! enumeration {
     ($name:literal, $ty:ty) => {{
-        let rows: Rows = <$ty>::ALL
-            .iter()
-            .map(|v| (v.name().to_string(), vec![num(v.raw())]))
-            .collect();
+        let rows: Rows = <$ty>::ALL.iter().map(|v| (v.name().to_string(), vec![num(v.raw())])).collect();
         ($name, rows)
     }};
 }
@@ -89,18 +82,8 @@ fn expected() -> BTreeMap<String, Rows> {
             memmap_entries,
             reserved
         }),
-        layout!(MemmapEntry {
-            addr,
-            size,
-            kind,
-            reserved
-        }),
-        layout!(ModlistEntry {
-            paddr,
-            size,
-            cmdline_paddr,
-            reserved
-        }),
+        layout!(MemmapEntry { addr, size, kind, reserved }),
+        layout!(ModlistEntry { paddr, size, cmdline_paddr, reserved }),
         layout!(PvClockVcpuTimeInfo {
             version,
             pad0,
@@ -111,28 +94,12 @@ fn expected() -> BTreeMap<String, Rows> {
             flags,
             pad
         }),
-        layout!(DeviceDescriptor {
-            mmio_base,
-            mmio_size,
-            gsi,
-            device_id,
-            transport
-        }),
-        layout!(Descriptor {
-            addr,
-            len,
-            flags,
-            next
-        }),
+        layout!(DeviceDescriptor { mmio_base, mmio_size, gsi, device_id, transport }),
+        layout!(Descriptor { addr, len, flags, next }),
         layout!(AvailHeader { flags, idx }),
         layout!(UsedHeader { flags, idx }),
         layout!(UsedElem { id, len }),
-        layout!(ConsoleConfig {
-            cols,
-            rows,
-            max_nr_ports,
-            emerg_wr
-        }),
+        layout!(ConsoleConfig { cols, rows, max_nr_ports, emerg_wr }),
         layout!(ControlMessage { id, event, value }),
         layout!(BlkConfig {
             capacity,
@@ -167,16 +134,8 @@ fn expected() -> BTreeMap<String, Rows> {
             model,
             unused2,
         }),
-        layout!(RequestHeader {
-            request_type,
-            reserved,
-            sector
-        }),
-        layout!(DiscardSegment {
-            sector,
-            num_sectors,
-            flags
-        }),
+        layout!(RequestHeader { request_type, reserved, sector }),
+        layout!(DiscardSegment { sector, num_sectors, flags }),
         layout!(NetConfig {
             mac,
             status,
@@ -188,15 +147,7 @@ fn expected() -> BTreeMap<String, Rows> {
             rss_max_indirection_table_length,
             supported_hash_types
         }),
-        layout!(NetHeader {
-            flags,
-            gso_type,
-            hdr_len,
-            gso_size,
-            csum_start,
-            csum_offset,
-            num_buffers
-        }),
+        layout!(NetHeader { flags, gso_type, hdr_len, gso_size, csum_start, csum_offset, num_buffers }),
     ];
     for (name, rows) in structs {
         out.insert(format!("struct {name}"), rows);
@@ -294,20 +245,13 @@ fn expected() -> BTreeMap<String, Rows> {
     for (name, rows) in constants {
         out.insert(format!("constants {name}"), rows);
     }
-    let errors: Rows = HypercallError::ALL
-        .iter()
-        .map(|e| (e.name().to_string(), vec![num(e.raw())]))
-        .collect();
+    let errors: Rows = HypercallError::ALL.iter().map(|e| (e.name().to_string(), vec![num(e.raw())])).collect();
     out.insert("errors".into(), errors);
     let calls: Rows = Hypercall::ALL
         .iter()
         .map(|c| {
             let feature = match c.feature() {
-                Some(f) => f
-                    .iter_names()
-                    .map(|(n, _)| n)
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                Some(f) => f.iter_names().map(|(n, _)| n).collect::<Vec<_>>().join(", "),
                 None => "—".to_string(),
             };
             (c.name().to_string(), vec![num(c.raw()), feature])
@@ -329,27 +273,16 @@ fn table_rows(table: &CheckedTable) -> Result<Rows, String> {
         other => return Err(format!("{}: unknown check kind {other:?}", table.place)),
     };
     let key = table.column(key)?;
-    let numbers: Vec<usize> = numbers
-        .iter()
-        .map(|c| table.column(c))
-        .collect::<Result<_, _>>()?;
-    let texts: Vec<usize> = texts
-        .iter()
-        .map(|c| table.column(c))
-        .collect::<Result<_, _>>()?;
+    let numbers: Vec<usize> = numbers.iter().map(|c| table.column(c)).collect::<Result<_, _>>()?;
+    let texts: Vec<usize> = texts.iter().map(|c| table.column(c)).collect::<Result<_, _>>()?;
     let mut rows = Rows::new();
     for row in &table.rows {
         let cell = |i: usize| row.get(i).map(String::as_str).unwrap_or("");
         let name = cell(key).trim_matches('`').to_string();
         let mut values = Vec::new();
         for &i in &numbers {
-            let n = parse_number(cell(i)).ok_or_else(|| {
-                format!(
-                    "{}: row {name:?}: {:?} is not a number",
-                    table.place,
-                    cell(i)
-                )
-            })?;
+            let n = parse_number(cell(i))
+                .ok_or_else(|| format!("{}: row {name:?}: {:?} is not a number", table.place, cell(i)))?;
             values.push(num(n));
         }
         values.extend(texts.iter().map(|&i| cell(i).to_string()));
@@ -376,17 +309,11 @@ fn check(chapters: &[(String, String)]) -> Vec<String> {
         };
         for table in tables {
             let Some(want) = expected.get(&table.marker) else {
-                problems.push(format!(
-                    "{}: the crate has nothing called {:?}",
-                    table.place, table.marker
-                ));
+                problems.push(format!("{}: the crate has nothing called {:?}", table.place, table.marker));
                 continue;
             };
             if !seen.insert(table.marker.clone()) {
-                problems.push(format!(
-                    "{}: {:?} is checked twice",
-                    table.place, table.marker
-                ));
+                problems.push(format!("{}: {:?} is checked twice", table.place, table.marker));
             }
             let got = match table_rows(&table) {
                 Ok(rows) => rows,
@@ -409,10 +336,8 @@ fn check(chapters: &[(String, String)]) -> Vec<String> {
                 }
             }
             for name in got.keys().filter(|n| !want.contains_key(*n)) {
-                problems.push(format!(
-                    "{} ({}): the text has {name}, which the crate lacks",
-                    table.place, table.marker
-                ));
+                problems
+                    .push(format!("{} ({}): the text has {name}, which the crate lacks", table.place, table.marker));
             }
         }
     }
@@ -423,87 +348,50 @@ fn check(chapters: &[(String, String)]) -> Vec<String> {
 }
 
 fn spec_text() -> Vec<(String, String)> {
-    support::chapters()
-        .into_iter()
-        .map(|c| (c.name, c.text))
-        .collect()
+    support::chapters().into_iter().map(|c| (c.name, c.text)).collect()
 }
 
 #[test]
 fn spec_text_matches_the_crate() {
     let problems = check(&spec_text());
-    assert!(
-        problems.is_empty(),
-        "spec text and crate disagree:\n{}",
-        problems.join("\n")
-    );
+    assert!(problems.is_empty(), "spec text and crate disagree:\n{}", problems.join("\n"));
 }
 
 /// Applies one textual edit to one chapter, checks that it was applied.
 fn edited(file: &str, from: &str, to: &str) -> Vec<(String, String)> {
     let mut chapters = spec_text();
-    let chapter = chapters
-        .iter_mut()
-        .find(|(n, _)| n == file)
-        .expect("chapter exists");
-    assert!(
-        chapter.1.contains(from),
-        "{file} no longer contains {from:?}"
-    );
+    let chapter = chapters.iter_mut().find(|(n, _)| n == file).expect("chapter exists");
+    assert!(chapter.1.contains(from), "{file} no longer contains {from:?}");
     chapter.1 = chapter.1.replacen(from, to, 1);
     chapters
 }
 
 #[test]
 fn an_edited_hypercall_number_is_caught() {
-    let problems = check(&edited(
-        "hypercalls.md",
-        "| 0x10 | CONSOLE_WRITE |",
-        "| 0x12 | CONSOLE_WRITE |",
-    ));
+    let problems = check(&edited("hypercalls.md", "| 0x10 | CONSOLE_WRITE |", "| 0x12 | CONSOLE_WRITE |"));
     assert_eq!(problems.len(), 1, "{problems:#?}");
-    assert!(
-        problems[0].contains("CONSOLE_WRITE") && problems[0].contains("18"),
-        "{}",
-        problems[0]
-    );
+    assert!(problems[0].contains("CONSOLE_WRITE") && problems[0].contains("18"), "{}", problems[0]);
 }
 
 #[test]
 fn an_edited_error_code_is_caught() {
-    let problems = check(&edited(
-        "hypercalls.md",
-        "| 3 | BAD_ADDRESS |",
-        "| 30 | BAD_ADDRESS |",
-    ));
+    let problems = check(&edited("hypercalls.md", "| 3 | BAD_ADDRESS |", "| 30 | BAD_ADDRESS |"));
     assert_eq!(problems.len(), 1, "{problems:#?}");
     assert!(problems[0].contains("BAD_ADDRESS"));
 }
 
 #[test]
 fn an_edited_struct_offset_or_size_is_caught() {
-    let problems = check(&edited(
-        "clock-timer.md",
-        "| 16 | 8 | system_time |",
-        "| 16 | 4 | system_time |",
-    ));
+    let problems = check(&edited("clock-timer.md", "| 16 | 8 | system_time |", "| 16 | 4 | system_time |"));
     assert_eq!(problems.len(), 1, "{problems:#?}");
     assert!(problems[0].contains("system_time"));
-    let problems = check(&edited(
-        "virtio.md",
-        "| 0x050 | QueueNotify |",
-        "| 0x054 | QueueNotify |",
-    ));
+    let problems = check(&edited("virtio.md", "| 0x050 | QueueNotify |", "| 0x054 | QueueNotify |"));
     assert_eq!(problems.len(), 1, "{problems:#?}");
 }
 
 #[test]
 fn a_missing_or_extra_row_is_caught() {
-    let problems = check(&edited(
-        "devices.md",
-        "| 4 | ENTROPY | entropy source |\n",
-        "",
-    ));
+    let problems = check(&edited("devices.md", "| 4 | ENTROPY | entropy source |\n", ""));
     assert_eq!(problems.len(), 1, "{problems:#?}");
     assert!(problems[0].contains("lacks ENTROPY"));
     let problems = check(&edited(
@@ -517,15 +405,8 @@ fn a_missing_or_extra_row_is_caught() {
 
 #[test]
 fn a_removed_table_is_caught() {
-    let problems = check(&edited(
-        "interrupts.md",
-        "<!-- check: constants irq -->",
-        "",
-    ));
-    assert_eq!(
-        problems,
-        vec!["no table in spec/*.md checks \"constants irq\"".to_string()]
-    );
+    let problems = check(&edited("interrupts.md", "<!-- check: constants irq -->", ""));
+    assert_eq!(problems, vec!["no table in spec/*.md checks \"constants irq\"".to_string()]);
 }
 
 #[test]

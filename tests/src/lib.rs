@@ -10,16 +10,11 @@ use std::time::{Duration, Instant};
 
 /// The repository root.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ is in the repository")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the repository").to_path_buf()
 }
 
 fn run_checked(cmd: &mut Command, what: &str) {
-    let status = cmd
-        .status()
-        .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
+    let status = cmd.status().unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
     assert!(status.success(), "{what} failed: {status}");
 }
 
@@ -31,15 +26,7 @@ pub fn pvkit() -> &'static Path {
         let target = root().join("target").join("it");
         run_checked(
             Command::new(env!("CARGO"))
-                .args([
-                    "build",
-                    "--release",
-                    "--locked",
-                    "-p",
-                    "pvkit-host",
-                    "--bin",
-                    "pvkit",
-                ])
+                .args(["build", "--release", "--locked", "-p", "pvkit-host", "--bin", "pvkit"])
                 .env("CARGO_TARGET_DIR", &target)
                 .current_dir(root()),
             "building pvkit",
@@ -53,28 +40,16 @@ pub fn pvkit() -> &'static Path {
 pub fn kernel(name: &str) -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     let dir = DIR.get_or_init(|| {
-        run_checked(
-            &mut Command::new(root().join("scripts").join("setup")),
-            "scripts/setup",
-        );
+        run_checked(&mut Command::new(root().join("scripts").join("setup")), "scripts/setup");
         let kernels = root().join("examples").join("kernels");
         run_checked(
             Command::new(env!("CARGO"))
-                .args([
-                    "build",
-                    "--release",
-                    "--locked",
-                    "--target",
-                    "x86_64-unknown-none",
-                ])
+                .args(["build", "--release", "--locked", "--target", "x86_64-unknown-none"])
                 .env_remove("CARGO_TARGET_DIR")
                 .current_dir(&kernels),
             "building the example kernels",
         );
-        kernels
-            .join("target")
-            .join("x86_64-unknown-none")
-            .join("release")
+        kernels.join("target").join("x86_64-unknown-none").join("release")
     });
     let path = dir.join(name);
     assert!(path.is_file(), "no example kernel {}", path.display());
@@ -89,11 +64,7 @@ pub fn in_ci() -> bool {
 /// Returns `false` (after saying why) when `/dev/kvm` cannot be opened and
 /// the test may skip; panics under CI, where KVM must be there.
 pub fn kvm_available() -> bool {
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
+    match std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
         Ok(_) => true,
         Err(e) if in_ci() => panic!("CI=true but /dev/kvm cannot be opened: {e}"),
         Err(e) => {
@@ -117,9 +88,7 @@ pub struct Run {
 impl Run {
     /// The exit code; panics if the process was killed by a signal.
     pub fn code(&self) -> i32 {
-        self.status
-            .code()
-            .unwrap_or_else(|| panic!("killed by a signal: {self:#?}"))
+        self.status.code().unwrap_or_else(|| panic!("killed by a signal: {self:#?}"))
     }
 }
 
@@ -155,11 +124,7 @@ pub fn run_with_limit(cmd: &mut Command, limit: Duration) -> Run {
         }
         std::thread::sleep(Duration::from_millis(5));
     };
-    Run {
-        status,
-        stdout: out_thread.join().expect("stdout"),
-        stderr: err_thread.join().expect("stderr"),
-    }
+    Run { status, stdout: out_thread.join().expect("stdout"), stderr: err_thread.join().expect("stderr") }
 }
 
 /// Runs `pvkit` with `args`, with a 60-second limit.

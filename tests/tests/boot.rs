@@ -17,11 +17,7 @@ fn hello_boots_and_reports_the_host() {
         "vCPU 0 of 1",
         "INFO  hello: logging through the pvkit console",
     ] {
-        assert!(
-            run.stdout.lines().any(|l| l == line),
-            "missing {line:?} in:\n{}",
-            run.stdout
-        );
+        assert!(run.stdout.lines().any(|l| l == line), "missing {line:?} in:\n{}", run.stdout);
     }
     assert!(run.stderr.is_empty(), "{}", run.stderr);
 }
@@ -35,7 +31,8 @@ fn a_panicking_guest_gives_its_message_and_a_failure_status() {
     assert_eq!(run.code(), 101, "{run:#?}");
     assert!(run.stdout.contains("about to panic"), "{run:#?}");
     assert!(
-        run.stderr.contains("guest panicked (exit code 101): the answer is 42, and this kernel gives up at src/bin/panic.rs"),
+        run.stderr
+            .contains("guest panicked (exit code 101): the answer is 42, and this kernel gives up at src/bin/panic.rs"),
         "{run:#?}"
     );
 }
@@ -47,16 +44,8 @@ fn both_vcpus_of_a_two_vcpu_guest_report() {
     }
     let run = pvkit_run(&["run", "--cpus", "2", kernel("smp").to_str().unwrap()]);
     assert_eq!(run.code(), 0, "{run:#?}");
-    for line in [
-        "vCPU 0 of 2 reporting (boot)",
-        "vCPU 1 of 2 reporting (started as 1)",
-        "all 2 vCPUs reported",
-    ] {
-        assert!(
-            run.stdout.lines().any(|l| l == line),
-            "missing {line:?} in:\n{}",
-            run.stdout
-        );
+    for line in ["vCPU 0 of 2 reporting (boot)", "vCPU 1 of 2 reporting (started as 1)", "all 2 vCPUs reported"] {
+        assert!(run.stdout.lines().any(|l| l == line), "missing {line:?} in:\n{}", run.stdout);
     }
 }
 
@@ -77,10 +66,7 @@ fn the_command_line_reaches_the_guest_and_hello_sees_one_vcpu_of_many() {
     ]);
     assert_eq!(run.code(), 0, "{run:#?}");
     assert!(run.stdout.contains("vCPU 0 of 3"), "{run:#?}");
-    assert!(
-        run.stdout.contains("command line: \"console=pv\""),
-        "{run:#?}"
-    );
+    assert!(run.stdout.contains("command line: \"console=pv\""), "{run:#?}");
 }
 
 #[test]
@@ -94,24 +80,11 @@ fn a_crashing_guest_is_reported_with_its_vcpu_and_registers() {
     assert_eq!(run.stdout, "crash: about to triple fault\n", "{run:#?}");
     // A triple fault on hardware; nested KVM's emulator may give up first.
     assert!(
-        run.stderr
-            .starts_with("pvkit: vCPU 0 crashed: triple fault")
-            || run
-                .stderr
-                .starts_with("pvkit: vCPU 0 crashed: KVM internal error"),
+        run.stderr.starts_with("pvkit: vCPU 0 crashed: triple fault")
+            || run.stderr.starts_with("pvkit: vCPU 0 crashed: KVM internal error"),
         "{run:#?}"
     );
-    for register in [
-        "rip=0x",
-        "rsp=0x",
-        "rflags=0x",
-        "cr0=0x",
-        "cr3=0x",
-        "efer=0x",
-    ] {
-        assert!(
-            run.stderr.contains(register),
-            "{register} missing: {run:#?}"
-        );
+    for register in ["rip=0x", "rsp=0x", "rflags=0x", "cr0=0x", "cr3=0x", "efer=0x"] {
+        assert!(run.stderr.contains(register), "{register} missing: {run:#?}");
     }
 }

@@ -19,10 +19,7 @@ fn a_missing_kernel_is_one_line() {
     if !kvm_available() {
         return;
     }
-    assert_one_line_error(
-        &["run", "/nonexistent/kernel"],
-        "cannot read kernel /nonexistent/kernel",
-    );
+    assert_one_line_error(&["run", "/nonexistent/kernel"], "cannot read kernel /nonexistent/kernel");
 }
 
 #[test]
@@ -34,10 +31,7 @@ fn a_file_that_is_not_elf_is_one_line() {
     fs::create_dir_all(&dir).unwrap();
     let path = dir.join("not-elf");
     fs::write(&path, b"#!/bin/sh\necho this is a script, not a kernel\n").unwrap();
-    assert_one_line_error(
-        &["run", path.to_str().unwrap()],
-        "is not an x86-64 ELF kernel: no ELF magic number",
-    );
+    assert_one_line_error(&["run", path.to_str().unwrap()], "is not an x86-64 ELF kernel: no ELF magic number");
 }
 
 #[test]
@@ -47,15 +41,8 @@ fn an_elf_without_a_pvh_note_is_one_line() {
     }
     // hello, with the type of its PVH note changed from 18 to 19.
     let mut image = fs::read(kernel("hello")).unwrap();
-    let note: Vec<u8> = [4u32, 4, 18]
-        .iter()
-        .flat_map(|v| v.to_le_bytes())
-        .chain(*b"Xen\0")
-        .collect();
-    let at = image
-        .windows(note.len())
-        .position(|w| w == note)
-        .expect("hello has a PVH note");
+    let note: Vec<u8> = [4u32, 4, 18].iter().flat_map(|v| v.to_le_bytes()).chain(*b"Xen\0").collect();
+    let at = image.windows(note.len()).position(|w| w == note).expect("hello has a PVH note");
     image[at + 8] = 19;
     let path = std::env::temp_dir().join(format!("pvkit-no-note-{}", std::process::id()));
     fs::write(&path, image).unwrap();
@@ -67,19 +54,12 @@ fn memory_too_small_for_the_kernel_is_one_line() {
     if !kvm_available() {
         return;
     }
-    assert_one_line_error(
-        &["run", "--mem", "1M", kernel("hello").to_str().unwrap()],
-        "does not fit in guest memory",
-    );
+    assert_one_line_error(&["run", "--mem", "1M", kernel("hello").to_str().unwrap()], "does not fit in guest memory");
 }
 
 #[test]
 fn bad_options_are_usage_errors() {
-    for args in [
-        &["run", "--mem", "lots", "k"][..],
-        &["run", "--cpus", "0", "k"],
-        &["run", "--cpus", "65", "k"],
-    ] {
+    for args in [&["run", "--mem", "lots", "k"][..], &["run", "--cpus", "0", "k"], &["run", "--cpus", "65", "k"]] {
         let run = pvkit_run(args);
         assert_eq!(run.code(), 2, "{args:?}: {run:#?}");
         assert!(run.stderr.contains("error:"), "{run:#?}");
@@ -90,26 +70,11 @@ fn bad_options_are_usage_errors() {
 fn help_documents_every_option() {
     let run = pvkit_run(&["--help"]);
     assert_eq!(run.code(), 0);
-    assert!(
-        run.stdout.contains("run") && run.stdout.contains("Boot a kernel"),
-        "{}",
-        run.stdout
-    );
+    assert!(run.stdout.contains("run") && run.stdout.contains("Boot a kernel"), "{}", run.stdout);
     let run = pvkit_run(&["run", "--help"]);
     assert_eq!(run.code(), 0);
-    for needle in [
-        "<KERNEL>",
-        "--mem <MEM>",
-        "--cpus <CPUS>",
-        "--cmdline <CMDLINE>",
-        "PVH entry note",
-        "exit status",
-    ] {
-        assert!(
-            run.stdout.contains(needle),
-            "run --help lacks {needle:?}:\n{}",
-            run.stdout
-        );
+    for needle in ["<KERNEL>", "--mem <MEM>", "--cpus <CPUS>", "--cmdline <CMDLINE>", "PVH entry note", "exit status"] {
+        assert!(run.stdout.contains(needle), "run --help lacks {needle:?}:\n{}", run.stdout);
     }
     assert!(pvkit().is_file());
 }

@@ -15,9 +15,7 @@ fn qemu_available() -> bool {
         Ok(s) if s.success() => true,
         other if in_ci() => panic!("CI=true but QEMU cannot be installed: {other:?}"),
         other => {
-            eprintln!(
-                "SKIPPED: QEMU cannot be installed ({other:?}); CI=true makes this a failure"
-            );
+            eprintln!("SKIPPED: QEMU cannot be installed ({other:?}); CI=true makes this a failure");
             false
         }
     }
@@ -55,9 +53,7 @@ fn hello_on_qemu_microvm_reports_no_pvkit_and_exits_cleanly() {
     assert_eq!(run.code(), QEMU_CLEAN_EXIT, "{run:#?}");
     assert!(run.stdout.contains("hello from a pvkit guest"), "{run:#?}");
     assert!(
-        run.stdout
-            .lines()
-            .any(|l| l.starts_with("no pvkit hypervisor: a hypervisor without pvkit leaves")),
+        run.stdout.lines().any(|l| l.starts_with("no pvkit hypervisor: a hypervisor without pvkit leaves")),
         "{run:#?}"
     );
 }

@@ -29,14 +29,7 @@ stubs!(
     24 "push 0", 25 "push 0", 26 "push 0", 27 "push 0", 28 "push 0", 29 "", 30 "", 31 "push 0",
 );
 
-core::arch::global_asm!(
-    ".section .text",
-    "exc_common:",
-    "mov rdi, rsp",
-    "and rsp, -16",
-    "call rt_exception",
-    "ud2",
-);
+core::arch::global_asm!(".section .text", "exc_common:", "mov rdi, rsp", "and rsp, -16", "call rt_exception", "ud2",);
 
 unsafe extern "C" {
     static exc_stub_table: [u64; 32];

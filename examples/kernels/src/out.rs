@@ -30,18 +30,14 @@ static OUTPUT: spin::Mutex<()> = spin::Mutex::new(());
 pub(crate) fn init() {
     PLATFORM.call_once(|| match pvkit_guest::detect(&NativeCpuid) {
         // SAFETY: the example kernels map memory 1:1 and own the gate port.
-        Ok(found) => Platform::Pvkit(unsafe {
-            Pvkit::new(found, PortGate::new(found.leaves.gate_port), IdentityMap)
-        }),
+        Ok(found) => Platform::Pvkit(unsafe { Pvkit::new(found, PortGate::new(found.leaves.gate_port), IdentityMap) }),
         Err(why) => Platform::Other(why),
     });
 }
 
 /// The platform the boot vCPU detected.
 pub fn platform() -> &'static Platform {
-    PLATFORM
-        .get()
-        .expect("the runtime detects the platform before main")
+    PLATFORM.get().expect("the runtime detects the platform before main")
 }
 
 /// The pvkit host, if there is one.
@@ -88,10 +84,7 @@ impl Write for Buffered {
 /// Prints, whole, to the console (used by [`println!`]).
 pub fn print(args: fmt::Arguments<'_>) {
     let _guard = OUTPUT.lock();
-    let mut out = Buffered {
-        buf: [0; 256],
-        len: 0,
-    };
+    let mut out = Buffered { buf: [0; 256], len: 0 };
     let _ = out.write_fmt(args);
     out.flush();
 }
@@ -150,18 +143,13 @@ impl Write for Message {
     }
 }
 
-static PANIC_BUF: spin::Mutex<Message> = spin::Mutex::new(Message {
-    buf: [0; 512],
-    len: 0,
-});
+static PANIC_BUF: spin::Mutex<Message> = spin::Mutex::new(Message { buf: [0; 512], len: 0 });
 
 /// Reports a panic and stops the machine.
 pub(crate) fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     // A second panic (on another vCPU, or while reporting) finds the buffer
     // taken and just stops.
-    let Some(mut msg) = PANIC_BUF.try_lock() else {
-        exit(PANIC_EXIT_CODE)
-    };
+    let Some(mut msg) = PANIC_BUF.try_lock() else { exit(PANIC_EXIT_CODE) };
     msg.len = 0;
     let _ = write!(msg, "{}", info.message());
     if let Some(at) = info.location() {

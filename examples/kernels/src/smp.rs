@@ -10,8 +10,7 @@ use crate::out::{self, pvkit};
 /// What a secondary vCPU runs; it takes the vCPU's index.
 pub type SecondaryMain = fn(u32) -> !;
 
-static ENTRIES: [AtomicUsize; MAX_CPUS as usize] =
-    [const { AtomicUsize::new(0) }; MAX_CPUS as usize];
+static ENTRIES: [AtomicUsize; MAX_CPUS as usize] = [const { AtomicUsize::new(0) }; MAX_CPUS as usize];
 
 /// Why a vCPU could not be started.
 #[derive(Debug)]
@@ -36,9 +35,7 @@ pub fn start(vcpu: u32, main: SecondaryMain) -> Result<(), StartError> {
 
 /// Where a secondary vCPU lands once in long mode.
 pub(crate) fn secondary_main(vcpu: u64) -> ! {
-    let entry = ENTRIES
-        .get(vcpu as usize)
-        .map_or(0, |e| e.load(Ordering::Acquire));
+    let entry = ENTRIES.get(vcpu as usize).map_or(0, |e| e.load(Ordering::Acquire));
     if entry == 0 {
         panic!("vCPU {vcpu} started with no entry");
     }

@@ -18,15 +18,8 @@ struct FakeGate {
 
 impl FakeGate {
     fn new(answers: &[(u64, [u64; 2])]) -> Self {
-        let answers = answers
-            .iter()
-            .rev()
-            .map(|&(status, results)| HypercallReturn { status, results })
-            .collect();
-        Self {
-            calls: RefCell::new(Vec::new()),
-            answers: RefCell::new(answers),
-        }
+        let answers = answers.iter().rev().map(|&(status, results)| HypercallReturn { status, results }).collect();
+        Self { calls: RefCell::new(Vec::new()), answers: RefCell::new(answers) }
     }
 }
 
@@ -41,13 +34,7 @@ unsafe impl Gate for &FakeGate {
 fn host(gate: &FakeGate, features: Features) -> Pvkit<&FakeGate, IdentityMap> {
     let found = Found {
         base: 0x4000_0100,
-        leaves: Leaves {
-            version: AbiVersion::new(1, 0),
-            features,
-            gate_port: 0xa10,
-            tsc_khz: 0,
-            lapic_khz: 0,
-        },
+        leaves: Leaves { version: AbiVersion::new(1, 0), features, gate_port: 0xa10, tsc_khz: 0, lapic_khz: 0 },
     };
     // SAFETY: the fake gate touches no memory.
     unsafe { Pvkit::new(found, gate, IdentityMap) }
@@ -57,25 +44,15 @@ fn host(gate: &FakeGate, features: Features) -> Pvkit<&FakeGate, IdentityMap> {
 fn status_codes_become_errors() {
     let gate = FakeGate::new(&[(3, [0, 0]), (999, [0, 0])]);
     let h = host(&gate, Features::CONSOLE);
-    assert_eq!(
-        h.console_write(b"x"),
-        Err(Error::Host(HypercallError::BadAddress))
-    );
-    assert_eq!(
-        h.console_write(b"x"),
-        Err(Error::UnknownStatus(999)),
-        "HC-9"
-    );
+    assert_eq!(h.console_write(b"x"), Err(Error::Host(HypercallError::BadAddress)));
+    assert_eq!(h.console_write(b"x"), Err(Error::UnknownStatus(999)), "HC-9");
 }
 
 #[test]
 fn a_host_that_takes_more_than_given_is_caught() {
     let gate = FakeGate::new(&[(0, [6, 0])]);
     let h = host(&gate, Features::CONSOLE);
-    assert!(matches!(
-        h.console_write(b"hello"),
-        Err(Error::Protocol { .. })
-    ));
+    assert!(matches!(h.console_write(b"hello"), Err(Error::Protocol { .. })));
 }
 
 #[test]
@@ -83,10 +60,7 @@ fn a_host_that_reads_more_than_the_buffer_is_caught() {
     let gate = FakeGate::new(&[(0, [17, 0])]);
     let h = host(&gate, Features::CONSOLE);
     let mut buf = [0u8; 16];
-    assert!(matches!(
-        h.console_read(&mut buf),
-        Err(Error::Protocol { .. })
-    ));
+    assert!(matches!(h.console_read(&mut buf), Err(Error::Protocol { .. })));
 }
 
 #[test]
@@ -104,12 +78,7 @@ fn console_writes_are_split_at_pages_and_retried() {
     let lens: Vec<u64> = calls.iter().map(|c| c.args[1]).collect();
     assert_eq!(lens, [10, 20, 15]);
     assert_eq!(calls[1].args[0], calls[0].args[0] + 10);
-    assert!(
-        calls
-            .iter()
-            .all(|c| c.number == Hypercall::ConsoleWrite.raw() && c.args[2..] == [0, 0]),
-        "HC-5"
-    );
+    assert!(calls.iter().all(|c| c.number == Hypercall::ConsoleWrite.raw() && c.args[2..] == [0, 0]), "HC-5");
 }
 
 #[test]
@@ -117,10 +86,7 @@ fn a_host_that_takes_nothing_forever_is_an_error_not_a_hang() {
     let answers: Vec<(u64, [u64; 2])> = (0..200).map(|_| (0, [0, 0])).collect();
     let gate = FakeGate::new(&answers);
     let h = host(&gate, Features::CONSOLE);
-    assert!(matches!(
-        h.console_write_all(b"stuck"),
-        Err(Error::Protocol { .. })
-    ));
+    assert!(matches!(h.console_write_all(b"stuck"), Err(Error::Protocol { .. })));
 }
 
 #[test]
@@ -144,16 +110,10 @@ fn vcpu_query_checks_the_index() {
 
 #[test]
 fn negotiate_refuses_unasked_features() {
-    let gate = FakeGate::new(&[
-        (0, [Features::CONSOLE.bits(), 0]),
-        (0, [Features::TIMER.bits(), 0]),
-    ]);
+    let gate = FakeGate::new(&[(0, [Features::CONSOLE.bits(), 0]), (0, [Features::TIMER.bits(), 0])]);
     let h = host(&gate, Features::CONSOLE);
     assert_eq!(h.negotiate(Features::CONSOLE), Ok(Features::CONSOLE));
-    assert!(matches!(
-        h.negotiate(Features::CONSOLE),
-        Err(Error::Protocol { .. })
-    ));
+    assert!(matches!(h.negotiate(Features::CONSOLE), Err(Error::Protocol { .. })));
 }
 
 #[test]
@@ -165,4 +125,35 @@ fn stop_calls_report_a_refusal() {
     let calls = gate.calls.borrow();
     assert_eq!(calls[0].args[0], 7);
     assert_eq!((calls[1].args[1], calls[1].args[2]), (3, 9));
+}
+
+#[test]
+fn timer_cancel_checks_its_result() {
+    let gate = FakeGate::new(&[(0, [1, 0]), (0, [0, 0]), (0, [2, 0])]);
+    let h = host(&gate, Features::TIMER);
+    assert_eq!(h.timer_cancel(), Ok(true));
+    assert_eq!(h.timer_cancel(), Ok(false));
+    assert!(matches!(h.timer_cancel(), Err(Error::Protocol { .. })));
+}
+
+#[test]
+fn timer_vectors_are_encoded_as_the_spec_says() {
+    let gate = FakeGate::new(&[(0, [0, 0]), (0, [0, 0])]);
+    let h = host(&gate, Features::TIMER);
+    h.set_timer_vector(3, Some(0x40)).unwrap();
+    h.set_timer_vector(3, None).unwrap();
+    let calls = gate.calls.borrow();
+    assert_eq!(calls[0].args, [0, 0x40, 3, 0]);
+    assert_eq!(calls[1].args, [0, 0, 3, 0]);
+}
+
+#[test]
+fn clock_registration_passes_the_physical_address() {
+    static AREA: crate::clock::ClockArea = crate::clock::ClockArea::new();
+    let gate = FakeGate::new(&[(0, [0, 0])]);
+    let h = host(&gate, Features::CLOCK);
+    h.clock_register(&AREA).unwrap();
+    let calls = gate.calls.borrow();
+    assert_eq!(calls[0].args[0], AREA.as_ptr() as u64);
+    assert_eq!(calls[0].args[0] % 32, 0);
 }

@@ -40,31 +40,17 @@ const MEM: usize = 0x10000;
 
 fn setup(vcpus: u32) -> (Dispatcher, VecMemory, Recorder) {
     (
-        Dispatcher::new(HostConfig::new(vcpus, Features::all())),
+        Dispatcher::new(HostConfig::new(vcpus, Features::all()), Services::default()),
         VecMemory::new(MEM),
         Recorder::default(),
     )
 }
 
-fn ret(
-    d: &Dispatcher,
-    m: &VecMemory,
-    p: &Recorder,
-    vcpu: u32,
-    call: Hypercall,
-    args: [u64; 4],
-) -> HypercallReturn {
+fn ret(d: &Dispatcher, m: &VecMemory, p: &Recorder, vcpu: u32, call: Hypercall, args: [u64; 4]) -> HypercallReturn {
     ret_raw(d, m, p, vcpu, call.raw(), args)
 }
 
-fn ret_raw(
-    d: &Dispatcher,
-    m: &VecMemory,
-    p: &Recorder,
-    vcpu: u32,
-    number: u32,
-    args: [u64; 4],
-) -> HypercallReturn {
+fn ret_raw(d: &Dispatcher, m: &VecMemory, p: &Recorder, vcpu: u32, number: u32, args: [u64; 4]) -> HypercallReturn {
     match d.handle(vcpu, HypercallArgs { number, args }, m, p) {
         Outcome::Return(r) => r,
         Outcome::Stop(s) => panic!("unexpected stop {s:?}"),
@@ -91,26 +77,21 @@ fn hc20_query_matches_the_config() {
     let (d, m, p) = setup(2);
     let r = ret(&d, &m, &p, 0, Hypercall::Query, [0; 4]);
     assert_eq!(r.status, 0);
-    assert_eq!(
-        r.results,
-        [
-            0x0001_0000,
-            (Features::CONSOLE | Features::VCPU_START).bits()
-        ]
-    );
+    assert_eq!(r.results, [0x0001_0000, (Features::CONSOLE | Features::VCPU_START).bits()]);
 }
 
 #[test]
 fn config_never_offers_what_is_not_implemented() {
     let one = HostConfig::new(1, Features::all());
-    assert_eq!(one.features, Features::CONSOLE);
+    assert_eq!(one.features, IMPLEMENTED_FEATURES - Features::VCPU_START);
+    assert!(!one.features.contains(Features::DEVICES));
     let two = HostConfig::new(2, Features::empty());
     assert_eq!(two.features, Features::VCPU_START);
 }
 
 #[test]
 fn ver5_unoffered_features_are_unsupported() {
-    let d = Dispatcher::new(HostConfig::new(1, Features::empty()));
+    let d = Dispatcher::new(HostConfig::new(1, Features::empty()), Services::default());
     let (m, p) = (VecMemory::new(MEM), Recorder::default());
     for call in [
         Hypercall::ConsoleWrite,
@@ -128,14 +109,7 @@ fn ver5_unoffered_features_are_unsupported() {
 #[test]
 fn hc21_negotiate() {
     let (d, m, p) = setup(1);
-    let r = ret(
-        &d,
-        &m,
-        &p,
-        0,
-        Hypercall::Negotiate,
-        [0x0001_0007, u64::MAX, 0, 0],
-    );
+    let r = ret(&d, &m, &p, 0, Hypercall::Negotiate, [0x0001_0007, u64::MAX, 0, 0]);
     assert_eq!((r.status, r.results[0]), (0, Features::CONSOLE.bits()));
     assert_eq!(d.negotiated(), Features::CONSOLE);
     let r = ret(&d, &m, &p, 0, Hypercall::Negotiate, [0x0002_0000, 1, 0, 0]);
@@ -154,15 +128,7 @@ fn hc22_vcpu_query() {
 #[test]
 fn hc24_shutdown_takes_codes_up_to_255() {
     let (d, m, p) = setup(1);
-    let stop = d.handle(
-        0,
-        HypercallArgs {
-            number: Hypercall::Shutdown.raw(),
-            args: [255, 0, 0, 0],
-        },
-        &m,
-        &p,
-    );
+    let stop = d.handle(0, HypercallArgs { number: Hypercall::Shutdown.raw(), args: [255, 0, 0, 0] }, &m, &p);
     assert_eq!(stop, Outcome::Stop(StopRequest::Shutdown { code: 255 }));
     let r = ret(&d, &m, &p, 0, Hypercall::Shutdown, [256, 0, 0, 0]);
     assert_eq!(r.status, err(HypercallError::InvalidArgument));
@@ -172,41 +138,15 @@ fn hc24_shutdown_takes_codes_up_to_255() {
 fn hc26_panic_reads_what_it_can_and_always_stops() {
     let (d, m, p) = setup(1);
     m.write_bytes(0x2000, b"boom");
-    let call = |args| {
-        d.handle(
-            0,
-            HypercallArgs {
-                number: Hypercall::Panic.raw(),
-                args,
-            },
-            &m,
-            &p,
-        )
-    };
-    assert_eq!(
-        call([0x2000, 4, 7, 0]),
-        Outcome::Stop(StopRequest::Panic {
-            code: 7,
-            message: Ok(b"boom".to_vec())
-        })
-    );
-    let Outcome::Stop(StopRequest::Panic { code, message }) = call([0x2000, 4, 0, 0]) else {
-        panic!()
-    };
+    let call = |args| d.handle(0, HypercallArgs { number: Hypercall::Panic.raw(), args }, &m, &p);
+    assert_eq!(call([0x2000, 4, 7, 0]), Outcome::Stop(StopRequest::Panic { code: 7, message: Ok(b"boom".to_vec()) }));
+    let Outcome::Stop(StopRequest::Panic { code, message }) = call([0x2000, 4, 0, 0]) else { panic!() };
     assert_eq!(code, 255);
     assert!(message.is_ok());
-    let Outcome::Stop(StopRequest::Panic { message, .. }) = call([u64::MAX - 1, 4, 3, 0]) else {
-        panic!()
-    };
+    let Outcome::Stop(StopRequest::Panic { message, .. }) = call([u64::MAX - 1, 4, 3, 0]) else { panic!() };
     assert!(message.is_err());
-    let Outcome::Stop(StopRequest::Panic { message, .. }) = call([0, u64::MAX, 3, 0]) else {
-        panic!()
-    };
-    assert_eq!(
-        message.map(|m| m.len()),
-        Ok(4096),
-        "cut to PANIC_MESSAGE_MAX_LEN"
-    );
+    let Outcome::Stop(StopRequest::Panic { message, .. }) = call([0, u64::MAX, 3, 0]) else { panic!() };
+    assert_eq!(message.map(|m| m.len()), Ok(4096), "cut to PANIC_MESSAGE_MAX_LEN");
 }
 
 #[test]
@@ -220,36 +160,14 @@ fn hc30_console_write() {
     assert_eq!((r.status, r.results[0]), (0, 0));
     let r = ret(&d, &m, &p, 0, Hypercall::ConsoleWrite, [0x3000, 4097, 0, 0]);
     assert_eq!(r.status, err(HypercallError::TooLarge));
-    let r = ret(
-        &d,
-        &m,
-        &p,
-        0,
-        Hypercall::ConsoleWrite,
-        [MEM as u64 - 2, 5, 0, 0],
-    );
+    let r = ret(&d, &m, &p, 0, Hypercall::ConsoleWrite, [MEM as u64 - 2, 5, 0, 0]);
     assert_eq!(r.status, err(HypercallError::BadAddress));
     let r = ret(&d, &m, &p, 0, Hypercall::ConsoleWrite, [u64::MAX, 5, 0, 0]);
-    assert_eq!(
-        r.status,
-        err(HypercallError::BadAddress),
-        "HC-8: wrapping ranges"
-    );
+    assert_eq!(r.status, err(HypercallError::BadAddress), "HC-8: wrapping ranges");
     // HC-7: TOO_LARGE before BAD_ADDRESS.
-    let r = ret(
-        &d,
-        &m,
-        &p,
-        0,
-        Hypercall::ConsoleWrite,
-        [u64::MAX, 5000, 0, 0],
-    );
+    let r = ret(&d, &m, &p, 0, Hypercall::ConsoleWrite, [u64::MAX, 5000, 0, 0]);
     assert_eq!(r.status, err(HypercallError::TooLarge));
-    assert_eq!(
-        *p.out.lock().unwrap(),
-        b"hello",
-        "failed writes output nothing"
-    );
+    assert_eq!(*p.out.lock().unwrap(), b"hello", "failed writes output nothing");
 }
 
 #[test]
@@ -263,31 +181,19 @@ fn hc32_console_read_never_waits() {
     assert_eq!(m.read_bytes(0x4000, 5), b"abcd\0");
     let r = ret(&d, &m, &p, 0, Hypercall::ConsoleRead, [MEM as u64, 1, 0, 0]);
     assert_eq!(r.status, err(HypercallError::BadAddress));
-    assert_eq!(
-        *p.input.lock().unwrap(),
-        b"ef",
-        "refused reads consume nothing"
-    );
+    assert_eq!(*p.input.lock().unwrap(), b"ef", "refused reads consume nothing");
 }
 
 #[test]
 fn boot8_vcpu_start() {
     let (d, m, p) = setup(2);
-    let start =
-        |vcpu, entry, arg| ret(&d, &m, &p, 0, Hypercall::VcpuStart, [vcpu, entry, arg, 0]).status;
+    let start = |vcpu, entry, arg| ret(&d, &m, &p, 0, Hypercall::VcpuStart, [vcpu, entry, arg, 0]).status;
     assert_eq!(start(1, 1 << 32, 0), err(HypercallError::InvalidArgument));
-    assert_eq!(
-        start(1, 0x1000, 1 << 32),
-        err(HypercallError::InvalidArgument)
-    );
+    assert_eq!(start(1, 0x1000, 1 << 32), err(HypercallError::InvalidArgument));
     assert_eq!(start(1, MEM as u64, 0), err(HypercallError::BadAddress));
     assert_eq!(start(2, 0x1000, 0), err(HypercallError::NotFound));
     assert_eq!(start(u64::MAX, 0x1000, 0), err(HypercallError::NotFound));
-    assert_eq!(
-        start(0, 0x1000, 0),
-        err(HypercallError::Already),
-        "vCPU 0 always has started"
-    );
+    assert_eq!(start(0, 0x1000, 0), err(HypercallError::Already), "vCPU 0 always has started");
     assert_eq!(start(1, 0x1000, 9), 0);
     assert_eq!(start(1, 0x1000, 9), err(HypercallError::Already));
     assert_eq!(*p.started.lock().unwrap(), vec![(1, 0x1000, 9)]);
@@ -295,52 +201,22 @@ fn boot8_vcpu_start() {
 
 #[test]
 fn boot8_a_vcpu_the_vmm_failed_to_start_can_be_started_again() {
-    let d = Dispatcher::new(HostConfig::new(2, Features::empty()));
+    let d = Dispatcher::new(HostConfig::new(2, Features::empty()), Services::default());
     let m = VecMemory::new(MEM);
-    let refusing = Recorder {
-        refuse_start: true,
-        ..Default::default()
-    };
-    let r = ret(
-        &d,
-        &m,
-        &refusing,
-        0,
-        Hypercall::VcpuStart,
-        [1, 0x1000, 0, 0],
-    );
+    let refusing = Recorder { refuse_start: true, ..Default::default() };
+    let r = ret(&d, &m, &refusing, 0, Hypercall::VcpuStart, [1, 0x1000, 0, 0]);
     assert_eq!(r.status, err(HypercallError::HostFailure));
-    let r = ret(
-        &d,
-        &m,
-        &Recorder::default(),
-        0,
-        Hypercall::VcpuStart,
-        [1, 0x1000, 0, 0],
-    );
+    let r = ret(&d, &m, &Recorder::default(), 0, Hypercall::VcpuStart, [1, 0x1000, 0, 0]);
     assert_eq!(r.status, 0);
 }
 
 #[test]
 fn irq_sources_check_their_features_first() {
     let (d, m, p) = setup(2);
-    let irq =
-        |src, vec, cpu| ret(&d, &m, &p, 0, Hypercall::IrqSetVector, [src, vec, cpu, 0]).status;
-    assert_eq!(
-        irq(7, 40, 0),
-        err(HypercallError::InvalidArgument),
-        "IRQ-2: undefined source"
-    );
-    assert_eq!(
-        irq(0, 40, 0),
-        err(HypercallError::Unsupported),
-        "IRQ-3: no TIMER"
-    );
-    assert_eq!(
-        irq(0x1_0000, 3, 9),
-        err(HypercallError::Unsupported),
-        "IRQ-3: no DEVICES"
-    );
+    let irq = |src, vec, cpu| ret(&d, &m, &p, 0, Hypercall::IrqSetVector, [src, vec, cpu, 0]).status;
+    assert_eq!(irq(7, 40, 0), err(HypercallError::InvalidArgument), "IRQ-2: undefined source");
+    assert_eq!(irq(0, 40, 0), err(HypercallError::Unsupported), "IRQ-3: no TIMER");
+    assert_eq!(irq(0x1_0000, 3, 9), err(HypercallError::Unsupported), "IRQ-3: no DEVICES");
 }
 
 #[test]
@@ -348,4 +224,88 @@ fn yield_succeeds_and_keeps_registers() {
     let (d, m, p) = setup(1);
     let r = ret(&d, &m, &p, 0, Hypercall::Yield, [5, 6, 0, 0]);
     assert_eq!((r.status, r.results), (0, [5, 6]));
+}
+
+mod with_clock_and_timers {
+    use std::sync::Arc;
+
+    use pvkit_spec::irq::Vector;
+
+    use super::*;
+    use crate::clock::{ClockSample, PvClock, TimeSource};
+    use crate::timer::Timers;
+
+    struct Frozen;
+
+    impl TimeSource for Frozen {
+        fn sample(&self) -> ClockSample {
+            ClockSample { tsc: 1_000, mono_ns: 1_000 }
+        }
+        fn wall_ns(&self) -> u64 {
+            1_800_000_000_000_000_000
+        }
+    }
+
+    fn setup(stable: bool) -> (Dispatcher, Arc<Timers>, VecMemory, Recorder) {
+        let clock = Arc::new(PvClock::new(Arc::new(Frozen), 1_000_000_000, &[0, 0], stable));
+        let timers = Arc::new(Timers::new(2));
+        let services = Services { clock: Some(clock), timers: Some(Arc::clone(&timers)) };
+        (
+            Dispatcher::new(HostConfig::new(2, Features::all()), services),
+            timers,
+            VecMemory::new(MEM),
+            Recorder::default(),
+        )
+    }
+
+    #[test]
+    fn the_clock_features_follow_the_services() {
+        let (d, ..) = setup(true);
+        assert!(d.config().features.contains(Features::CLOCK | Features::CLOCK_TSC_STABLE | Features::TIMER));
+        let (d, ..) = setup(false);
+        assert!(!d.config().features.contains(Features::CLOCK_TSC_STABLE));
+        let clock_only = Services { clock: setup(true).0.services.clock.clone(), timers: None };
+        let d = Dispatcher::new(HostConfig::new(1, Features::all()), clock_only);
+        assert!(d.config().features.contains(Features::WALLCLOCK) && !d.config().features.contains(Features::TIMER));
+    }
+
+    #[test]
+    fn clk1_clock_register_checks_alignment_then_address() {
+        let (d, _, m, p) = setup(true);
+        let reg = |gpa| ret(&d, &m, &p, 1, Hypercall::ClockRegister, [gpa, 0, 0, 0]).status;
+        assert_eq!(reg(0x1004), err(HypercallError::Misaligned));
+        assert_eq!(reg(MEM as u64), err(HypercallError::BadAddress));
+        assert_eq!(reg(u64::MAX - 31), err(HypercallError::BadAddress));
+        assert_eq!(reg(0x1000), 0);
+        assert_eq!(m.read_bytes(0x1000, 4), 2u32.to_le_bytes(), "published with an even version");
+        assert_eq!(ret(&d, &m, &p, 1, Hypercall::ClockDisable, [0; 4]).status, 0);
+    }
+
+    #[test]
+    fn clk10_wallclock() {
+        let (d, _, m, p) = setup(true);
+        let r = ret(&d, &m, &p, 0, Hypercall::Wallclock, [0; 4]);
+        assert_eq!((r.status, r.results), (0, [1_800_000_000_000_000_000, 0]));
+    }
+
+    #[test]
+    fn tmr_set_cancel_and_vector() {
+        let (d, timers, m, p) = setup(true);
+        let call = |vcpu, c, args| ret(&d, &m, &p, vcpu, c, args);
+        assert_eq!(call(1, Hypercall::TimerSet, [5_000, 0, 0, 0]).status, 0);
+        assert_eq!(timers.next_deadline(), Some(5_000));
+        assert_eq!(call(1, Hypercall::TimerCancel, [0; 4]).results[0], 1);
+        assert_eq!(call(1, Hypercall::TimerCancel, [0; 4]).results[0], 0);
+        let irq = |src, vec, cpu| call(0, Hypercall::IrqSetVector, [src, vec, cpu, 0]).status;
+        assert_eq!(irq(0, 31, 1), err(HypercallError::InvalidArgument), "IRQ-1");
+        assert_eq!(irq(0, 256, 1), err(HypercallError::InvalidArgument), "IRQ-1");
+        assert_eq!(irq(0, 0x40, 2), err(HypercallError::NotFound), "IRQ-2");
+        assert_eq!(irq(0x1_0000, 0x40, 0), err(HypercallError::Unsupported), "IRQ-3: no DEVICES");
+        assert_eq!(irq(0, 0x40, 1), 0);
+        call(1, Hypercall::TimerSet, [10, 0, 0, 0]);
+        assert_eq!(timers.fire_due(10), vec![(1, Vector::new(0x40))]);
+        assert_eq!(irq(0, 0, 1), 0, "vector 0 masks");
+        call(1, Hypercall::TimerSet, [10, 0, 0, 0]);
+        assert_eq!(timers.fire_due(10), vec![(1, None)]);
+    }
 }

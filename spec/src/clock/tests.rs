@@ -5,11 +5,7 @@ use super::*;
 /// The KVM/Xen algorithm as Linux writes it: shift in 64 bits, then a
 /// 64x32-bit multiply keeping bits 95:32 (`mul_u64_u32_shr`), by 32-bit limbs.
 fn linux_reference(delta: u64, mul: u32, shift: i8) -> u64 {
-    let d = if shift < 0 {
-        delta >> (-shift)
-    } else {
-        delta << shift
-    };
+    let d = if shift < 0 { delta >> (-shift) } else { delta << shift };
     let lo = d & 0xffff_ffff;
     let hi = d >> 32;
     let lo_part = (lo * u64::from(mul)) >> 32;
@@ -27,44 +23,10 @@ fn u128_reference(delta: u64, mul: u32, shift: i8) -> Option<u128> {
     Some(d.checked_mul(u128::from(mul))? >> 32)
 }
 
-const DELTAS: &[u64] = &[
-    0,
-    1,
-    2,
-    0xffff_ffff,
-    0x1_0000_0000,
-    0x1_0000_0001,
-    1 << 40,
-    (1 << 63) - 1,
-    1 << 63,
-    u64::MAX - 1,
-    u64::MAX,
-];
-const MULS: &[u32] = &[
-    0,
-    1,
-    2,
-    0x7fff_ffff,
-    0x8000_0000,
-    0x8000_0001,
-    0xffff_fffe,
-    u32::MAX,
-];
-const SHIFTS: &[i8] = &[
-    i8::MIN,
-    -64,
-    -63,
-    -32,
-    -31,
-    -1,
-    0,
-    1,
-    31,
-    32,
-    63,
-    64,
-    i8::MAX,
-];
+const DELTAS: &[u64] =
+    &[0, 1, 2, 0xffff_ffff, 0x1_0000_0000, 0x1_0000_0001, 1 << 40, (1 << 63) - 1, 1 << 63, u64::MAX - 1, u64::MAX];
+const MULS: &[u32] = &[0, 1, 2, 0x7fff_ffff, 0x8000_0000, 0x8000_0001, 0xffff_fffe, u32::MAX];
+const SHIFTS: &[i8] = &[i8::MIN, -64, -63, -32, -31, -1, 0, 1, 31, 32, 63, 64, i8::MAX];
 
 #[test]
 fn matches_u128_reference_at_boundaries() {
@@ -75,11 +37,7 @@ fn matches_u128_reference_at_boundaries() {
                 if (-63..=63).contains(&shift) {
                     match u128_reference(delta, mul, shift) {
                         Some(exact) if exact <= u128::from(u64::MAX) => {
-                            assert_eq!(
-                                u128::from(got),
-                                exact,
-                                "delta={delta:#x} mul={mul:#x} shift={shift}"
-                            );
+                            assert_eq!(u128::from(got), exact, "delta={delta:#x} mul={mul:#x} shift={shift}");
                         }
                         // Beyond 64 bits (or beyond 128 before the shift): saturates.
                         _ => {
@@ -106,10 +64,7 @@ fn equals_linux_whenever_the_shift_does_not_overflow() {
                 let fits = shift <= 0 || delta.leading_zeros() >= u32::from(shift.unsigned_abs());
                 let exact = u128_reference(delta, mul, shift).unwrap();
                 if fits && exact <= u128::from(u64::MAX) {
-                    assert_eq!(
-                        scale_tsc_delta(delta, mul, shift),
-                        linux_reference(delta, mul, shift)
-                    );
+                    assert_eq!(scale_tsc_delta(delta, mul, shift), linux_reference(delta, mul, shift));
                 }
             }
         }
@@ -139,10 +94,7 @@ fn scale_from_frequency_is_accurate() {
         let exact = u128::from(ticks) * u128::from(NSEC_PER_SEC) / u128::from(hz);
         let got = scale.apply(ticks);
         let err = u128::from(got).abs_diff(exact);
-        assert!(
-            err <= exact / 1_000_000 + 1,
-            "hz={hz} scale={scale:?} got={got} exact={exact}"
-        );
+        assert!(err <= exact / 1_000_000 + 1, "hz={hz} scale={scale:?} got={got} exact={exact}");
         assert!(u128::from(got) <= exact, "never runs fast: hz={hz}");
     }
     assert_eq!(TscScale::from_frequency(0), None);
@@ -152,13 +104,7 @@ fn scale_from_frequency_is_accurate() {
 fn kvm_known_scale() {
     // A 1 GHz TSC: one tick per nanosecond, mul = 2^31 with shift 1.
     let scale = TscScale::from_frequency(NSEC_PER_SEC).unwrap();
-    assert_eq!(
-        scale,
-        TscScale {
-            mul: 0x8000_0000,
-            shift: 1
-        }
-    );
+    assert_eq!(scale, TscScale { mul: 0x8000_0000, shift: 1 });
     assert_eq!(scale.apply(123_456_789), 123_456_789);
 }
 
@@ -167,36 +113,22 @@ fn snapshot_never_goes_below_system_time_and_saturates() {
     let snap = PvClockSnapshot {
         tsc_timestamp: 1_000,
         system_time: 50,
-        scale: TscScale {
-            mul: u32::MAX,
-            shift: 0,
-        },
+        scale: TscScale { mul: u32::MAX, shift: 0 },
         flags: PvClockFlags::TSC_STABLE,
     };
     assert_eq!(snap.ns_at(10), 50);
     assert_eq!(snap.ns_at(1_000), 50);
-    let far = PvClockSnapshot {
-        system_time: u64::MAX - 1,
-        ..snap
-    };
+    let far = PvClockSnapshot { system_time: u64::MAX - 1, ..snap };
     assert_eq!(far.ns_at(u64::MAX), u64::MAX);
 }
 
 #[test]
 fn store_and_load_round_trip_and_clear_reserved() {
-    let mut info = PvClockVcpuTimeInfo {
-        pad0: U32::new(7),
-        pad: [1, 2],
-        version: U32::new(4),
-        ..Default::default()
-    };
+    let mut info = PvClockVcpuTimeInfo { pad0: U32::new(7), pad: [1, 2], version: U32::new(4), ..Default::default() };
     let snap = PvClockSnapshot {
         tsc_timestamp: 0x1122_3344_5566_7788,
         system_time: 42,
-        scale: TscScale {
-            mul: 0xdead_beef,
-            shift: -3,
-        },
+        scale: TscScale { mul: 0xdead_beef, shift: -3 },
         flags: PvClockFlags::TSC_STABLE | PvClockFlags::GUEST_STOPPED,
     };
     snap.store(&mut info);

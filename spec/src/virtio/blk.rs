@@ -58,9 +58,7 @@ bitflags::bitflags! {
 
 /// `struct virtio_blk_config`, with the nested geometry, topology and zoned
 /// structs flattened.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct BlkConfig {
     /// Capacity in 512-byte sectors.
@@ -185,9 +183,7 @@ abi_enum! {
 }
 
 /// The device-readable header that starts every block request.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct RequestHeader {
     /// A [`RequestType`].
@@ -203,11 +199,7 @@ assert_layout!(RequestHeader, size = 16, { request_type = 0, reserved = 4, secto
 impl RequestHeader {
     /// A header for `kind` at `sector`.
     pub fn new(kind: RequestType, sector: u64) -> Self {
-        Self {
-            request_type: U32::new(kind.raw()),
-            reserved: U32::ZERO,
-            sector: U64::new(sector),
-        }
+        Self { request_type: U32::new(kind.raw()), reserved: U32::ZERO, sector: U64::new(sector) }
     }
 
     /// The request type, or `None` for a value this ABI does not define.
@@ -217,9 +209,7 @@ impl RequestHeader {
 }
 
 /// One range of a `DISCARD`, `WRITE_ZEROES` or `SECURE_ERASE` request.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct DiscardSegment {
     /// First sector.

@@ -31,9 +31,7 @@ bitflags::bitflags! {
 }
 
 /// `struct virtio_console_config`.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct ConsoleConfig {
     /// Columns (`SIZE`).
@@ -49,9 +47,7 @@ pub struct ConsoleConfig {
 assert_layout!(ConsoleConfig, size = 12, { cols = 0, rows = 2, max_nr_ports = 4, emerg_wr = 8 });
 
 /// `struct virtio_console_control`, on the control queues.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct ControlMessage {
     /// Port number.

@@ -52,9 +52,7 @@ bitflags::bitflags! {
 }
 
 /// `struct virtio_net_config`.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct NetConfig {
     /// MAC address (`MAC`).
@@ -91,9 +89,7 @@ assert_layout!(NetConfig, size = 24, {
 
 /// `struct virtio_net_hdr`: the header before every packet (with
 /// `VERSION_1`, `num_buffers` is always present).
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct NetHeader {
     /// Bit 0: needs checksum; bit 1: data valid.

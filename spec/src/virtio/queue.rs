@@ -29,9 +29,7 @@ pub const AVAIL_RING_ALIGN: u64 = 2;
 pub const USED_RING_ALIGN: u64 = 4;
 
 /// One descriptor: a guest-physical buffer and how it chains.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct Descriptor {
     /// Guest-physical address of the buffer.
@@ -54,12 +52,7 @@ impl Descriptor {
 
     /// A descriptor from its parts.
     pub fn new(addr: u64, len: u32, flags: DescFlags, next: u16) -> Self {
-        Self {
-            addr: U64::new(addr),
-            len: U32::new(len),
-            flags: U16::new(flags.bits()),
-            next: U16::new(next),
-        }
+        Self { addr: U64::new(addr), len: U32::new(len), flags: U16::new(flags.bits()), next: U16::new(next) }
     }
 }
 
@@ -78,9 +71,7 @@ bitflags::bitflags! {
 
 /// The fixed head of the available ring; `ring: [U16; N]` and, with
 /// `EVENT_IDX`, `used_event: U16` follow it.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct AvailHeader {
     /// [`AvailFlags`] bits.
@@ -102,9 +93,7 @@ bitflags::bitflags! {
 
 /// The fixed head of the used ring; `ring: [UsedElem; N]` and, with
 /// `EVENT_IDX`, `avail_event: U16` follow it.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct UsedHeader {
     /// [`UsedFlags`] bits.
@@ -125,9 +114,7 @@ bitflags::bitflags! {
 }
 
 /// One used-ring entry: which chain the device finished and how much it wrote.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct UsedElem {
     /// Index of the chain's head descriptor (32 bits on the wire).
@@ -144,10 +131,7 @@ pub struct QueueSize(u16);
 
 impl QueueSize {
     /// Checks a size; `None` for 0, a non-power of two, or above the maximum.
-    #[expect(
-        clippy::cast_possible_truncation,
-        reason = "the size is checked to be at most 32768"
-    )]
+    #[expect(clippy::cast_possible_truncation, reason = "the size is checked to be at most 32768")]
     pub const fn new(size: u32) -> Option<Self> {
         if size == 0 || size > MAX_QUEUE_SIZE as u32 || !size.is_power_of_two() {
             None
@@ -263,11 +247,7 @@ mod tests {
                 let new = old.wrapping_add(step);
                 for off in 0u16..24 {
                     let event = old.wrapping_add(off);
-                    assert_eq!(
-                        need_event(event, new, old),
-                        off < step,
-                        "old={old} new={new} event={event}"
-                    );
+                    assert_eq!(need_event(event, new, old), off < step, "old={old} new={new} event={event}");
                 }
             }
         }
@@ -278,10 +258,7 @@ mod tests {
         let d = Descriptor::new(0x1000, 512, DescFlags::NEXT | DescFlags::WRITE, 7);
         assert_eq!(d.flags(), DescFlags::NEXT | DescFlags::WRITE);
         assert_eq!(d.as_bytes()[12..14], [3, 0]);
-        let odd = Descriptor {
-            flags: U16::new(0x80),
-            ..d
-        };
+        let odd = Descriptor { flags: U16::new(0x80), ..d };
         assert_eq!(odd.flags().bits(), 0x80);
     }
 }

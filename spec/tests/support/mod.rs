@@ -25,11 +25,7 @@ pub(crate) fn chapters() -> Vec<Chapter> {
         })
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
-    assert!(
-        out.len() >= 9,
-        "expected the nine chapters in spec/, found {}",
-        out.len()
-    );
+    assert!(out.len() >= 9, "expected the nine chapters in spec/, found {}", out.len());
     out
 }
 
@@ -49,12 +45,10 @@ pub(crate) struct CheckedTable {
 impl CheckedTable {
     /// The index of a column, by name.
     pub(crate) fn column(&self, name: &str) -> Result<usize, String> {
-        self.header.iter().position(|h| h == name).ok_or_else(|| {
-            format!(
-                "{}: table has no column {name:?} (has {:?})",
-                self.place, self.header
-            )
-        })
+        self.header
+            .iter()
+            .position(|h| h == name)
+            .ok_or_else(|| format!("{}: table has no column {name:?} (has {:?})", self.place, self.header))
     }
 }
 
@@ -72,11 +66,8 @@ pub(crate) fn checked_tables(file: &str, text: &str) -> Result<Vec<CheckedTable>
             continue;
         };
         let place = format!("{file}:{}", i + 1);
-        let marker = rest
-            .strip_suffix("-->")
-            .ok_or_else(|| format!("{place}: unterminated check marker"))?
-            .trim()
-            .to_string();
+        let marker =
+            rest.strip_suffix("-->").ok_or_else(|| format!("{place}: unterminated check marker"))?.trim().to_string();
         let mut table = lines[i + 1..].iter().skip_while(|l| l.trim().is_empty());
         let header = table.next().filter(|l| l.trim_start().starts_with('|'));
         let header = header.ok_or_else(|| format!("{place}: marker not followed by a table"))?;
@@ -84,16 +75,8 @@ pub(crate) fn checked_tables(file: &str, text: &str) -> Result<Vec<CheckedTable>
         if !separator.contains("---") {
             return Err(format!("{place}: table has no separator row"));
         }
-        let rows = table
-            .take_while(|l| l.trim_start().starts_with('|'))
-            .map(|l| cells(l))
-            .collect();
-        out.push(CheckedTable {
-            place,
-            marker,
-            header: cells(header),
-            rows,
-        });
+        let rows = table.take_while(|l| l.trim_start().starts_with('|')).map(|l| cells(l)).collect();
+        out.push(CheckedTable { place, marker, header: cells(header), rows });
     }
     Ok(out)
 }
@@ -132,15 +115,8 @@ pub(crate) fn clauses(file: &str, text: &str) -> (Vec<Clause>, Vec<(String, Stri
         if ends && let Some(c) = current.take() {
             clauses.push(c);
         }
-        if let Some((id, body)) = t
-            .strip_prefix("- **")
-            .and_then(|rest| rest.split_once("**"))
-        {
-            current = Some(Clause {
-                id: id.to_string(),
-                place,
-                text: body.to_string(),
-            });
+        if let Some((id, body)) = t.strip_prefix("- **").and_then(|rest| rest.split_once("**")) {
+            current = Some(Clause { id: id.to_string(), place, text: body.to_string() });
             continue;
         }
         match current.as_mut() {
@@ -179,8 +155,7 @@ pub(crate) fn cited_ids(text: &str) -> Vec<String> {
             i += 1;
         }
         let letters = i - start;
-        let boundary =
-            start == 0 || !bytes[start - 1].is_ascii_alphanumeric() && bytes[start - 1] != b'_';
+        let boundary = start == 0 || !bytes[start - 1].is_ascii_alphanumeric() && bytes[start - 1] != b'_';
         if letters >= 2 && boundary && i < bytes.len() && bytes[i] == b'-' {
             let digits_start = i + 1;
             let mut j = digits_start;

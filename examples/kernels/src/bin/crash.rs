@@ -12,10 +12,7 @@ rt::entry!(main);
 
 fn main(_boot: Boot) -> u8 {
     rt::out::serial_write(b"crash: about to triple fault\n");
-    let empty = DescriptorTablePointer {
-        limit: 0,
-        base: x86_64::VirtAddr::new(0),
-    };
+    let empty = DescriptorTablePointer { limit: 0, base: x86_64::VirtAddr::new(0) };
     // SAFETY: deliberately leaves the CPU without an IDT: the next exception
     // cannot be delivered, and the CPU shuts down. That is this kernel's job.
     unsafe { lidt(&empty) };

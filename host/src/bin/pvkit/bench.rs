@@ -78,9 +78,7 @@ fn boot_once(mut cmd: Command) -> Result<Boot, String> {
         .map_err(|e| format!("cannot start {cmd:?}: {e}"))?;
     let mut out = child.stdout.take().ok_or("no stdout")?;
     let mut byte = [0u8; 1];
-    let got = out
-        .read(&mut byte)
-        .map_err(|e| format!("reading the console: {e}"))?;
+    let got = out.read(&mut byte).map_err(|e| format!("reading the console: {e}"))?;
     let first_byte = start.elapsed();
     let mut rest = Vec::new();
     let _ = out.read_to_end(&mut rest);
@@ -103,11 +101,7 @@ fn stats(mut values: Vec<Duration>) -> (f64, f64, f64) {
     values.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let n = values.len();
-    let median = if n % 2 == 1 {
-        ms(values[n / 2])
-    } else {
-        (ms(values[n / 2 - 1]) + ms(values[n / 2])) / 2.0
-    };
+    let median = if n % 2 == 1 { ms(values[n / 2]) } else { (ms(values[n / 2 - 1]) + ms(values[n / 2])) / 2.0 };
     (median, ms(values[0]), ms(values[n - 1]))
 }
 
@@ -119,10 +113,7 @@ fn row(name: &str, what: &str, values: Vec<Duration>) -> f64 {
 
 pub(crate) fn run(args: &BenchArgs) -> Result<(), String> {
     if !args.kernel.is_file() {
-        return Err(format!(
-            "no kernel at {} (scripts/run-example builds the example kernels)",
-            args.kernel.display()
-        ));
+        return Err(format!("no kernel at {} (scripts/run-example builds the example kernels)", args.kernel.display()));
     }
     let me = std::env::current_exe().map_err(|e| format!("finding pvkit itself: {e}"))?;
     let pvkit = series(args.runs, || {
@@ -130,34 +121,15 @@ pub(crate) fn run(args: &BenchArgs) -> Result<(), String> {
         cmd.arg("run").arg(&args.kernel);
         cmd
     })?;
-    println!(
-        "boot: {} ({} runs each; milliseconds)",
-        args.kernel.display(),
-        args.runs
-    );
-    println!(
-        "{:<8} {:<22} {:>9} {:>9} {:>9}",
-        "vmm", "from process start to", "median", "min", "max"
-    );
-    let p_first = row(
-        "pvkit",
-        "first console byte",
-        pvkit.iter().map(|b| b.first_byte).collect(),
-    );
+    println!("boot: {} ({} runs each; milliseconds)", args.kernel.display(), args.runs);
+    println!("{:<8} {:<22} {:>9} {:>9} {:>9}", "vmm", "from process start to", "median", "min", "max");
+    let p_first = row("pvkit", "first console byte", pvkit.iter().map(|b| b.first_byte).collect());
     let p_exit = row("pvkit", "exit", pvkit.iter().map(|b| b.exit).collect());
     if let Some(Other::Qemu) = args.compare {
         let qemu = series(args.runs, || qemu_command(&args.kernel))?;
-        let q_first = row(
-            "qemu",
-            "first console byte",
-            qemu.iter().map(|b| b.first_byte).collect(),
-        );
+        let q_first = row("qemu", "first console byte", qemu.iter().map(|b| b.first_byte).collect());
         let q_exit = row("qemu", "exit", qemu.iter().map(|b| b.exit).collect());
-        println!(
-            "ratio pvkit/qemu: first console byte {:.3}, exit {:.3}",
-            p_first / q_first,
-            p_exit / q_exit
-        );
+        println!("ratio pvkit/qemu: first console byte {:.3}, exit {:.3}", p_first / q_first, p_exit / q_exit);
     }
     Ok(())
 }

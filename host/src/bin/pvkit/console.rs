@@ -45,17 +45,15 @@ impl Console {
     /// Starts the thread that moves stdin into the input buffer.
     pub(crate) fn start_input(self: &Arc<Self>) {
         let console = Arc::clone(self);
-        let spawned = std::thread::Builder::new()
-            .name("stdin".into())
-            .spawn(move || {
-                let mut chunk = [0u8; 256];
-                let mut stdin = io::stdin().lock();
-                while let Ok(n @ 1..) = stdin.read(&mut chunk) {
-                    let mut input = console.input.lock().unwrap_or_else(PoisonError::into_inner);
-                    let room = INPUT_MAX.saturating_sub(input.len());
-                    input.extend(&chunk[..n.min(room)]);
-                }
-            });
+        let spawned = std::thread::Builder::new().name("stdin".into()).spawn(move || {
+            let mut chunk = [0u8; 256];
+            let mut stdin = io::stdin().lock();
+            while let Ok(n @ 1..) = stdin.read(&mut chunk) {
+                let mut input = console.input.lock().unwrap_or_else(PoisonError::into_inner);
+                let room = INPUT_MAX.saturating_sub(input.len());
+                input.extend(&chunk[..n.min(room)]);
+            }
+        });
         if let Err(e) = spawned {
             log::warn!("console input disabled: {e}");
         }

@@ -12,17 +12,15 @@ use crate::error::{VmmError, kvm};
 const TSC_DEADLINE_BIT: u32 = 1 << 24;
 
 /// The CPUID entries common to every vCPU.
-pub(crate) fn base(kvm_fd: &Kvm, config: &HostConfig, tsc_khz: u32) -> Result<CpuId, VmmError> {
-    let mut cpuid = kvm_fd
-        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-        .map_err(kvm("KVM_GET_SUPPORTED_CPUID"))?;
+pub(crate) fn base(kvm_fd: &Kvm, config: &HostConfig, tsc_khz: u32, lapic_khz: u32) -> Result<CpuId, VmmError> {
+    let mut cpuid = kvm_fd.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(kvm("KVM_GET_SUPPORTED_CPUID"))?;
     for entry in cpuid.as_mut_slice() {
         if entry.function == 1 {
             entry.ecx |= HYPERVISOR_PRESENT_BIT | TSC_DEADLINE_BIT;
         }
     }
     // KVM's own leaves stay at 0x40000000 (clause DISC-2), so pvkit goes beside them.
-    for (function, regs) in pvkit_leaves(config, PREFERRED_BASE_BESIDE_OTHERS, tsc_khz, 0) {
+    for (function, regs) in pvkit_leaves(config, PREFERRED_BASE_BESIDE_OTHERS, tsc_khz, lapic_khz) {
         let entry = kvm_cpuid_entry2 {
             function,
             index: 0,

@@ -7,44 +7,23 @@ use std::path::PathBuf;
 #[derive(Debug)]
 pub(crate) enum VmmError {
     /// The kernel file could not be opened or read.
-    KernelFile {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    KernelFile { path: PathBuf, source: std::io::Error },
     /// The kernel file is not a 64-bit little-endian x86-64 ELF file.
     NotElf { path: PathBuf, why: String },
     /// The ELF file has no PVH entry note.
     NoPvhNote { path: PathBuf },
     /// The kernel does not fit in guest RAM.
-    KernelTooBig {
-        path: PathBuf,
-        end: u64,
-        mem: String,
-    },
+    KernelTooBig { path: PathBuf, end: u64, mem: String },
     /// A kernel segment is not in RAM, or overlaps the boot information.
-    BadSegment {
-        path: PathBuf,
-        start: u64,
-        end: u64,
-        why: &'static str,
-    },
+    BadSegment { path: PathBuf, start: u64, end: u64, why: &'static str },
     /// linux-loader refused the file.
-    Load {
-        path: PathBuf,
-        source: linux_loader::loader::Error,
-    },
+    Load { path: PathBuf, source: linux_loader::loader::Error },
     /// The command line is too long or holds a NUL byte.
     Cmdline(String),
     /// A KVM ioctl or another host facility failed.
-    Host {
-        what: &'static str,
-        source: std::io::Error,
-    },
+    Host { what: &'static str, source: std::io::Error },
     /// KVM failed.
-    Kvm {
-        what: &'static str,
-        source: kvm_ioctls::Error,
-    },
+    Kvm { what: &'static str, source: kvm_ioctls::Error },
 }
 
 impl fmt::Display for VmmError {
@@ -66,12 +45,7 @@ impl fmt::Display for VmmError {
                 "{} does not fit in guest memory: its segments end at {end:#x} but --mem gives {mem}",
                 path.display()
             ),
-            Self::BadSegment {
-                path,
-                start,
-                end,
-                why,
-            } => {
+            Self::BadSegment { path, start, end, why } => {
                 write!(f, "{}: segment {start:#x}..{end:#x} {why}", path.display())
             }
             Self::Load { path, source } => write!(f, "cannot load {}: {source}", path.display()),

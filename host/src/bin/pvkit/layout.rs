@@ -39,9 +39,7 @@ impl MemSize {
             Some((i, 'G' | 'g')) => (&t[..i], 30),
             _ => (t, 0),
         };
-        let n: u64 = digits
-            .parse()
-            .map_err(|_| format!("{text:?} is not a size (like 64M or 1G)"))?;
+        let n: u64 = digits.parse().map_err(|_| format!("{text:?} is not a size (like 64M or 1G)"))?;
         let bytes = n
             .checked_mul(1 << shift)
             .filter(|b| (MIN_MEM..=MAX_MEM).contains(b))
@@ -57,10 +55,7 @@ impl MemSize {
         if self.0 <= MMIO_HOLE_START {
             vec![(0, self.0)]
         } else {
-            vec![
-                (0, MMIO_HOLE_START),
-                (MMIO_HOLE_END, self.0 - MMIO_HOLE_START),
-            ]
+            vec![(0, MMIO_HOLE_START), (MMIO_HOLE_END, self.0 - MMIO_HOLE_START)]
         }
     }
 }
@@ -93,13 +88,7 @@ mod tests {
 
     #[test]
     fn regions_skip_the_hole() {
-        assert_eq!(
-            MemSize::parse("64M").unwrap().regions(),
-            vec![(0, 64 << 20)]
-        );
-        assert_eq!(
-            MemSize::parse("4G").unwrap().regions(),
-            vec![(0, 3 << 30), (4 << 30, 1 << 30)]
-        );
+        assert_eq!(MemSize::parse("64M").unwrap().regions(), vec![(0, 64 << 20)]);
+        assert_eq!(MemSize::parse("4G").unwrap().regions(), vec![(0, 3 << 30), (4 << 30, 1 << 30)]);
     }
 }

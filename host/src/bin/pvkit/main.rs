@@ -8,6 +8,7 @@ mod cpuid;
 mod error;
 mod layout;
 mod loader;
+mod time;
 mod vcpu;
 mod vm;
 
@@ -24,9 +25,7 @@ pub(crate) const EXIT_GUEST_CRASHED: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-        .format_timestamp(None)
-        .init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).format_timestamp(None).init();
     match cli.command {
         Command::Run(args) => match vm::run(&args) {
             Ok(status) => ExitCode::from(status),

@@ -27,12 +27,7 @@ pub(crate) struct Start {
 }
 
 /// Starts the thread of vCPU `index`, which waits for its [`Start`].
-pub(crate) fn spawn(
-    index: u32,
-    fd: VcpuFd,
-    machine: Arc<Machine>,
-    start: Receiver<Start>,
-) -> Result<(), VmmError> {
+pub(crate) fn spawn(index: u32, fd: VcpuFd, machine: Arc<Machine>, start: Receiver<Start>) -> Result<(), VmmError> {
     std::thread::Builder::new()
         .name(format!("vcpu{index}"))
         .spawn(move || {
@@ -44,10 +39,7 @@ pub(crate) fn spawn(
             }
         })
         .map(drop)
-        .map_err(|source| VmmError::Host {
-            what: "spawning a vCPU thread",
-            source,
-        })
+        .map_err(|source| VmmError::Host { what: "spawning a vCPU thread", source })
 }
 
 struct Vcpu {
@@ -77,11 +69,7 @@ fn flat(selector: u16, type_: u8) -> kvm_segment {
 
 impl Vcpu {
     fn crash(&self, what: impl Into<String>) -> Event {
-        Event::Crash {
-            vcpu: self.index,
-            what: what.into(),
-            registers: self.registers(),
-        }
+        Event::Crash { vcpu: self.index, what: what.into(), registers: self.registers() }
     }
 
     fn registers(&self) -> String {
@@ -111,29 +99,17 @@ impl Vcpu {
 
     /// Puts the vCPU in the PVH entry state (clause BOOT-2).
     fn boot(&mut self, start: Start) -> Result<(), Event> {
-        let mut sregs = self
-            .fd
-            .get_sregs()
-            .map_err(|e| self.crash(format!("KVM_GET_SREGS: {e}")))?;
+        let mut sregs = self.fd.get_sregs().map_err(|e| self.crash(format!("KVM_GET_SREGS: {e}")))?;
         let code = flat(0x08, 0xb);
         let data = flat(0x10, 0x3);
         sregs.cs = code;
         (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss) = (data, data, data, data, data);
-        sregs.tr = kvm_segment {
-            limit: 0x67,
-            selector: 0x18,
-            s: 0,
-            db: 0,
-            g: 0,
-            ..flat(0x18, 0xb)
-        };
+        sregs.tr = kvm_segment { limit: 0x67, selector: 0x18, s: 0, db: 0, g: 0, ..flat(0x18, 0xb) };
         sregs.cr0 = 0x11; // PE, and ET, which is fixed to 1.
         sregs.cr3 = 0;
         sregs.cr4 = 0;
         sregs.efer = 0;
-        self.fd
-            .set_sregs(&sregs)
-            .map_err(|e| self.crash(format!("KVM_SET_SREGS: {e}")))?;
+        self.fd.set_sregs(&sregs).map_err(|e| self.crash(format!("KVM_SET_SREGS: {e}")))?;
         let regs = kvm_regs {
             rip: start.entry.into(),
             rbx: start.ebx.into(),
@@ -141,16 +117,10 @@ impl Vcpu {
             rflags: 0x2,
             ..Default::default()
         };
-        self.fd
-            .set_regs(&regs)
-            .map_err(|e| self.crash(format!("KVM_SET_REGS: {e}")))?;
+        self.fd.set_regs(&regs).map_err(|e| self.crash(format!("KVM_SET_REGS: {e}")))?;
         if self.index != 0 {
-            let runnable = kvm_mp_state {
-                mp_state: KVM_MP_STATE_RUNNABLE,
-            };
-            self.fd
-                .set_mp_state(runnable)
-                .map_err(|e| self.crash(format!("KVM_SET_MP_STATE: {e}")))?;
+            let runnable = kvm_mp_state { mp_state: KVM_MP_STATE_RUNNABLE };
+            self.fd.set_mp_state(runnable).map_err(|e| self.crash(format!("KVM_SET_MP_STATE: {e}")))?;
         }
         Ok(())
     }
@@ -160,34 +130,23 @@ impl Vcpu {
         loop {
             let gate_port = self.machine.dispatcher.config().gate_port;
             let call = match self.fd.run() {
-                Ok(VcpuExit::IoOut(port, data)) => {
-                    match gate::classify_out(gate_port, port, data) {
-                        GateAccess::Call(number) => Some(number),
-                        GateAccess::Ignored => None,
-                        GateAccess::NotGate => {
-                            if let (Some(offset), Some(&byte)) = (serial_offset(port), data.first())
-                            {
-                                let mut serial = self
-                                    .machine
-                                    .serial
-                                    .lock()
-                                    .unwrap_or_else(PoisonError::into_inner);
-                                if let Err(e) = serial.write(offset, byte) {
-                                    log::debug!("serial write: {e:?}");
-                                }
+                Ok(VcpuExit::IoOut(port, data)) => match gate::classify_out(gate_port, port, data) {
+                    GateAccess::Call(number) => Some(number),
+                    GateAccess::Ignored => None,
+                    GateAccess::NotGate => {
+                        if let (Some(offset), Some(&byte)) = (serial_offset(port), data.first()) {
+                            let mut serial = self.machine.serial.lock().unwrap_or_else(PoisonError::into_inner);
+                            if let Err(e) = serial.write(offset, byte) {
+                                log::debug!("serial write: {e:?}");
                             }
-                            None
                         }
+                        None
                     }
-                }
+                },
                 Ok(VcpuExit::IoIn(port, data)) => {
                     match serial_offset(port) {
                         Some(offset) if !gate::classify_in(gate_port, port) => {
-                            let mut serial = self
-                                .machine
-                                .serial
-                                .lock()
-                                .unwrap_or_else(PoisonError::into_inner);
+                            let mut serial = self.machine.serial.lock().unwrap_or_else(PoisonError::into_inner);
                             data.fill(0);
                             if let Some(first) = data.first_mut() {
                                 *first = serial.read(offset);
@@ -201,24 +160,15 @@ impl Vcpu {
                     data.fill(0xff);
                     None
                 }
-                Ok(
-                    VcpuExit::MmioWrite(..)
-                    | VcpuExit::Hlt
-                    | VcpuExit::IrqWindowOpen
-                    | VcpuExit::Intr,
-                ) => None,
+                Ok(VcpuExit::MmioWrite(..) | VcpuExit::Hlt | VcpuExit::IrqWindowOpen | VcpuExit::Intr) => None,
                 Ok(VcpuExit::Shutdown) => {
                     return Err(self.crash("triple fault (KVM_EXIT_SHUTDOWN)"));
                 }
                 Ok(VcpuExit::FailEntry(reason, cpu)) => {
-                    return Err(self.crash(format!(
-                        "KVM entry failed (hardware reason {reason:#x}, cpu {cpu})"
-                    )));
+                    return Err(self.crash(format!("KVM entry failed (hardware reason {reason:#x}, cpu {cpu})")));
                 }
                 Ok(VcpuExit::InternalError) => {
-                    return Err(
-                        self.crash("KVM internal error (the instruction could not be emulated)")
-                    );
+                    return Err(self.crash("KVM internal error (the instruction could not be emulated)"));
                 }
                 Ok(VcpuExit::SystemEvent(SYSTEM_EVENT_SHUTDOWN, _)) => {
                     return Ok(Event::Stop(pvkit_host::StopRequest::Shutdown { code: 0 }));
@@ -243,25 +193,14 @@ impl Vcpu {
 
     /// Serves one hypercall; `Some` when it stops the machine.
     fn hypercall(&mut self, number: u32) -> Result<Option<Event>, Event> {
-        let mut regs = self
-            .fd
-            .get_regs()
-            .map_err(|e| self.crash(format!("KVM_GET_REGS: {e}")))?;
-        let call = HypercallArgs {
-            number,
-            args: [regs.rdi, regs.rsi, regs.r8, regs.r9],
-        };
+        let mut regs = self.fd.get_regs().map_err(|e| self.crash(format!("KVM_GET_REGS: {e}")))?;
+        let call = HypercallArgs { number, args: [regs.rdi, regs.rsi, regs.r8, regs.r9] };
         let machine = &*self.machine;
-        match machine
-            .dispatcher
-            .handle(self.index, call, &VmMemory(&machine.guest), machine)
-        {
+        match machine.dispatcher.handle(self.index, call, &VmMemory(&machine.guest), machine) {
             Outcome::Return(ret) => {
                 regs.rax = ret.status;
                 [regs.rdi, regs.rsi] = ret.results;
-                self.fd
-                    .set_regs(&regs)
-                    .map_err(|e| self.crash(format!("KVM_SET_REGS: {e}")))?;
+                self.fd.set_regs(&regs).map_err(|e| self.crash(format!("KVM_SET_REGS: {e}")))?;
                 Ok(None)
             }
             Outcome::Stop(stop) => Ok(Some(Event::Stop(stop))),

@@ -5,7 +5,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{Kvm, VmFd};
-use pvkit_host::hypercall::{Dispatcher, HostConfig, Platform, StartError, StopRequest};
+use pvkit_host::clock::PvClock;
+use pvkit_host::hypercall::{Dispatcher, HostConfig, Platform, Services, StartError, StopRequest};
+use pvkit_host::timer::Timers;
+use pvkit_host::vm_memory::VmMemory;
 use pvkit_spec::Features;
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vm_superio::Serial;
@@ -15,8 +18,14 @@ use crate::cli::RunArgs;
 use crate::console::{Console, ConsoleWriter, IrqTrigger, SERIAL_GSI, SerialPort};
 use crate::error::{VmmError, kvm};
 use crate::layout::{KVM_TSS_ADDR, START_INFO_ADDR};
+use crate::time::{self, ApicSink, HostTime};
 use crate::vcpu::{self, Start};
 use crate::{EXIT_GUEST_CRASHED, cpuid, loader};
+
+/// How often the PV clock is steered towards the host's.
+const RECALIBRATE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// KVM's local APIC timer runs on a 1 GHz bus.
+const LAPIC_KHZ: u32 = 1_000_000;
 
 /// How a machine ended.
 #[derive(Debug)]
@@ -36,6 +45,7 @@ pub(crate) enum Event {
 
 /// What the vCPU threads share.
 pub(crate) struct Machine {
+    pub(crate) vm: Arc<VmFd>,
     pub(crate) guest: GuestMemoryMmap,
     pub(crate) console: Arc<Console>,
     pub(crate) serial: Mutex<SerialPort>,
@@ -48,23 +58,14 @@ impl Machine {
     pub(crate) fn report(&self, event: Event) {
         // The receiver lives as long as `run`; a send fails only while the
         // process is already exiting.
-        let _ = self
-            .events
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .send(event);
+        let _ = self.events.lock().unwrap_or_else(PoisonError::into_inner).send(event);
     }
 
     fn start(&self, vcpu: u32, start: Start) -> Result<(), StartError> {
-        let slot = self
-            .starters
-            .get(vcpu as usize)
-            .ok_or_else(|| StartError(format!("no vCPU {vcpu}")))?;
+        let slot = self.starters.get(vcpu as usize).ok_or_else(|| StartError(format!("no vCPU {vcpu}")))?;
         let sender = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
         let sender = sender.ok_or_else(|| StartError(format!("vCPU {vcpu} was started before")))?;
-        sender
-            .send(start)
-            .map_err(|_| StartError(format!("vCPU {vcpu}'s thread is gone")))
+        sender.send(start).map_err(|_| StartError(format!("vCPU {vcpu}'s thread is gone")))
     }
 }
 
@@ -79,14 +80,7 @@ impl Platform for Machine {
     }
 
     fn start_vcpu(&self, vcpu: u32, entry: u32, arg: u32) -> Result<(), StartError> {
-        self.start(
-            vcpu,
-            Start {
-                entry,
-                ebx: arg,
-                esi: vcpu,
-            },
-        )
+        self.start(vcpu, Start { entry, ebx: arg, esi: vcpu })
     }
 }
 
@@ -95,24 +89,15 @@ fn create_memory(vm: &VmFd, args: &RunArgs) -> Result<GuestMemoryMmap, VmmError>
         .mem
         .regions()
         .into_iter()
-        .map(|(start, size)| {
-            (
-                GuestAddress(start),
-                usize::try_from(size).expect("64-bit host"),
-            )
-        })
+        .map(|(start, size)| (GuestAddress(start), usize::try_from(size).expect("64-bit host")))
         .collect();
-    let guest = GuestMemoryMmap::from_ranges(&ranges).map_err(|e| VmmError::Host {
-        what: "mapping guest memory",
-        source: std::io::Error::other(e.to_string()),
-    })?;
+    let guest = GuestMemoryMmap::from_ranges(&ranges)
+        .map_err(|e| VmmError::Host { what: "mapping guest memory", source: std::io::Error::other(e.to_string()) })?;
     for (slot, region) in (0u32..).zip(guest.iter()) {
-        let host = guest
-            .get_host_address(region.start_addr())
-            .map_err(|e| VmmError::Host {
-                what: "finding guest memory",
-                source: std::io::Error::other(e.to_string()),
-            })?;
+        let host = guest.get_host_address(region.start_addr()).map_err(|e| VmmError::Host {
+            what: "finding guest memory",
+            source: std::io::Error::other(e.to_string()),
+        })?;
         let region = kvm_userspace_memory_region {
             slot,
             flags: 0,
@@ -140,32 +125,30 @@ pub(crate) fn run(args: &RunArgs) -> Result<u8, VmmError> {
         why: format!("PVH entry {:#x} is above 4 GiB", entry.0),
     })?;
 
-    vm.set_tss_address(KVM_TSS_ADDR)
-        .map_err(kvm("KVM_SET_TSS_ADDR"))?;
+    vm.set_tss_address(KVM_TSS_ADDR).map_err(kvm("KVM_SET_TSS_ADDR"))?;
     vm.create_irq_chip().map_err(kvm("KVM_CREATE_IRQCHIP"))?;
 
     let console = Arc::new(Console::default());
-    let serial_irq = EventFd::new(EFD_NONBLOCK).map_err(|source| VmmError::Host {
-        what: "eventfd",
-        source,
-    })?;
-    vm.register_irqfd(&serial_irq, SERIAL_GSI)
-        .map_err(kvm("KVM_IRQFD for the serial port"))?;
+    let serial_irq = EventFd::new(EFD_NONBLOCK).map_err(|source| VmmError::Host { what: "eventfd", source })?;
+    vm.register_irqfd(&serial_irq, SERIAL_GSI).map_err(kvm("KVM_IRQFD for the serial port"))?;
     let serial = Serial::new(IrqTrigger(serial_irq), ConsoleWriter(Arc::clone(&console)));
 
-    let config = HostConfig::new(args.cpus, Features::CONSOLE);
     let mut fds = Vec::new();
     for index in 0..args.cpus {
-        fds.push(
-            vm.create_vcpu(u64::from(index))
-                .map_err(kvm("KVM_CREATE_VCPU"))?,
-        );
+        fds.push(vm.create_vcpu(u64::from(index)).map_err(kvm("KVM_CREATE_VCPU"))?);
     }
     let tsc_khz = fds[0].get_tsc_khz().unwrap_or(0);
-    let base_cpuid = cpuid::base(&kvm_fd, &config, tsc_khz)?;
+    let time = clock_and_timers(&fds, tsc_khz);
+    let services = Services {
+        clock: time.as_ref().map(|t| Arc::clone(&t.clock)),
+        timers: time.as_ref().map(|t| Arc::clone(&t.timers)),
+    };
+    let wanted =
+        Features::CONSOLE | Features::CLOCK | Features::CLOCK_TSC_STABLE | Features::WALLCLOCK | Features::TIMER;
+    let dispatcher = Dispatcher::new(HostConfig::new(args.cpus, wanted), services);
+    let base_cpuid = cpuid::base(&kvm_fd, dispatcher.config(), tsc_khz, LAPIC_KHZ)?;
     for (index, fd) in (0u32..).zip(&fds) {
-        fd.set_cpuid2(&cpuid::for_vcpu(&base_cpuid, index))
-            .map_err(kvm("KVM_SET_CPUID2"))?;
+        fd.set_cpuid2(&cpuid::for_vcpu(&base_cpuid, index)).map_err(kvm("KVM_SET_CPUID2"))?;
     }
 
     let (events_tx, events_rx) = mpsc::channel();
@@ -177,28 +160,92 @@ pub(crate) fn run(args: &RunArgs) -> Result<u8, VmmError> {
         receivers.push(rx);
     }
     let machine = Arc::new(Machine {
+        vm: Arc::new(vm),
         guest,
         console,
         serial: Mutex::new(serial),
-        dispatcher: Dispatcher::new(config),
+        dispatcher,
         events: Mutex::new(events_tx),
         starters,
     });
     machine.console.start_input();
+    if let Some(time) = time {
+        start_time_threads(&machine, time)?;
+    }
 
     for ((index, fd), rx) in (0u32..).zip(fds).zip(receivers) {
         vcpu::spawn(index, fd, Arc::clone(&machine), rx)?;
     }
-    let boot = Start {
-        entry,
-        ebx: u32::try_from(START_INFO_ADDR).expect("below 4 GiB"),
-        esi: 0,
-    };
-    machine.start(0, boot).map_err(|e| VmmError::Host {
-        what: "starting vCPU 0",
-        source: std::io::Error::other(e.0),
-    })?;
+    let boot = Start { entry, ebx: u32::try_from(START_INFO_ADDR).expect("below 4 GiB"), esi: 0 };
+    machine
+        .start(0, boot)
+        .map_err(|e| VmmError::Host { what: "starting vCPU 0", source: std::io::Error::other(e.0) })?;
     Ok(wait(&events_rx))
+}
+
+/// The clock and timer services, and what the timer thread needs.
+struct Time {
+    clock: Arc<PvClock>,
+    timers: Arc<Timers>,
+    /// How far a guest's reading may be ahead of the host's, in nanoseconds.
+    margin_ns: u64,
+}
+
+/// Sets up the PV clock and the timers, or says why there are none (a host
+/// whose TSC frequency KVM does not report, or whose vCPU TSCs cannot be read).
+fn clock_and_timers(fds: &[kvm_ioctls::VcpuFd], tsc_khz: u32) -> Option<Time> {
+    if tsc_khz == 0 {
+        log::warn!("KVM reports no TSC frequency: no PV clock or timers");
+        return None;
+    }
+    let offsets: Option<Vec<_>> = fds.iter().map(time::tsc_offset).collect();
+    let Some(offsets) = offsets else {
+        log::warn!("cannot read the vCPUs' TSCs: no PV clock or timers");
+        return None;
+    };
+    // KVM gives vCPUs created together one TSC offset; the measurements agree
+    // within their error when it did, and then all use vCPU 0's.
+    let first = offsets[0];
+    let same = offsets.iter().all(|o| o.offset.abs_diff(first.offset) <= o.error + first.error);
+    let values: Vec<u64> =
+        if same { vec![first.offset; offsets.len()] } else { offsets.iter().map(|o| o.offset).collect() };
+    let error_ticks = offsets.iter().map(|o| o.error).max().unwrap_or(0);
+    let tsc_hz = u64::from(tsc_khz) * 1000;
+    let margin_ns =
+        u64::try_from(u128::from(error_ticks) * 1_000_000_000 / u128::from(tsc_hz)).unwrap_or(u64::MAX) + 1_000;
+    let stable = same && time::host_tsc_invariant();
+    let clock = Arc::new(PvClock::new(Arc::new(HostTime::new()), tsc_hz, &values, stable));
+    let timers = Arc::new(Timers::new(u32::try_from(fds.len()).unwrap_or(u32::MAX)));
+    log::info!("PV clock: TSC {tsc_khz} kHz, offsets within {error_ticks} ticks, TSC_STABLE {stable}");
+    Some(Time { clock, timers, margin_ns })
+}
+
+fn start_time_threads(machine: &Arc<Machine>, time: Time) -> Result<(), VmmError> {
+    let spawn_error = |source| VmmError::Host { what: "spawning a clock thread", source };
+    let clock = Arc::clone(&time.clock);
+    let m = Arc::clone(machine);
+    std::thread::Builder::new()
+        .name("clock".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(RECALIBRATE_EVERY);
+                clock.recalibrate(&VmMemory(&m.guest));
+            }
+        })
+        .map_err(spawn_error)?;
+    let sink = ApicSink { vm: Arc::clone(&machine.vm) };
+    std::thread::Builder::new()
+        .name("timers".into())
+        .spawn(move || {
+            // Wake-ups as close to the deadline as the kernel can: the default
+            // 50 µs of timer slack would be most of the latency.
+            // SAFETY: PR_SET_TIMERSLACK takes a plain integer and affects only
+            // this thread.
+            unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
+            time.timers.run(&time.clock, &sink, time.margin_ns);
+        })
+        .map_err(spawn_error)?;
+    Ok(())
 }
 
 /// Waits for the machine to end and says how it ended.
@@ -215,21 +262,12 @@ fn wait(events: &Receiver<Event>) -> u8 {
         }
         Event::Stop(StopRequest::Panic { code, message }) => {
             match message {
-                Ok(text) => eprintln!(
-                    "pvkit: guest panicked (exit code {code}): {}",
-                    String::from_utf8_lossy(&text)
-                ),
-                Err(e) => eprintln!(
-                    "pvkit: guest panicked (exit code {code}); its message was unreadable: {e}"
-                ),
+                Ok(text) => eprintln!("pvkit: guest panicked (exit code {code}): {}", String::from_utf8_lossy(&text)),
+                Err(e) => eprintln!("pvkit: guest panicked (exit code {code}); its message was unreadable: {e}"),
             }
             code
         }
-        Event::Crash {
-            vcpu,
-            what,
-            registers,
-        } => {
+        Event::Crash { vcpu, what, registers } => {
             eprintln!("pvkit: vCPU {vcpu} crashed: {what}\n{registers}");
             EXIT_GUEST_CRASHED
         }

@@ -1,0 +1,218 @@
+//! Reading the paravirtual clock with no VM exit (`clock-timer.md`).
+//!
+//! A kernel gives each vCPU a [`ClockArea`] and registers it with
+//! [`Pvkit::clock_register`](crate::Pvkit::clock_register); the host keeps it
+//! current. [`read`] follows the seqlock protocol, lock-free, and gives up
+//! after [`MAX_RETRIES`] rather than spin forever on a struct that never
+//! settles (clause CLK-11). [`Monotonic`] adds the global maximum a guest
+//! needs when the host does not set `TSC_STABLE` (clause CLK-5).
+//!
+//! ```no_run
+//! use pvkit_guest::clock::{ClockArea, Monotonic};
+//!
+//! static AREA: ClockArea = ClockArea::new();
+//! static CLOCK: Monotonic = Monotonic::new();
+//! // ... after pvkit.clock_register(&AREA):
+//! let now_ns = CLOCK.now(&AREA).unwrap();
+//! ```
+
+use core::cell::UnsafeCell;
+use core::fmt;
+use core::sync::atomic::{AtomicU64, Ordering, compiler_fence};
+
+use pvkit_spec::clock::{PvClockFlags, PvClockSnapshot, PvClockVcpuTimeInfo, update_in_progress};
+use zerocopy::little_endian::{U32, U64};
+
+/// How many times [`read`] retries a struct that is being updated.
+pub const MAX_RETRIES: u32 = 10_000;
+
+/// One vCPU's clock struct: memory the host writes and the guest only reads.
+///
+/// 32-byte aligned, so it never straddles a page (clause CLK-1).
+#[repr(C, align(32))]
+pub struct ClockArea(UnsafeCell<PvClockVcpuTimeInfo>);
+
+// SAFETY: the guest only reads the area, with volatile reads under the
+// seqlock protocol; the host is the only writer.
+unsafe impl Sync for ClockArea {}
+
+impl fmt::Debug for ClockArea {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClockArea").field("addr", &self.0.get()).finish()
+    }
+}
+
+impl ClockArea {
+    /// A zeroed area (version 0: no clock yet).
+    pub const fn new() -> Self {
+        Self(UnsafeCell::new(PvClockVcpuTimeInfo {
+            version: U32::ZERO,
+            pad0: U32::ZERO,
+            tsc_timestamp: U64::ZERO,
+            system_time: U64::ZERO,
+            tsc_to_system_mul: U32::ZERO,
+            tsc_shift: 0,
+            flags: 0,
+            pad: [0; 2],
+        }))
+    }
+
+    /// Where the area is, for registration.
+    pub fn as_ptr(&self) -> *const PvClockVcpuTimeInfo {
+        self.0.get()
+    }
+}
+
+impl Default for ClockArea {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Why the clock could not be read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClockError {
+    /// The area was never written: the clock is not registered.
+    NotRegistered,
+    /// The host kept the struct in an update for [`MAX_RETRIES`] reads.
+    Unstable,
+}
+
+impl fmt::Display for ClockError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotRegistered => f.write_str("the PV clock is not registered"),
+            Self::Unstable => f.write_str("the PV clock struct never settled"),
+        }
+    }
+}
+
+/// One reading of the clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reading {
+    /// PV-clock nanoseconds.
+    pub ns: u64,
+    /// The struct's flags.
+    pub flags: PvClockFlags,
+}
+
+/// The TSC, ordered after the loads before it.
+pub fn rdtsc() -> u64 {
+    // SAFETY: LFENCE and RDTSC have no memory effects; a kernel runs with
+    // CR4.TSD clear or at CPL 0, where RDTSC is allowed.
+    unsafe {
+        core::arch::x86_64::_mm_lfence();
+        core::arch::x86_64::_rdtsc()
+    }
+}
+
+/// Reads `area` with the seqlock protocol of `clock-timer.md`.
+pub fn read(area: &ClockArea) -> Result<Reading, ClockError> {
+    let info = area.as_ptr();
+    // The version is the struct's first, naturally aligned 32-bit word.
+    let version = info.cast::<u32>();
+    for _ in 0..MAX_RETRIES {
+        // SAFETY: `area` is live, aligned memory; a volatile read of the
+        // aligned version word is a single load the host cannot tear.
+        let v1 = u32::from_le(unsafe { version.read_volatile() });
+        if update_in_progress(v1) {
+            core::hint::spin_loop();
+            continue;
+        }
+        if v1 == 0 {
+            return Err(ClockError::NotRegistered);
+        }
+        compiler_fence(Ordering::Acquire);
+        // SAFETY: as above; the copy may be torn, which the version check
+        // below detects.
+        let copy = unsafe { info.read_volatile() };
+        let tsc = rdtsc();
+        compiler_fence(Ordering::Acquire);
+        // SAFETY: as above.
+        let v2 = u32::from_le(unsafe { version.read_volatile() });
+        if v1 == v2 {
+            let snap = PvClockSnapshot::from_info(&copy);
+            return Ok(Reading { ns: snap.ns_at(tsc), flags: snap.flags });
+        }
+    }
+    Err(ClockError::Unstable)
+}
+
+/// Time that never goes back, across every vCPU: the raw reading when the
+/// host promises `TSC_STABLE`, otherwise the largest value returned so far.
+#[derive(Debug, Default)]
+pub struct Monotonic {
+    last: AtomicU64,
+}
+
+impl Monotonic {
+    /// A clock that has returned nothing yet.
+    pub const fn new() -> Self {
+        Self { last: AtomicU64::new(0) }
+    }
+
+    /// PV-clock nanoseconds now, read from `area` (this vCPU's).
+    pub fn now(&self, area: &ClockArea) -> Result<u64, ClockError> {
+        let reading = read(area)?;
+        if reading.flags.contains(PvClockFlags::TSC_STABLE) {
+            return Ok(reading.ns);
+        }
+        let previous = self.last.fetch_max(reading.ns, Ordering::AcqRel);
+        Ok(previous.max(reading.ns))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use pvkit_spec::clock::TscScale;
+
+    use super::*;
+
+    fn publish(area: &ClockArea, version: u32, snap: PvClockSnapshot) {
+        let mut info = PvClockVcpuTimeInfo::default();
+        snap.store(&mut info);
+        info.version = U32::new(version);
+        // SAFETY: the test plays the host; nothing reads concurrently.
+        unsafe { area.0.get().write_volatile(info) };
+    }
+
+    #[test]
+    fn an_unregistered_area_is_an_error() {
+        assert_eq!(read(&ClockArea::new()), Err(ClockError::NotRegistered));
+    }
+
+    #[test]
+    fn a_struct_stuck_in_an_update_is_an_error_not_a_hang() {
+        let area = ClockArea::new();
+        publish(&area, 3, PvClockSnapshot::default());
+        assert_eq!(read(&area), Err(ClockError::Unstable));
+    }
+
+    #[test]
+    fn a_stable_struct_reads_as_the_spec_computes() {
+        let area = ClockArea::new();
+        let snap = PvClockSnapshot {
+            tsc_timestamp: 0,
+            system_time: 1_000,
+            scale: TscScale { mul: 1 << 31, shift: 1 },
+            flags: PvClockFlags::TSC_STABLE,
+        };
+        publish(&area, 2, snap);
+        let before = rdtsc();
+        let r = read(&area).unwrap();
+        let after = rdtsc();
+        assert!(r.ns >= 1_000 + before && r.ns <= 1_000 + after, "{r:?} not within [{before}, {after}] + 1000");
+        assert_eq!(r.flags, PvClockFlags::TSC_STABLE);
+    }
+
+    #[test]
+    fn without_tsc_stable_the_clock_never_goes_back() {
+        let area = ClockArea::new();
+        let clock = Monotonic::new();
+        let ahead = PvClockSnapshot { system_time: u64::MAX / 2, ..Default::default() };
+        publish(&area, 2, PvClockSnapshot { scale: TscScale { mul: 1 << 31, shift: 1 }, ..ahead });
+        let high = clock.now(&area).unwrap();
+        publish(&area, 4, PvClockSnapshot::default());
+        assert_eq!(clock.now(&area).unwrap(), high, "a lower reading is raised to the highest so far");
+    }
+}
