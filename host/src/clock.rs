@@ -271,6 +271,12 @@ impl PvClock {
             (at_anchor, u64::try_from(adjusted).unwrap_or(state.tsc_hz))
         };
         let Some(scale) = TscScale::from_frequency(hz) else { return };
+        log::debug!(
+            "PV clock: {} ns ahead of the host at {} s; TSC {} Hz; next second at {hz} Hz",
+            i128::from(now) - i128::from(now_target),
+            now_target / NSEC_PER_SEC,
+            state.tsc_hz
+        );
         let anchor = Anchor { tsc: anchor_tsc, sys, scale, hz };
         state.anchor = anchor;
         let mut registrations = std::mem::take(&mut state.registrations);

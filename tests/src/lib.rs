@@ -2,7 +2,7 @@
 //! example kernels, running them with a time limit, and deciding whether a
 //! test may skip (never under `CI=true`).
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
@@ -130,4 +130,51 @@ pub fn run_with_limit(cmd: &mut Command, limit: Duration) -> Run {
 /// Runs `pvkit` with `args`, with a 60-second limit.
 pub fn pvkit_run(args: &[&str]) -> Run {
     run_with_limit(Command::new(pvkit()).args(args), Duration::from_secs(60))
+}
+
+/// A run whose standard output lines carry the time each arrived.
+#[derive(Debug)]
+pub struct TimedRun {
+    /// The exit status.
+    pub status: ExitStatus,
+    /// Each line of standard output, with when it arrived after the start.
+    pub lines: Vec<(Duration, String)>,
+    /// Standard error.
+    pub stderr: String,
+}
+
+/// Runs `pvkit` with `args`, timestamping each line of output as it arrives,
+/// with a 120-second limit.
+pub fn pvkit_run_timed(args: &[&str]) -> TimedRun {
+    let mut child = Command::new(pvkit())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start pvkit: {e}"));
+    let start = Instant::now();
+    let out = child.stdout.take().expect("piped");
+    let mut err = child.stderr.take().expect("piped");
+    let lines = std::thread::spawn(move || {
+        BufReader::new(out).lines().map_while(Result::ok).map(|l| (start.elapsed(), l)).collect::<Vec<_>>()
+    });
+    let err_thread = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let limit = Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("pvkit {args:?} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    TimedRun { status, lines: lines.join().expect("stdout"), stderr: err_thread.join().expect("stderr") }
 }

@@ -11,6 +11,8 @@
 
 /// vCPUs the runtime has stacks for.
 pub(crate) const MAX_CPUS: u64 = 8;
+/// Bytes of stack per vCPU.
+pub(crate) const STACK_SIZE: u64 = 16 * 1024;
 
 core::arch::global_asm!(
     r#"
@@ -43,6 +45,7 @@ boot_pd:
 
     .section .bss.boot, "aw", @nobits
     .p2align 12
+    .global boot_stacks
 boot_stacks: .skip {stack} * {cpus}
 boot_claimed: .skip 4
 
@@ -119,7 +122,7 @@ pvh_start:
     jmp 5b
     .code64
     "#,
-    stack = const 16 * 1024,
+    stack = const STACK_SIZE,
     cpus = const MAX_CPUS,
 );
 

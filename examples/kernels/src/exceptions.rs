@@ -68,6 +68,7 @@ pub(crate) fn load() {
             // SAFETY: each stub is an exception entry that never returns.
             unsafe { set_raw(&mut idt, vector, VirtAddr::new(addr)) };
         }
+        crate::irq::install(&mut idt);
         idt
     });
     idt.load();

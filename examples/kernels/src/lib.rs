@@ -13,10 +13,13 @@
 #![deny(missing_docs)]
 
 mod boot;
+pub mod cpu;
 mod exceptions;
+pub mod irq;
 pub mod out;
 mod serial;
 pub mod smp;
+pub mod time;
 
 pub use out::{Platform, exit, platform};
 
@@ -49,6 +52,7 @@ unsafe extern "Rust" {
 #[unsafe(no_mangle)]
 extern "C" fn rt_main64(vcpu: u64, arg: u64) -> ! {
     exceptions::load();
+    irq::enable_lapic();
     if vcpu == 0 {
         out::init();
         // SAFETY: `entry!` defines it with this signature; it is called once.
