@@ -57,7 +57,8 @@ fn the_clock_and_timers_behave_as_the_spec_says() {
 
     // The guest's clock against ours: each `M` arrives right after the guest
     // read its clock; the readings follow as `MARK <ns>` lines, in order.
-    let arrivals: Vec<u64> = run.lines.iter().filter(|(_, l)| l == "M").map(|(at, _)| at.as_nanos() as u64).collect();
+    let arrivals: Vec<u64> =
+        run.lines.iter().filter(|(_, l)| l == "M").map(|(at, _)| u64::try_from(at.as_nanos()).unwrap()).collect();
     let readings: Vec<u64> = text.iter().filter_map(|l| l.strip_prefix("MARK ")?.parse().ok()).collect();
     assert_eq!(arrivals.len(), readings.len(), "M and MARK lines do not pair up:\n{report}");
     assert!(readings.len() >= 100, "too few marks:\n{report}");

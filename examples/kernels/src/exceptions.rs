@@ -1,5 +1,7 @@
 //! Every CPU exception is a panic that names the vector and where it hit.
 
+use core::cell::UnsafeCell;
+
 use x86_64::VirtAddr;
 use x86_64::structures::idt::InterruptDescriptorTable;
 
@@ -56,22 +58,47 @@ extern "C" fn rt_exception(frame: &Frame) -> ! {
     );
 }
 
-static IDT: spin::Once<InterruptDescriptorTable> = spin::Once::new();
+/// The IDT all vCPUs share, built at compile time (an empty table) and filled
+/// in place: copying or building 4 KiB at run time would cost thousands of
+/// emulated instructions on nested KVM.
+struct Idt(UnsafeCell<InterruptDescriptorTable>);
 
-/// Loads the IDT on this vCPU (building it on the first call).
+// SAFETY: entries are written only under `IDT_LOCK`, before the vectors they
+// describe are enabled; the CPU reads the table on its own.
+unsafe impl Sync for Idt {}
+
+static IDT: Idt = Idt(UnsafeCell::new(InterruptDescriptorTable::new()));
+static IDT_LOCK: spin::Mutex<bool> = spin::Mutex::new(false);
+
+/// Runs `f` on the shared IDT, under its lock.
+pub(crate) fn with_idt<R>(f: impl FnOnce(&mut InterruptDescriptorTable) -> R) -> R {
+    let _guard = IDT_LOCK.lock();
+    // SAFETY: the lock makes this the only mutable access; the CPU's reads
+    // of an entry being rewritten are excluded by the callers, which change
+    // only vectors that are not yet in use.
+    f(unsafe { &mut *IDT.0.get() })
+}
+
+/// Loads the IDT on this vCPU, filling in the exception entries on the first call.
 pub(crate) fn load() {
-    let idt = IDT.call_once(|| {
-        let mut idt = InterruptDescriptorTable::new();
-        // SAFETY: the table is 32 addresses written by the assembly above.
-        let stubs = unsafe { &*core::ptr::addr_of!(exc_stub_table) };
-        for (vector, &addr) in stubs.iter().enumerate() {
-            // SAFETY: each stub is an exception entry that never returns.
-            unsafe { set_raw(&mut idt, vector, VirtAddr::new(addr)) };
+    {
+        let mut filled = IDT_LOCK.lock();
+        if !*filled {
+            // SAFETY: as in `with_idt`; the lock is held.
+            let idt = unsafe { &mut *IDT.0.get() };
+            // SAFETY: the table is 32 addresses written by the assembly above.
+            let stubs = unsafe { &*core::ptr::addr_of!(exc_stub_table) };
+            for (vector, &addr) in stubs.iter().enumerate() {
+                // SAFETY: each stub is an exception entry that never returns.
+                unsafe { set_raw(idt, vector, VirtAddr::new(addr)) };
+            }
+            *filled = true;
         }
-        crate::irq::install(&mut idt);
-        idt
-    });
-    idt.load();
+    }
+    // SAFETY: the table is 'static; `load` only reads it after the fill.
+    let idt = unsafe { &*IDT.0.get() };
+    // SAFETY: the table lives for ever and its filled entries are valid.
+    unsafe { idt.load_unsafe() };
 }
 
 /// Points IDT entry `vector` (below 32) at `addr`.

@@ -7,7 +7,6 @@
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use x86_64::VirtAddr;
-use x86_64::structures::idt::InterruptDescriptorTable;
 
 /// The first vector that is not a CPU exception.
 pub const FIRST: u8 = 32;
@@ -68,6 +67,12 @@ static HANDLERS: [AtomicUsize; 256] = [const { AtomicUsize::new(0) }; 256];
 pub fn set_handler(vector: u8, handler: fn(u8)) {
     assert!(vector >= FIRST, "vectors below 32 are exceptions");
     HANDLERS[usize::from(vector)].store(handler as usize, Ordering::Release);
+    let base = core::ptr::addr_of!(irq_stubs) as u64;
+    let addr = VirtAddr::new(base + u64::from(vector - FIRST) * STUB);
+    crate::exceptions::with_idt(|idt| {
+        // SAFETY: the stub is an interrupt entry ending in IRETQ.
+        unsafe { idt[vector].set_handler_addr(addr) };
+    });
 }
 
 #[unsafe(no_mangle)]
@@ -86,16 +91,6 @@ fn lapic_write(register: usize, value: u32) {
     // SAFETY: the local APIC's page is mapped 1:1 (device memory under KVM,
     // which traps the access); its registers take aligned 32-bit writes.
     unsafe { ((LAPIC + register) as *mut u32).write_volatile(value) };
-}
-
-/// Points IDT vectors 32 to 255 at their stubs.
-pub(crate) fn install(idt: &mut InterruptDescriptorTable) {
-    let base = core::ptr::addr_of!(irq_stubs) as u64;
-    for vector in FIRST..=255 {
-        let addr = VirtAddr::new(base + u64::from(vector - FIRST) * STUB);
-        // SAFETY: each stub is an interrupt entry ending in IRETQ.
-        unsafe { idt[vector].set_handler_addr(addr) };
-    }
 }
 
 /// Software-enables this vCPU's local APIC (it starts disabled).

@@ -65,13 +65,12 @@ fn register_raw(gpa: u64) -> Result<(), Error> {
 }
 
 fn memory_map(boot: &Boot) -> &'static [MemmapEntry] {
-    // SAFETY: the start info and memory map lie in 1:1-mapped RAM (BOOT-5),
-    // and the count comes from the host, bounded here to what one page holds.
-    unsafe {
-        let info = &*(boot.start_info as *const StartInfo);
-        let count = (info.memmap_entries.get() as usize).min(4096 / 24);
-        core::slice::from_raw_parts(info.memmap_paddr.get() as *const MemmapEntry, count)
-    }
+    // SAFETY: the start info lies in 1:1-mapped RAM (clause BOOT-5).
+    let info = unsafe { &*(boot.start_info as *const StartInfo) };
+    let count = (info.memmap_entries.get() as usize).min(4096 / 24);
+    // SAFETY: so does the memory map; the host's count is bounded here to
+    // what one page holds.
+    unsafe { core::slice::from_raw_parts(info.memmap_paddr.get() as *const MemmapEntry, count) }
 }
 
 fn registrations(boot: &Boot) {

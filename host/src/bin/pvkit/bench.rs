@@ -1,8 +1,11 @@
-//! `pvkit bench`: boot-time figures, pvkit beside QEMU microvm, in one run.
+//! `pvkit bench`: pvkit's figures, beside QEMU microvm's where asked, in one run.
 //!
-//! Each figure is the median of repeated runs, with the minimum and maximum:
-//! the wall time from spawning the VMM process to the first byte the guest
-//! prints on the console, and to the process's exit.
+//! - boot: the median of repeated runs (with the minimum and maximum) of the
+//!   wall time from spawning the VMM process to the first byte the guest
+//!   prints, and to the process's exit;
+//! - clock and timer: what the `clockbench` guest measures from inside (a PV
+//!   clock read beside a CPUID exit and a hypercall, and timer lateness of
+//!   the PV timer beside the local APIC's TSC-deadline timer).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -12,14 +15,14 @@ use std::time::{Duration, Instant};
 use clap::{Args, ValueEnum};
 
 /// Where `scripts/run-example` and the tests leave the example kernels.
-const DEFAULT_KERNEL: &str = "examples/kernels/target/x86_64-unknown-none/release/hello";
+const DEFAULT_KERNELS: &str = "examples/kernels/target/x86_64-unknown-none/release";
 
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
-    /// The kernel to boot: it must print to the console (pvkit's, or COM1
-    /// elsewhere) and then stop the machine.
-    #[arg(long, default_value = DEFAULT_KERNEL)]
-    kernel: PathBuf,
+    /// The directory of the example kernels (`hello` is booted for the boot
+    /// figures, `clockbench` measures the clock and timer).
+    #[arg(long, default_value = DEFAULT_KERNELS)]
+    kernels: PathBuf,
 
     /// Boot the same kernel on another VMM as well and report each ratio.
     #[arg(long, value_enum)]
@@ -111,25 +114,84 @@ fn row(name: &str, what: &str, values: Vec<Duration>) -> f64 {
     median
 }
 
-pub(crate) fn run(args: &BenchArgs) -> Result<(), String> {
-    if !args.kernel.is_file() {
-        return Err(format!("no kernel at {} (scripts/run-example builds the example kernels)", args.kernel.display()));
+fn kernel(args: &BenchArgs, name: &str) -> Result<PathBuf, String> {
+    let path = args.kernels.join(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!("no kernel at {} (scripts/run-example builds the example kernels)", path.display()))
     }
+}
+
+pub(crate) fn run(args: &BenchArgs) -> Result<(), String> {
+    boot(args)?;
+    println!();
+    clock(args)
+}
+
+fn boot(args: &BenchArgs) -> Result<(), String> {
+    let hello = kernel(args, "hello")?;
     let me = std::env::current_exe().map_err(|e| format!("finding pvkit itself: {e}"))?;
     let pvkit = series(args.runs, || {
         let mut cmd = Command::new(&me);
-        cmd.arg("run").arg(&args.kernel);
+        cmd.arg("run").arg(&hello);
         cmd
     })?;
-    println!("boot: {} ({} runs each; milliseconds)", args.kernel.display(), args.runs);
+    println!("boot: {} ({} runs each; milliseconds)", hello.display(), args.runs);
     println!("{:<8} {:<22} {:>9} {:>9} {:>9}", "vmm", "from process start to", "median", "min", "max");
     let p_first = row("pvkit", "first console byte", pvkit.iter().map(|b| b.first_byte).collect());
     let p_exit = row("pvkit", "exit", pvkit.iter().map(|b| b.exit).collect());
     if let Some(Other::Qemu) = args.compare {
-        let qemu = series(args.runs, || qemu_command(&args.kernel))?;
+        let qemu = series(args.runs, || qemu_command(&hello))?;
         let q_first = row("qemu", "first console byte", qemu.iter().map(|b| b.first_byte).collect());
         let q_exit = row("qemu", "exit", qemu.iter().map(|b| b.exit).collect());
         println!("ratio pvkit/qemu: first console byte {:.3}, exit {:.3}", p_first / q_first, p_exit / q_exit);
+    }
+    Ok(())
+}
+
+/// Runs `clockbench` and prints its figures.
+fn clock(args: &BenchArgs) -> Result<(), String> {
+    let clockbench = kernel(args, "clockbench")?;
+    let me = std::env::current_exe().map_err(|e| format!("finding pvkit itself: {e}"))?;
+    let out = Command::new(&me)
+        .arg("run")
+        .arg(&clockbench)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("running clockbench: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!("clockbench failed ({}):\n{text}{}", out.status, String::from_utf8_lossy(&out.stderr)));
+    }
+    let figure = |name: &str| -> Result<f64, String> {
+        text.lines()
+            .find_map(|l| l.strip_prefix("BENCH ")?.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .ok_or_else(|| format!("clockbench printed no {name}:\n{text}"))
+    };
+    let us = |ns: f64| ns / 1000.0;
+    println!(
+        "clock and timer: {} (one run; guest code at CPL0 here costs {:.0} ns per instruction)",
+        clockbench.display(),
+        figure("instruction_ns")?
+    );
+    println!("{:<28} {:>10} {:>16} {:>6}", "operation", "us", "instr-equivalents", "exits");
+    for (label, name, exits) in [
+        ("PV clock read", "clock_read", 0),
+        ("CPUID (exit kept in KVM)", "cpuid_exit", 1),
+        ("hypercall QUERY (to the VMM)", "hypercall", 1),
+    ] {
+        let ns = figure(&format!("{name}_ns"))?;
+        let instr = figure(&format!("{name}_instr_equiv"))?;
+        println!("{label:<28} {:>10.1} {instr:>16.0} {exits:>6}", us(ns));
+    }
+    let read = figure("clock_read_ns")?;
+    println!("ratio PV clock read / CPUID exit: {:.2}", read / figure("cpuid_exit_ns")?);
+    println!("{:<28} {:>10} {:>10}", "timer lateness", "p50 us", "p99 us");
+    for (label, name) in [("PV one-shot timer", "pv_timer"), ("LAPIC TSC-deadline timer", "lapic_timer")] {
+        let p50 = figure(&format!("{name}_late_p50_ns"))?;
+        let p99 = figure(&format!("{name}_late_p99_ns"))?;
+        println!("{label:<28} {:>10.1} {:>10.1}", us(p50), us(p99));
     }
     Ok(())
 }
