@@ -19,6 +19,7 @@ const CHECKS: &[&str] = &[
     "tmr4-past-deadline-fires-at-once",
     "tmr5-cancel",
     "tmr1-rearm-replaces",
+    "tmr6-1khz-periodic",
     "clk10-wallclock",
 ];
 
