@@ -54,6 +54,7 @@ pub mod gate;
 pub mod hypercall;
 pub mod memory;
 pub mod timer;
+pub mod virtio;
 #[cfg(feature = "vm-memory")]
 pub mod vm_memory;
 

@@ -1,0 +1,12 @@
+//! The device side of virtio (`virtio.md`, `devices.md`): split virtqueues
+//! over [`GuestMemory`](crate::GuestMemory), the virtio-mmio transport, and
+//! the device backends.
+//!
+//! Nothing here trusts the guest: every descriptor chain is checked before a
+//! byte of it is used (clause VQ-2), every register write is checked against
+//! the transport's state (MMIO-1 to MMIO-10), and no guest value reaches an
+//! `unwrap`, an unchecked index or unchecked arithmetic.
+
+pub mod queue;
+
+pub use queue::{Chain, Queue, QueueError};

@@ -1,0 +1,374 @@
+//! The device side of a split virtqueue (virtio 1.2, 2.7; `virtio.md`).
+//!
+//! [`Queue::pop`] takes the next chain the driver made available and checks
+//! all of it (clause VQ-2) before handing it out as a [`Chain`] of guest
+//! ranges; [`Queue::add_used`] returns it; [`Queue::needs_interrupt`] applies
+//! the event-index rule (VQ-5). Guest memory is read once per field, into
+//! local copies (clause SEC-3).
+//!
+//! ```
+//! use pvkit_host::memory::VecMemory;
+//! use pvkit_host::virtio::queue::{Queue, QueueConfig};
+//! use pvkit_spec::virtio::queue::{DescFlags, Descriptor, QueueSize};
+//! use zerocopy::IntoBytes;
+//!
+//! let mem = VecMemory::new(0x10000);
+//! let config = QueueConfig { size: QueueSize::new(4).unwrap(), desc: 0x1000, avail: 0x2000, used: 0x3000 };
+//! let mut queue = Queue::new(config, &mem, false).unwrap();
+//! // The driver makes one 512-byte writable buffer available.
+//! mem.write_bytes(0x1000, Descriptor::new(0x8000, 512, DescFlags::WRITE, 0).as_bytes());
+//! mem.write_bytes(0x2004, &0u16.to_le_bytes()); // ring[0] = descriptor 0
+//! mem.write_bytes(0x2002, &1u16.to_le_bytes()); // avail.idx = 1
+//! let chain = queue.pop(&mem).unwrap().unwrap();
+//! assert_eq!(chain.writable_len(), 512);
+//! queue.add_used(&mem, chain.head(), 512).unwrap();
+//! assert_eq!(mem.read_bytes(0x3002, 2), [1, 0]); // used.idx = 1
+//! ```
+
+use std::fmt;
+
+use pvkit_spec::virtio::queue::{
+    AVAIL_RING_ALIGN, DESC_TABLE_ALIGN, DescFlags, Descriptor, QueueSize, SplitQueueLayout, USED_RING_ALIGN, need_event,
+};
+use zerocopy::FromBytes;
+
+use crate::memory::{GuestMemory, GuestRange, RangeError};
+
+/// Where the driver put a queue, as the transport's registers say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueConfig {
+    /// The size the driver chose.
+    pub size: QueueSize,
+    /// The descriptor table's GPA.
+    pub desc: u64,
+    /// The available ring's GPA.
+    pub avail: u64,
+    /// The used ring's GPA.
+    pub used: u64,
+}
+
+/// Why a queue or a chain was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueueError {
+    /// A ring is misaligned or not in guest RAM (clause VQ-1).
+    BadRing {
+        /// Which area.
+        area: &'static str,
+        /// Why.
+        error: RangeError,
+    },
+    /// The available index ran more than the queue size ahead (clause VQ-3).
+    AvailIndexTooFar {
+        /// The index the driver published.
+        avail: u16,
+        /// The next entry the device would take.
+        next: u16,
+    },
+    /// A head or `next` index is not below the queue size.
+    IndexOutOfRange {
+        /// The index.
+        index: u16,
+    },
+    /// The chain visits more descriptors than the queue (or table) holds:
+    /// a loop, or simply too long.
+    ChainTooLong,
+    /// A descriptor sets both `INDIRECT` and `NEXT`.
+    IndirectWithNext,
+    /// An indirect descriptor inside an indirect table.
+    NestedIndirect,
+    /// An indirect table whose length is 0 or not a multiple of 16.
+    BadIndirectTable {
+        /// Its length.
+        len: u32,
+    },
+    /// A buffer of length 0.
+    ZeroLength,
+    /// A buffer that is not in guest RAM.
+    BadBuffer {
+        /// Its GPA.
+        addr: u64,
+        /// Its length.
+        len: u32,
+    },
+    /// The buffer lengths of one chain sum to more than `u32::MAX`.
+    LengthOverflow,
+    /// A device-readable buffer after a device-writable one.
+    ReadableAfterWritable,
+    /// Guest memory could not be read or written.
+    Memory,
+}
+
+impl fmt::Display for QueueError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::BadRing { area, error } => write!(f, "the {area} ring is unusable: {error}"),
+            Self::AvailIndexTooFar { avail, next } => {
+                write!(f, "available index {avail} is more than the queue size ahead of {next}")
+            }
+            Self::IndexOutOfRange { index } => write!(f, "descriptor index {index} is not below the queue size"),
+            Self::ChainTooLong => f.write_str("the chain is longer than its table (a loop?)"),
+            Self::IndirectWithNext => f.write_str("a descriptor sets both INDIRECT and NEXT"),
+            Self::NestedIndirect => f.write_str("an indirect table holds an indirect descriptor"),
+            Self::BadIndirectTable { len } => write!(f, "indirect table length {len} is not a positive multiple of 16"),
+            Self::ZeroLength => f.write_str("a buffer has length 0"),
+            Self::BadBuffer { addr, len } => write!(f, "buffer of {len} bytes at {addr:#x} is not guest RAM"),
+            Self::LengthOverflow => f.write_str("the chain's lengths sum past 2^32 - 1"),
+            Self::ReadableAfterWritable => f.write_str("a device-readable buffer follows a device-writable one"),
+            Self::Memory => f.write_str("guest memory access failed"),
+        }
+    }
+}
+
+impl std::error::Error for QueueError {}
+
+/// A checked chain: its head, and its buffers in order, readable first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Chain {
+    head: u16,
+    readable: Vec<GuestRange>,
+    writable: Vec<GuestRange>,
+}
+
+impl Chain {
+    /// The head descriptor's index, for [`Queue::add_used`].
+    pub fn head(&self) -> u16 {
+        self.head
+    }
+
+    /// The device-readable buffers, in order.
+    pub fn readable(&self) -> &[GuestRange] {
+        &self.readable
+    }
+
+    /// The device-writable buffers, in order.
+    pub fn writable(&self) -> &[GuestRange] {
+        &self.writable
+    }
+
+    /// Total bytes the device may read (fits in `u32`: checked at pop).
+    pub fn readable_len(&self) -> u64 {
+        self.readable.iter().map(GuestRange::len).sum()
+    }
+
+    /// Total bytes the device may write (fits in `u32`: checked at pop).
+    pub fn writable_len(&self) -> u64 {
+        self.writable.iter().map(GuestRange::len).sum()
+    }
+}
+
+/// A live split queue, device side.
+#[derive(Debug)]
+pub struct Queue {
+    config: QueueConfig,
+    layout: SplitQueueLayout,
+    event_idx: bool,
+    next_avail: u16,
+    next_used: u16,
+    /// `next_used` when the driver was last interrupted.
+    signalled_used: Option<u16>,
+}
+
+fn ring<M: GuestMemory + ?Sized>(
+    mem: &M,
+    area: &'static str,
+    addr: u64,
+    len: u64,
+    align: u64,
+) -> Result<(), QueueError> {
+    GuestRange::new_aligned(mem, addr, len, align).map(drop).map_err(|error| QueueError::BadRing { area, error })
+}
+
+impl Queue {
+    /// Checks the three areas (clause VQ-1) and starts the queue at index 0.
+    pub fn new<M: GuestMemory + ?Sized>(config: QueueConfig, mem: &M, event_idx: bool) -> Result<Self, QueueError> {
+        let layout = SplitQueueLayout::new(config.size);
+        ring(mem, "descriptor", config.desc, layout.desc_table_bytes(), DESC_TABLE_ALIGN)?;
+        ring(mem, "available", config.avail, layout.avail_ring_bytes(), AVAIL_RING_ALIGN)?;
+        ring(mem, "used", config.used, layout.used_ring_bytes(), USED_RING_ALIGN)?;
+        Ok(Self { config, layout, event_idx, next_avail: 0, next_used: 0, signalled_used: None })
+    }
+
+    /// The queue's size.
+    pub fn size(&self) -> u16 {
+        self.config.size.get()
+    }
+
+    fn read_u16<M: GuestMemory + ?Sized>(mem: &M, addr: u64) -> Result<u16, QueueError> {
+        let mut b = [0u8; 2];
+        mem.read(addr, &mut b).map_err(|_| QueueError::Memory)?;
+        Ok(u16::from_le_bytes(b))
+    }
+
+    fn write_u16<M: GuestMemory + ?Sized>(mem: &M, addr: u64, value: u16) -> Result<(), QueueError> {
+        mem.write(addr, &value.to_le_bytes()).map_err(|_| QueueError::Memory)
+    }
+
+    /// The available index the driver published.
+    fn avail_idx<M: GuestMemory + ?Sized>(&self, mem: &M) -> Result<u16, QueueError> {
+        Self::read_u16(mem, self.config.avail + 2)
+    }
+
+    /// Whether the driver has made chains available that were not popped.
+    pub fn has_available<M: GuestMemory + ?Sized>(&self, mem: &M) -> Result<bool, QueueError> {
+        Ok(self.avail_idx(mem)? != self.next_avail)
+    }
+
+    /// Takes the next available chain, checked; `None` when there is none.
+    ///
+    /// A chain that fails the checks is consumed (so the queue moves on), and
+    /// the caller returns it with [`Queue::add_used`] and length 0 (clause
+    /// VQ-2) when the error carries a head; [`QueueError::AvailIndexTooFar`]
+    /// means the queue is broken until a reset (VQ-3).
+    pub fn pop<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<Option<Chain>, PopError> {
+        let avail = self.avail_idx(mem).map_err(PopError::queue)?;
+        let pending = avail.wrapping_sub(self.next_avail);
+        if pending == 0 {
+            return Ok(None);
+        }
+        if pending > self.size() {
+            return Err(PopError::queue(QueueError::AvailIndexTooFar { avail, next: self.next_avail }));
+        }
+        // The used ring's avail_event goes with the entries taken (VQ-5).
+        let slot = self.config.avail + self.layout.avail_entry_offset(self.next_avail);
+        let head = Self::read_u16(mem, slot).map_err(PopError::queue)?;
+        self.next_avail = self.next_avail.wrapping_add(1);
+        if self.event_idx {
+            let at = self.config.used + self.layout.avail_event_offset();
+            Self::write_u16(mem, at, self.next_avail).map_err(PopError::queue)?;
+        }
+        self.walk(mem, head).map(Some).map_err(|error| PopError { head: Some(head), error })
+    }
+
+    /// Reads one descriptor from a table.
+    fn descriptor<M: GuestMemory + ?Sized>(mem: &M, table: u64, index: u16) -> Result<Descriptor, QueueError> {
+        let mut bytes = [0u8; 16];
+        let addr = table.checked_add(u64::from(index) * 16).ok_or(QueueError::Memory)?;
+        mem.read(addr, &mut bytes).map_err(|_| QueueError::Memory)?;
+        Descriptor::read_from_bytes(&bytes).map_err(|_| QueueError::Memory)
+    }
+
+    fn walk<M: GuestMemory + ?Sized>(&self, mem: &M, head: u16) -> Result<Chain, QueueError> {
+        let size = self.size();
+        if head >= size {
+            return Err(QueueError::IndexOutOfRange { index: head });
+        }
+        let mut chain = Chain { head, readable: Vec::new(), writable: Vec::new() };
+        let mut total: u32 = 0;
+        // The table being walked: the queue's, or one indirect table.
+        let mut table = self.config.desc;
+        let mut table_len = size;
+        let mut in_indirect = false;
+        let mut index = head;
+        let mut visited: u32 = 0;
+        loop {
+            visited += 1;
+            if visited > u32::from(table_len) + u32::from(in_indirect) {
+                return Err(QueueError::ChainTooLong);
+            }
+            let desc = Self::descriptor(mem, table, index)?;
+            let flags = desc.flags();
+            if flags.contains(DescFlags::INDIRECT) {
+                if in_indirect {
+                    return Err(QueueError::NestedIndirect);
+                }
+                if flags.contains(DescFlags::NEXT) {
+                    return Err(QueueError::IndirectWithNext);
+                }
+                let len = desc.len.get();
+                if len == 0 || len % 16 != 0 || len / 16 > u32::from(size) {
+                    return Err(QueueError::BadIndirectTable { len });
+                }
+                let addr = desc.addr.get();
+                GuestRange::new(mem, addr, u64::from(len)).map_err(|_| QueueError::BadBuffer { addr, len })?;
+                table = addr;
+                // CAST: len / 16 <= size, which fits in u16.
+                table_len = u16::try_from(len / 16).map_err(|_| QueueError::BadIndirectTable { len })?;
+                in_indirect = true;
+                visited = 0;
+                index = 0;
+                continue;
+            }
+            let (addr, len) = (desc.addr.get(), desc.len.get());
+            if len == 0 {
+                return Err(QueueError::ZeroLength);
+            }
+            let range = GuestRange::new(mem, addr, u64::from(len)).map_err(|_| QueueError::BadBuffer { addr, len })?;
+            total = total.checked_add(len).ok_or(QueueError::LengthOverflow)?;
+            if flags.contains(DescFlags::WRITE) {
+                chain.writable.push(range);
+            } else if chain.writable.is_empty() {
+                chain.readable.push(range);
+            } else {
+                return Err(QueueError::ReadableAfterWritable);
+            }
+            if !flags.contains(DescFlags::NEXT) {
+                return Ok(chain);
+            }
+            index = desc.next.get();
+            if index >= table_len {
+                return Err(QueueError::IndexOutOfRange { index });
+            }
+        }
+    }
+
+    /// Returns a chain with `len` bytes written (clause VQ-4: the element is
+    /// written before the index that publishes it).
+    pub fn add_used<M: GuestMemory + ?Sized>(&mut self, mem: &M, head: u16, len: u32) -> Result<(), QueueError> {
+        let slot = self.config.used + self.layout.used_entry_offset(self.next_used);
+        let mut elem = [0u8; 8];
+        elem[..4].copy_from_slice(&u32::from(head).to_le_bytes());
+        elem[4..].copy_from_slice(&len.to_le_bytes());
+        mem.write(slot, &elem).map_err(|_| QueueError::Memory)?;
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
+        self.next_used = self.next_used.wrapping_add(1);
+        Self::write_u16(mem, self.config.used + 2, self.next_used)
+    }
+
+    /// Whether the driver wants an interrupt for the chains used since the
+    /// last call (clause VQ-5; without `EVENT_IDX`, the `NO_INTERRUPT` flag).
+    pub fn needs_interrupt<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<bool, QueueError> {
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        let new = self.next_used;
+        let old = self.signalled_used.replace(new);
+        if old == Some(new) {
+            return Ok(false);
+        }
+        if self.event_idx {
+            let event = Self::read_u16(mem, self.config.avail + self.layout.used_event_offset())?;
+            Ok(old.is_none_or(|old| need_event(event, new, old)))
+        } else {
+            let flags = Self::read_u16(mem, self.config.avail)?;
+            Ok(flags & 1 == 0)
+        }
+    }
+}
+
+/// A failed [`Queue::pop`]: the error, and the head of the chain it was in
+/// (absent when the queue itself is broken).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PopError {
+    /// The chain's head, to return with length 0.
+    pub head: Option<u16>,
+    /// What was wrong.
+    pub error: QueueError,
+}
+
+impl PopError {
+    fn queue(error: QueueError) -> Self {
+        Self { head: None, error }
+    }
+}
+
+impl fmt::Display for PopError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.head {
+            Some(head) => write!(f, "chain at descriptor {head}: {}", self.error),
+            None => write!(f, "queue: {}", self.error),
+        }
+    }
+}
+
+impl std::error::Error for PopError {}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,267 @@
+//! The device-side queue against hand-built hostile chains: each is refused
+//! with its error, none panics, and the queue goes on after it.
+
+use pvkit_spec::virtio::queue::{DescFlags, Descriptor, QueueSize};
+use zerocopy::IntoBytes;
+
+use super::*;
+use crate::memory::{MemoryError, VecMemory};
+
+/// Guest memory that claims RAM up to `claim` but stores only its first
+/// 64 KiB: for chains that name huge buffers without touching them.
+struct Claims {
+    inner: VecMemory,
+    claim: u64,
+}
+
+impl GuestMemory for Claims {
+    fn contains(&self, addr: u64, len: u64) -> bool {
+        len == 0 || addr.checked_add(len).is_some_and(|end| end <= self.claim)
+    }
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+        self.inner.read(addr, buf)
+    }
+    fn write(&self, addr: u64, data: &[u8]) -> Result<(), MemoryError> {
+        self.inner.write(addr, data)
+    }
+}
+
+const DESC: u64 = 0x1000;
+const AVAIL: u64 = 0x2000;
+const USED: u64 = 0x3000;
+const BUF: u64 = 0x8000;
+
+struct Driver {
+    mem: Claims,
+    queue: Queue,
+    avail_idx: u16,
+}
+
+impl Driver {
+    fn new(event_idx: bool) -> Self {
+        let mem = Claims { inner: VecMemory::new(0x10000), claim: 0x10000 };
+        let config = QueueConfig { size: QueueSize::new(8).unwrap(), desc: DESC, avail: AVAIL, used: USED };
+        let queue = Queue::new(config, &mem, event_idx).unwrap();
+        Self { mem, queue, avail_idx: 0 }
+    }
+
+    fn desc(&self, table: u64, i: u16, addr: u64, len: u32, flags: DescFlags, next: u16) {
+        let d = Descriptor::new(addr, len, flags, next);
+        self.mem.inner.write_bytes(table + u64::from(i) * 16, d.as_bytes());
+    }
+
+    fn publish(&mut self, head: u16) {
+        let slot = AVAIL + 4 + 2 * u64::from(self.avail_idx % 8);
+        self.mem.inner.write_bytes(slot, &head.to_le_bytes());
+        self.avail_idx = self.avail_idx.wrapping_add(1);
+        self.mem.inner.write_bytes(AVAIL + 2, &self.avail_idx.to_le_bytes());
+    }
+
+    fn pop(&mut self) -> Result<Option<Chain>, PopError> {
+        self.queue.pop(&self.mem)
+    }
+
+    fn refused(&mut self, head: u16) -> QueueError {
+        self.publish(head);
+        let err = self.pop().expect_err("a hostile chain must be refused");
+        assert_eq!(err.head, Some(head));
+        // The device returns it with length 0 and the queue goes on (VQ-2).
+        self.queue.add_used(&self.mem, head, 0).unwrap();
+        assert_eq!(self.pop(), Ok(None));
+        err.error
+    }
+}
+
+const R: DescFlags = DescFlags::empty();
+const W: DescFlags = DescFlags::WRITE;
+const N: DescFlags = DescFlags::NEXT;
+
+#[test]
+fn a_good_chain_is_readable_then_writable() {
+    let mut d = Driver::new(false);
+    d.desc(DESC, 0, BUF, 16, N, 3);
+    d.desc(DESC, 3, BUF + 16, 512, W.union(N), 5);
+    d.desc(DESC, 5, BUF + 528, 1, W, 0);
+    d.publish(0);
+    let chain = d.pop().unwrap().unwrap();
+    assert_eq!((chain.head(), chain.readable_len(), chain.writable_len()), (0, 16, 513));
+    assert_eq!(chain.writable()[1].addr(), BUF + 528);
+    assert_eq!(d.pop(), Ok(None));
+}
+
+#[test]
+fn a_loop_is_refused() {
+    let mut d = Driver::new(false);
+    d.desc(DESC, 0, BUF, 8, N, 1);
+    d.desc(DESC, 1, BUF, 8, N, 0);
+    assert_eq!(d.refused(0), QueueError::ChainTooLong);
+    d.desc(DESC, 2, BUF, 8, N, 2);
+    assert_eq!(d.refused(2), QueueError::ChainTooLong, "a descriptor that points at itself");
+}
+
+#[test]
+fn an_address_out_of_range_is_refused() {
+    let mut d = Driver::new(false);
+    d.desc(DESC, 0, 0xfff0, 32, R, 0);
+    assert_eq!(d.refused(0), QueueError::BadBuffer { addr: 0xfff0, len: 32 });
+    d.desc(DESC, 0, u64::MAX - 4, 8, R, 0);
+    assert_eq!(d.refused(0), QueueError::BadBuffer { addr: u64::MAX - 4, len: 8 }, "wrapping past 2^64");
+}
+
+#[test]
+fn zero_length_is_refused() {
+    let mut d = Driver::new(false);
+    d.desc(DESC, 0, BUF, 0, R, 0);
+    assert_eq!(d.refused(0), QueueError::ZeroLength);
+}
+
+#[test]
+fn indices_out_of_range_are_refused() {
+    let mut d = Driver::new(false);
+    assert_eq!(d.refused(8), QueueError::IndexOutOfRange { index: 8 });
+    d.desc(DESC, 0, BUF, 8, N, 9);
+    assert_eq!(d.refused(0), QueueError::IndexOutOfRange { index: 9 });
+}
+
+#[test]
+fn a_chain_longer_than_an_indirect_table_is_refused() {
+    let mut d = Driver::new(false);
+    let table = 0x4000;
+    // A table of 4 whose last entry points back to the first.
+    for i in 0..4 {
+        d.desc(table, i, BUF, 8, N, (i + 1) % 4);
+    }
+    d.desc(DESC, 0, table, 64, DescFlags::INDIRECT, 0);
+    assert_eq!(d.refused(0), QueueError::ChainTooLong);
+    // `next` beyond the table's own length.
+    d.desc(table, 3, BUF, 8, N, 4);
+    assert_eq!(d.refused(0), QueueError::IndexOutOfRange { index: 4 });
+}
+
+#[test]
+fn an_indirect_table_inside_an_indirect_table_is_refused() {
+    let mut d = Driver::new(false);
+    d.desc(0x4000, 0, 0x5000, 16, DescFlags::INDIRECT, 0);
+    d.desc(0x5000, 0, BUF, 8, R, 0);
+    d.desc(DESC, 0, 0x4000, 16, DescFlags::INDIRECT, 0);
+    assert_eq!(d.refused(0), QueueError::NestedIndirect);
+}
+
+#[test]
+fn malformed_indirect_descriptors_are_refused() {
+    let mut d = Driver::new(false);
+    d.desc(DESC, 0, 0x4000, 16, DescFlags::INDIRECT.union(N), 1);
+    assert_eq!(d.refused(0), QueueError::IndirectWithNext);
+    for len in [0, 15, 16 * 9] {
+        d.desc(DESC, 0, 0x4000, len, DescFlags::INDIRECT, 0);
+        assert_eq!(d.refused(0), QueueError::BadIndirectTable { len });
+    }
+    d.desc(DESC, 0, 0xfff0, 32, DescFlags::INDIRECT, 0);
+    assert_eq!(d.refused(0), QueueError::BadBuffer { addr: 0xfff0, len: 32 });
+}
+
+#[test]
+fn a_length_sum_that_overflows_is_refused() {
+    let mut d = Driver::new(false);
+    d.mem.claim = 1 << 40;
+    d.desc(DESC, 0, 0x1_0000_0000, 0x8000_0000, N, 1);
+    d.desc(DESC, 1, 0x2_0000_0000, 0x8000_0000, W, 0);
+    assert_eq!(d.refused(0), QueueError::LengthOverflow);
+    d.desc(DESC, 1, 0x2_0000_0000, 0x7fff_ffff, W, 0);
+    d.publish(0);
+    let chain = d.pop().unwrap().unwrap();
+    assert_eq!(chain.readable_len() + chain.writable_len(), u64::from(u32::MAX));
+}
+
+#[test]
+fn readable_after_writable_is_refused() {
+    let mut d = Driver::new(false);
+    d.desc(DESC, 0, BUF, 8, W.union(N), 1);
+    d.desc(DESC, 1, BUF, 8, R, 0);
+    assert_eq!(d.refused(0), QueueError::ReadableAfterWritable);
+}
+
+#[test]
+fn vq3_an_available_index_too_far_ahead_breaks_the_queue() {
+    let mut d = Driver::new(false);
+    d.mem.inner.write_bytes(AVAIL + 2, &9u16.to_le_bytes());
+    let err = d.pop().unwrap_err();
+    assert_eq!(err, PopError { head: None, error: QueueError::AvailIndexTooFar { avail: 9, next: 0 } });
+}
+
+#[test]
+fn vq1_misplaced_rings_are_refused() {
+    let mem = VecMemory::new(0x10000);
+    let size = QueueSize::new(8).unwrap();
+    let bad = |desc, avail, used| Queue::new(QueueConfig { size, desc, avail, used }, &mem, false).unwrap_err();
+    assert!(matches!(bad(0x1008, AVAIL, USED), QueueError::BadRing { area: "descriptor", .. }));
+    assert!(matches!(bad(DESC, 0x2001, USED), QueueError::BadRing { area: "available", .. }));
+    assert!(matches!(bad(DESC, AVAIL, 0x3002), QueueError::BadRing { area: "used", .. }));
+    assert!(matches!(bad(DESC, AVAIL, 0xfff0), QueueError::BadRing { area: "used", .. }));
+}
+
+#[test]
+fn vq5_event_index_suppresses_interrupts() {
+    let mut d = Driver::new(true);
+    d.desc(DESC, 0, BUF, 8, W, 0);
+    for _ in 0..3 {
+        d.publish(0);
+    }
+    // The driver asks for an interrupt only once the used index passes 2.
+    d.mem.inner.write_bytes(AVAIL + 4 + 16, &2u16.to_le_bytes());
+    let mut interrupts = Vec::new();
+    for _ in 0..3 {
+        let chain = d.pop().unwrap().unwrap();
+        d.queue.add_used(&d.mem, chain.head(), 8).unwrap();
+        interrupts.push(d.queue.needs_interrupt(&d.mem).unwrap());
+    }
+    assert_eq!(interrupts, [true, false, true], "the first, then only when used_event (2) is passed");
+    assert_eq!(d.mem.inner.read_bytes(USED + 4 + 64, 2), 3u16.to_le_bytes(), "avail_event follows the device");
+    assert!(!d.queue.needs_interrupt(&d.mem).unwrap(), "nothing new, no interrupt");
+}
+
+#[test]
+fn no_interrupt_flag_is_honoured_without_event_index() {
+    let mut d = Driver::new(false);
+    d.desc(DESC, 0, BUF, 8, W, 0);
+    d.mem.inner.write_bytes(AVAIL, &1u16.to_le_bytes());
+    d.publish(0);
+    let chain = d.pop().unwrap().unwrap();
+    d.queue.add_used(&d.mem, chain.head(), 8).unwrap();
+    assert!(!d.queue.needs_interrupt(&d.mem).unwrap());
+}
+
+/// A small deterministic generator, so the garbage is the same every run.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+#[test]
+fn garbage_never_panics() {
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    for round in 0..2_000 {
+        let mut d = Driver::new(round % 2 == 0);
+        let mut garbage = [0u8; 0x3010];
+        for chunk in garbage.chunks_mut(8) {
+            chunk.copy_from_slice(&rng.next().to_le_bytes()[..chunk.len()]);
+        }
+        // Descriptor table, an indirect area and the available ring: garbage.
+        d.mem.inner.write_bytes(DESC, &garbage[..0x2010]);
+        d.mem.inner.write_bytes(0x4000, &garbage[0x2010..]);
+        for _ in 0..16 {
+            match d.pop() {
+                Ok(Some(chain)) => d.queue.add_used(&d.mem, chain.head(), 0).unwrap(),
+                Ok(None) => break,
+                Err(PopError { head: Some(head), .. }) => d.queue.add_used(&d.mem, head, 0).unwrap(),
+                Err(PopError { head: None, .. }) => break,
+            }
+        }
+    }
+}
