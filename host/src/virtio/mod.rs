@@ -7,6 +7,13 @@
 //! the transport's state (MMIO-1 to MMIO-10), and no guest value reaches an
 //! `unwrap`, an unchecked index or unchecked arithmetic.
 
+pub mod blk;
+pub mod console;
+pub mod device;
+pub mod mmio;
 pub mod queue;
+pub mod rng;
 
+pub use device::VirtioDevice;
+pub use mmio::MmioTransport;
 pub use queue::{Chain, Queue, QueueError};

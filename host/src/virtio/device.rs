@@ -1,0 +1,117 @@
+//! What a device backend implements to sit behind the virtio-mmio transport.
+
+use pvkit_spec::virtio::DeviceId;
+
+use super::queue::{Chain, PopError, Queue, QueueError};
+use crate::memory::GuestMemory;
+
+/// A virtio device's own behaviour: its identity, features, configuration
+/// space and how it serves its queues. The transport does the rest.
+pub trait VirtioDevice: Send {
+    /// The device ID.
+    fn device_id(&self) -> DeviceId;
+
+    /// The features the device offers, device-independent bits included
+    /// (`VERSION_1` is added by the transport, clause MMIO-3).
+    fn features(&self) -> u64;
+
+    /// The largest size of each of the device's queues; the number of
+    /// entries is the number of queues.
+    fn queue_max_sizes(&self) -> &[u16];
+
+    /// Reads configuration space at `offset`; bytes beyond it read as 0.
+    fn read_config(&self, offset: u64, data: &mut [u8]);
+
+    /// Writes configuration space; the default ignores writes.
+    fn write_config(&mut self, offset: u64, data: &[u8]) {
+        let _ = (offset, data);
+    }
+
+    /// Serves the available chains of queue `index`. Returns whether any chain
+    /// was used, so the transport can decide on an interrupt; an error means
+    /// the queue itself is broken (clause VQ-3).
+    fn process(&mut self, index: u16, queue: &mut Queue, mem: &dyn GuestMemory) -> Result<bool, QueueError>;
+
+    /// Called when the driver resets the device.
+    fn reset(&mut self) {}
+}
+
+/// Pops every available chain and hands each good one to `serve`, which
+/// returns how many bytes it wrote; refused chains go back with length 0
+/// (clause VQ-2). Returns whether any chain was used.
+pub fn drain(
+    queue: &mut Queue,
+    mem: &dyn GuestMemory,
+    mut serve: impl FnMut(&Chain) -> u32,
+) -> Result<bool, QueueError> {
+    let mut used = false;
+    loop {
+        match queue.pop(mem) {
+            Ok(None) => return Ok(used),
+            Ok(Some(chain)) => {
+                let len = serve(&chain);
+                queue.add_used(mem, chain.head(), len)?;
+            }
+            Err(PopError { head: Some(head), .. }) => queue.add_used(mem, head, 0)?,
+            Err(PopError { head: None, error }) => return Err(error),
+        }
+        used = true;
+    }
+}
+
+/// Copies up to `len` bytes that the chain offers the device for reading,
+/// starting `skip` bytes in, into a new buffer (clause SEC-3: read once).
+pub fn read_chain(
+    mem: &dyn GuestMemory,
+    ranges: &[crate::GuestRange],
+    skip: u64,
+    len: usize,
+) -> Result<Vec<u8>, crate::memory::MemoryError> {
+    let mut out = vec![0u8; len];
+    let mut filled = 0usize;
+    let mut skip = skip;
+    for range in ranges {
+        if filled == len {
+            break;
+        }
+        if skip >= range.len() {
+            skip -= range.len();
+            continue;
+        }
+        let available = usize::try_from(range.len() - skip).unwrap_or(usize::MAX);
+        let n = available.min(len - filled);
+        let dst = out.get_mut(filled..filled + n).unwrap_or_default();
+        mem.read(range.addr() + skip, dst)?;
+        filled += n;
+        skip = 0;
+    }
+    out.truncate(filled);
+    Ok(out)
+}
+
+/// Copies `data` into the chain's writable ranges, starting `skip` bytes in;
+/// returns how many bytes were written.
+pub fn write_chain(
+    mem: &dyn GuestMemory,
+    ranges: &[crate::GuestRange],
+    skip: u64,
+    data: &[u8],
+) -> Result<usize, crate::memory::MemoryError> {
+    let mut written = 0usize;
+    let mut skip = skip;
+    for range in ranges {
+        if written == data.len() {
+            break;
+        }
+        if skip >= range.len() {
+            skip -= range.len();
+            continue;
+        }
+        let room = usize::try_from(range.len() - skip).unwrap_or(usize::MAX);
+        let n = room.min(data.len() - written);
+        mem.write(range.addr() + skip, data.get(written..written + n).unwrap_or_default())?;
+        written += n;
+        skip = 0;
+    }
+    Ok(written)
+}
