@@ -11,14 +11,17 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use pvkit_spec::device::{DESCRIPTOR_ALIGN, DeviceDescriptor};
 use pvkit_spec::hypercall::{
     CONSOLE_MAX_LEN, EXIT_CODE_MAX, GATE_PORT, HypercallArgs, HypercallReturn, PANIC_MESSAGE_MAX_LEN,
 };
 use pvkit_spec::irq::{IrqSource, Vector};
 use pvkit_spec::status::STATUS_SUCCESS;
 use pvkit_spec::{ABI_VERSION, AbiVersion, Features, Hypercall, HypercallError};
+use zerocopy::IntoBytes;
 
 use crate::clock::PvClock;
+use crate::irq::DeviceRoutes;
 use crate::memory::{GuestMemory, GuestRange, RangeError};
 use crate::timer::Timers;
 
@@ -28,7 +31,8 @@ pub const IMPLEMENTED_FEATURES: Features = Features::CONSOLE
     .union(Features::CLOCK)
     .union(Features::CLOCK_TSC_STABLE)
     .union(Features::WALLCLOCK)
-    .union(Features::TIMER);
+    .union(Features::TIMER)
+    .union(Features::DEVICES);
 
 /// The services behind the optional features. A feature whose service is
 /// missing is not offered, whatever the [`HostConfig`] asks for.
@@ -38,6 +42,17 @@ pub struct Services {
     pub clock: Option<Arc<PvClock>>,
     /// The timers: `TIMER`, with a clock.
     pub timers: Option<Arc<Timers>>,
+    /// The devices `DEVICE_ENUM` lists and their interrupt routes: `DEVICES`.
+    pub devices: Option<Devices>,
+}
+
+/// The machine's devices, as `DEVICE_ENUM` describes them.
+#[derive(Clone, Debug)]
+pub struct Devices {
+    /// One descriptor per device, in index order.
+    pub descriptors: Vec<DeviceDescriptor>,
+    /// Where their interrupts go.
+    pub routes: Arc<DeviceRoutes>,
 }
 
 /// What the host offers, fixed for the life of a machine.
@@ -178,6 +193,9 @@ impl Dispatcher {
         if services.timers.is_none() {
             f.remove(Features::TIMER);
         }
+        if services.devices.is_none() {
+            f.remove(Features::DEVICES);
+        }
         let started = (0..config.vcpu_count).map(|i| AtomicBool::new(i == 0)).collect();
         Self { config, services, started, negotiated: AtomicU64::new(0), stats: Stats::default() }
     }
@@ -270,6 +288,7 @@ impl Dispatcher {
                 Ok([None, None])
             }
             Hypercall::TimerCancel => Ok([Some(u64::from(self.timers()?.cancel(vcpu)?)), None]),
+            Hypercall::DeviceEnum => self.device_enum(a0, a1, mem),
             // The stop calls are handled by `handle`; the calls of features
             // this dispatcher does not implement never reach here, since a
             // config cannot offer them (IMPLEMENTED_FEATURES).
@@ -283,6 +302,19 @@ impl Dispatcher {
 
     fn timers(&self) -> Result<&Timers, HypercallError> {
         self.services.timers.as_deref().ok_or(HypercallError::Unsupported)
+    }
+
+    /// `DEVICE_ENUM` (clause DEV-1).
+    fn device_enum<M: GuestMemory + ?Sized>(&self, index: u64, gpa: u64, mem: &M) -> CallResult {
+        let devices = self.services.devices.as_ref().ok_or(HypercallError::Unsupported)?;
+        let size = std::mem::size_of::<DeviceDescriptor>() as u64;
+        let range = GuestRange::new_aligned(mem, gpa, size, DESCRIPTOR_ALIGN).map_err(range_error)?;
+        let count = devices.descriptors.len() as u64;
+        let chosen = usize::try_from(index).ok().and_then(|i| devices.descriptors.get(i));
+        if let Some(descriptor) = chosen {
+            mem.write(range.addr(), descriptor.as_bytes()).map_err(|_| HypercallError::BadAddress)?;
+        }
+        Ok([Some(count), None])
     }
 
     fn negotiate(&self, version: u64, wanted: u64) -> CallResult {
@@ -311,9 +343,10 @@ impl Dispatcher {
         let vcpu = u32::try_from(vcpu).ok().filter(|&v| v < self.config.vcpu_count).ok_or(HypercallError::NotFound)?;
         match source {
             IrqSource::Timer => self.timers()?.set_vector(vcpu, vector)?,
-            // DEVICES is not in IMPLEMENTED_FEATURES, so the feature check
-            // above has already refused device sources.
-            IrqSource::Device(_) => return Err(HypercallError::Unsupported),
+            IrqSource::Device(index) => {
+                let devices = self.services.devices.as_ref().ok_or(HypercallError::Unsupported)?;
+                devices.routes.set(index, vector.map(|v| (vcpu, v)))?;
+            }
         }
         Ok([None, None])
     }

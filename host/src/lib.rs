@@ -10,6 +10,8 @@
 //! | [`hypercall`] | the [`Dispatcher`]: one call in, one [`Outcome`] out |
 //! | [`clock`] | [`PvClock`](clock::PvClock): the machine's PV clock and its per-vCPU structs |
 //! | [`timer`] | [`Timers`](timer::Timers): per-vCPU one-shot timers and the loop that fires them |
+//! | [`irq`] | where device interrupts go: their GSI, or a vector the guest chose |
+//! | [`virtio`] | split virtqueues, the virtio-mmio transport, block, entropy and console devices |
 //! | [`cpuid`] | the pvkit CPUID leaves a VMM installs |
 //! | `vm_memory` (feature `vm-memory`) | [`GuestMemory`] for rust-vmm's `vm-memory` |
 //!
@@ -52,6 +54,7 @@ pub mod clock;
 pub mod cpuid;
 pub mod gate;
 pub mod hypercall;
+pub mod irq;
 pub mod memory;
 pub mod timer;
 pub mod virtio;

@@ -84,7 +84,8 @@ fn hc20_query_matches_the_config() {
 fn config_never_offers_what_is_not_implemented() {
     let one = HostConfig::new(1, Features::all());
     assert_eq!(one.features, IMPLEMENTED_FEATURES - Features::VCPU_START);
-    assert!(!one.features.contains(Features::DEVICES));
+    let none = Dispatcher::new(one, Services::default());
+    assert_eq!(none.config().features, Features::CONSOLE, "features without their service are withdrawn");
     let two = HostConfig::new(2, Features::empty());
     assert_eq!(two.features, Features::VCPU_START);
 }
@@ -249,7 +250,7 @@ mod with_clock_and_timers {
     fn setup(stable: bool) -> (Dispatcher, Arc<Timers>, VecMemory, Recorder) {
         let clock = Arc::new(PvClock::new(Arc::new(Frozen), 1_000_000_000, &[0, 0], stable));
         let timers = Arc::new(Timers::new(2));
-        let services = Services { clock: Some(clock), timers: Some(Arc::clone(&timers)) };
+        let services = Services { clock: Some(clock), timers: Some(Arc::clone(&timers)), devices: None };
         (
             Dispatcher::new(HostConfig::new(2, Features::all()), services),
             timers,
@@ -264,7 +265,7 @@ mod with_clock_and_timers {
         assert!(d.config().features.contains(Features::CLOCK | Features::CLOCK_TSC_STABLE | Features::TIMER));
         let (d, ..) = setup(false);
         assert!(!d.config().features.contains(Features::CLOCK_TSC_STABLE));
-        let clock_only = Services { clock: setup(true).0.services.clock.clone(), timers: None };
+        let clock_only = Services { clock: setup(true).0.services.clock.clone(), timers: None, devices: None };
         let d = Dispatcher::new(HostConfig::new(1, Features::all()), clock_only);
         assert!(d.config().features.contains(Features::WALLCLOCK) && !d.config().features.contains(Features::TIMER));
     }
@@ -307,5 +308,64 @@ mod with_clock_and_timers {
         assert_eq!(irq(0, 0, 1), 0, "vector 0 masks");
         call(1, Hypercall::TimerSet, [10, 0, 0, 0]);
         assert_eq!(timers.fire_due(10), vec![(1, None)]);
+    }
+}
+
+mod with_devices {
+    use std::sync::Arc;
+
+    use pvkit_spec::device::{DeviceDescriptor, Transport};
+    use pvkit_spec::irq::Vector;
+    use zerocopy::FromBytes;
+    use zerocopy::little_endian::{U32, U64};
+
+    use super::*;
+    use crate::irq::{DeviceRoutes, Route};
+
+    fn setup() -> (Dispatcher, Arc<DeviceRoutes>, VecMemory, Recorder) {
+        let descriptor = |i: u32| DeviceDescriptor {
+            mmio_base: U64::new(0xd000_0000 + u64::from(i) * 0x200),
+            mmio_size: U32::new(0x200),
+            gsi: U32::new(5 + i),
+            device_id: U32::new(2),
+            transport: U32::new(Transport::VirtioMmio.raw()),
+        };
+        let routes = Arc::new(DeviceRoutes::new(&[5, 6]));
+        let devices = Devices { descriptors: vec![descriptor(0), descriptor(1)], routes: Arc::clone(&routes) };
+        let services = Services { devices: Some(devices), ..Services::default() };
+        (
+            Dispatcher::new(HostConfig::new(2, Features::all()), services),
+            routes,
+            VecMemory::new(MEM),
+            Recorder::default(),
+        )
+    }
+
+    #[test]
+    fn dev1_device_enum() {
+        let (d, _, m, p) = setup();
+        assert!(d.config().features.contains(Features::DEVICES));
+        let call = |index, gpa| ret(&d, &m, &p, 0, Hypercall::DeviceEnum, [index, gpa, 0, 0]);
+        assert_eq!(call(0, 0x1004).status, err(HypercallError::Misaligned));
+        assert_eq!(call(0, MEM as u64 - 16).status, err(HypercallError::BadAddress));
+        let r = call(1, 0x1000);
+        assert_eq!((r.status, r.results[0]), (0, 2));
+        let got = DeviceDescriptor::read_from_bytes(&m.read_bytes(0x1000, 24)).unwrap();
+        assert_eq!((got.mmio_base.get(), got.gsi.get()), (0xd000_0200, 6));
+        m.write_bytes(0x2000, &[0xaa; 24]);
+        let r = call(2, 0x2000);
+        assert_eq!((r.status, r.results[0]), (0, 2), "an index past the end writes nothing");
+        assert_eq!(m.read_bytes(0x2000, 24), vec![0xaa; 24]);
+    }
+
+    #[test]
+    fn irq5_device_sources_route_to_a_vector() {
+        let (d, routes, m, p) = setup();
+        let irq = |src, vec, cpu| ret(&d, &m, &p, 0, Hypercall::IrqSetVector, [src, vec, cpu, 0]).status;
+        assert_eq!(irq(0x1_0002, 0x50, 0), err(HypercallError::NotFound), "IRQ-3: no device 2");
+        assert_eq!(irq(0x1_0001, 0x50, 1), 0);
+        assert_eq!(routes.route(1), Some(Route::Msi { vcpu: 1, vector: Vector::new(0x50).unwrap() }));
+        assert_eq!(irq(0x1_0001, 0, 1), 0);
+        assert_eq!(routes.route(1), Some(Route::Gsi(6)), "masking restores the GSI");
     }
 }

@@ -36,6 +36,30 @@ pub trait VirtioDevice: Send {
     fn reset(&mut self) {}
 }
 
+impl<D: VirtioDevice + ?Sized> VirtioDevice for Box<D> {
+    fn device_id(&self) -> DeviceId {
+        (**self).device_id()
+    }
+    fn features(&self) -> u64 {
+        (**self).features()
+    }
+    fn queue_max_sizes(&self) -> &[u16] {
+        (**self).queue_max_sizes()
+    }
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        (**self).read_config(offset, data);
+    }
+    fn write_config(&mut self, offset: u64, data: &[u8]) {
+        (**self).write_config(offset, data);
+    }
+    fn process(&mut self, index: u16, queue: &mut Queue, mem: &dyn GuestMemory) -> Result<bool, QueueError> {
+        (**self).process(index, queue, mem)
+    }
+    fn reset(&mut self) {
+        (**self).reset();
+    }
+}
+
 /// Pops every available chain and hands each good one to `serve`, which
 /// returns how many bytes it wrote; refused chains go back with length 0
 /// (clause VQ-2). Returns whether any chain was used.

@@ -45,8 +45,22 @@ pub(crate) struct RunArgs {
     pub(crate) cpus: u32,
 
     /// The kernel command line, passed in hvm_start_info (at most 4095 bytes).
+    /// pvkit appends a virtio_mmio.device= entry for each device.
     #[arg(long, default_value = "")]
     pub(crate) cmdline: String,
+
+    /// A virtio block device on a raw image file (PATH, PATH,ro or PATH,rw);
+    /// its size must be a multiple of 512 bytes. Repeat for more disks.
+    #[arg(long = "disk", value_name = "PATH[,ro]", value_parser = crate::devices::DiskArg::parse)]
+    pub(crate) disks: Vec<crate::devices::DiskArg>,
+
+    /// A virtio entropy device serving the host's random pool.
+    #[arg(long)]
+    pub(crate) rng: bool,
+
+    /// A virtio console on pvkit's standard input and output.
+    #[arg(long)]
+    pub(crate) virtio_console: bool,
 }
 
 fn parse_mem(text: &str) -> Result<MemSize, String> {

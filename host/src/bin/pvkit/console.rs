@@ -21,7 +21,10 @@ const INPUT_MAX: usize = 64 * 1024;
 /// Output to stdout, input from stdin.
 #[derive(Debug, Default)]
 pub(crate) struct Console {
-    input: Mutex<VecDeque<u8>>,
+    /// Input not yet read, shared with the virtio console when there is one.
+    pub(crate) input: Arc<Mutex<VecDeque<u8>>>,
+    /// Woken when input arrives, for the virtio console.
+    pub(crate) wake: Mutex<Option<EventFd>>,
 }
 
 impl Console {
@@ -49,9 +52,14 @@ impl Console {
             let mut chunk = [0u8; 256];
             let mut stdin = io::stdin().lock();
             while let Ok(n @ 1..) = stdin.read(&mut chunk) {
-                let mut input = console.input.lock().unwrap_or_else(PoisonError::into_inner);
-                let room = INPUT_MAX.saturating_sub(input.len());
-                input.extend(&chunk[..n.min(room)]);
+                {
+                    let mut input = console.input.lock().unwrap_or_else(PoisonError::into_inner);
+                    let room = INPUT_MAX.saturating_sub(input.len());
+                    input.extend(&chunk[..n.min(room)]);
+                }
+                if let Some(wake) = console.wake.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
+                    let _ = wake.write(1);
+                }
             }
         });
         if let Err(e) = spawned {

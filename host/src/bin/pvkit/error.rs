@@ -20,6 +20,8 @@ pub(crate) enum VmmError {
     Load { path: PathBuf, source: linux_loader::loader::Error },
     /// The command line is too long or holds a NUL byte.
     Cmdline(String),
+    /// A disk image cannot be used.
+    Disk(String),
     /// A KVM ioctl or another host facility failed.
     Host { what: &'static str, source: std::io::Error },
     /// KVM failed.
@@ -50,6 +52,7 @@ impl fmt::Display for VmmError {
             }
             Self::Load { path, source } => write!(f, "cannot load {}: {source}", path.display()),
             Self::Cmdline(why) => write!(f, "bad --cmdline: {why}"),
+            Self::Disk(why) => f.write_str(why),
             Self::Host { what, source } => write!(f, "{what}: {source}"),
             Self::Kvm { what, source } => write!(f, "{what}: {source}"),
         }

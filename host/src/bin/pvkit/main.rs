@@ -5,6 +5,7 @@ mod bench;
 mod cli;
 mod console;
 mod cpuid;
+mod devices;
 mod error;
 mod layout;
 mod loader;

@@ -156,11 +156,17 @@ impl Vcpu {
                     }
                     None
                 }
-                Ok(VcpuExit::MmioRead(_, data)) => {
-                    data.fill(0xff);
+                Ok(VcpuExit::MmioRead(addr, data)) => {
+                    if !self.machine.devices.read(addr, data) {
+                        data.fill(0xff);
+                    }
                     None
                 }
-                Ok(VcpuExit::MmioWrite(..) | VcpuExit::Hlt | VcpuExit::IrqWindowOpen | VcpuExit::Intr) => None,
+                Ok(VcpuExit::MmioWrite(addr, data)) => {
+                    self.machine.devices.write(addr, data, &self.machine.guest);
+                    None
+                }
+                Ok(VcpuExit::Hlt | VcpuExit::IrqWindowOpen | VcpuExit::Intr) => None,
                 Ok(VcpuExit::Shutdown) => {
                     return Err(self.crash("triple fault (KVM_EXIT_SHUTDOWN)"));
                 }

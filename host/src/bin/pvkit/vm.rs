@@ -16,6 +16,7 @@ use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use crate::cli::RunArgs;
 use crate::console::{Console, ConsoleWriter, IrqTrigger, SERIAL_GSI, SerialPort};
+use crate::devices::DeviceSet;
 use crate::error::{VmmError, kvm};
 use crate::layout::{KVM_TSS_ADDR, START_INFO_ADDR};
 use crate::time::{self, ApicSink, HostTime};
@@ -50,6 +51,7 @@ pub(crate) enum Event {
 pub(crate) struct Machine {
     pub(crate) vm: Arc<VmFd>,
     pub(crate) guest: GuestMemoryMmap,
+    pub(crate) devices: Arc<DeviceSet>,
     pub(crate) console: Arc<Console>,
     pub(crate) serial: Mutex<SerialPort>,
     pub(crate) dispatcher: Dispatcher,
@@ -122,7 +124,6 @@ pub(crate) fn run(args: &RunArgs) -> Result<u8, VmmError> {
     let vm = kvm_fd.create_vm().map_err(kvm("KVM_CREATE_VM"))?;
     let guest = create_memory(&vm, args)?;
     let entry = loader::load(&args.kernel, args.mem, &guest)?;
-    loader::write_boot_info(&guest, args.mem, &args.cmdline)?;
     let entry = u32::try_from(entry.0).map_err(|_| VmmError::NotElf {
         path: args.kernel.clone(),
         why: format!("PVH entry {:#x} is above 4 GiB", entry.0),
@@ -130,8 +131,19 @@ pub(crate) fn run(args: &RunArgs) -> Result<u8, VmmError> {
 
     vm.set_tss_address(KVM_TSS_ADDR).map_err(kvm("KVM_SET_TSS_ADDR"))?;
     vm.create_irq_chip().map_err(kvm("KVM_CREATE_IRQCHIP"))?;
+    let vm = Arc::new(vm);
 
     let console = Arc::new(Console::default());
+    let virtio_console = args.virtio_console.then(|| (Arc::clone(&console), Arc::clone(&console.input)));
+    let devices = Arc::new(DeviceSet::new(&vm, &args.disks, args.rng, virtio_console)?);
+    *console.wake.lock().unwrap_or_else(PoisonError::into_inner) = devices.console_wake();
+    let cmdline = match devices.cmdline() {
+        entries if entries.is_empty() => args.cmdline.clone(),
+        entries if args.cmdline.is_empty() => entries,
+        entries => format!("{} {entries}", args.cmdline),
+    };
+    loader::write_boot_info(&guest, args.mem, &cmdline)?;
+
     let serial_irq = EventFd::new(EFD_NONBLOCK).map_err(|source| VmmError::Host { what: "eventfd", source })?;
     vm.register_irqfd(&serial_irq, SERIAL_GSI).map_err(kvm("KVM_IRQFD for the serial port"))?;
     let serial = Serial::new(IrqTrigger(serial_irq), ConsoleWriter(Arc::clone(&console)));
@@ -145,9 +157,14 @@ pub(crate) fn run(args: &RunArgs) -> Result<u8, VmmError> {
     let services = Services {
         clock: time.as_ref().map(|t| Arc::clone(&t.clock)),
         timers: time.as_ref().map(|t| Arc::clone(&t.timers)),
+        devices: Some(devices.describe()),
     };
-    let wanted =
-        Features::CONSOLE | Features::CLOCK | Features::CLOCK_TSC_STABLE | Features::WALLCLOCK | Features::TIMER;
+    let wanted = Features::CONSOLE
+        | Features::CLOCK
+        | Features::CLOCK_TSC_STABLE
+        | Features::WALLCLOCK
+        | Features::TIMER
+        | Features::DEVICES;
     let dispatcher = Dispatcher::new(HostConfig::new(args.cpus, wanted), services);
     let base_cpuid = cpuid::base(&kvm_fd, dispatcher.config(), tsc_khz, LAPIC_KHZ)?;
     for (index, fd) in (0u32..).zip(&fds) {
@@ -163,8 +180,9 @@ pub(crate) fn run(args: &RunArgs) -> Result<u8, VmmError> {
         receivers.push(rx);
     }
     let machine = Arc::new(Machine {
-        vm: Arc::new(vm),
+        vm,
         guest,
+        devices: Arc::clone(&devices),
         console,
         serial: Mutex::new(serial),
         dispatcher,
@@ -172,6 +190,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<u8, VmmError> {
         starters,
     });
     machine.console.start_input();
+    devices.serve(machine.guest.clone())?;
     if let Some(time) = time {
         start_time_threads(&machine, time)?;
     }

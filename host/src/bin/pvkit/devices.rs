@@ -1,0 +1,265 @@
+//! The machine's virtio-mmio devices: their windows, their notifications
+//! (ioeventfds, so a kick costs no exit to pvkit on the vCPU thread, clause
+//! MMIO-9), their interrupts (irqfds, or MSIs once the guest routes them),
+//! and the thread that serves their queues.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use kvm_bindings::kvm_msi;
+use kvm_ioctls::{IoEventAddress, VmFd};
+use pvkit_host::hypercall::Devices;
+use pvkit_host::irq::{DeviceRoutes, Route};
+use pvkit_host::virtio::blk::Blk;
+use pvkit_host::virtio::console::{Console as VirtioConsole, ConsoleInput};
+use pvkit_host::virtio::rng::Rng;
+use pvkit_host::virtio::{MmioTransport, VirtioDevice};
+use pvkit_host::vm_memory::VmMemory;
+use pvkit_spec::device::{DeviceDescriptor, Transport};
+use pvkit_spec::virtio::mmio::{Register, WINDOW_SIZE};
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
+use zerocopy::little_endian::{U32, U64};
+
+use crate::console::ConsoleWriter;
+use crate::error::{VmmError, kvm};
+
+/// Where the first device window goes: in the MMIO hole below 4 GiB.
+pub(crate) const MMIO_BASE: u64 = 0xd000_0000;
+/// The first device GSI (0-4 are the legacy devices', COM1 among them).
+const FIRST_GSI: u32 = 5;
+/// The IOAPIC's inputs end at 23.
+pub(crate) const MAX_DEVICES: usize = 19;
+/// Epoll data for the console-input wake-up.
+const CONSOLE_WAKE: u64 = u64::MAX;
+
+/// A `--disk` option: an image and whether it is read-only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct DiskArg {
+    pub(crate) path: PathBuf,
+    pub(crate) read_only: bool,
+}
+
+impl DiskArg {
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
+        match text.rsplit_once(',') {
+            Some((path, "ro")) => Ok(Self { path: path.into(), read_only: true }),
+            Some((path, "rw")) => Ok(Self { path: path.into(), read_only: false }),
+            Some((_, other)) => Err(format!("unknown disk option {other:?} (use ro or rw)")),
+            None if text.is_empty() => Err("empty disk path".into()),
+            None => Ok(Self { path: text.into(), read_only: false }),
+        }
+    }
+}
+
+/// One device on the machine.
+pub(crate) struct Device {
+    base: u64,
+    gsi: u32,
+    index: u16,
+    transport: Mutex<MmioTransport<Box<dyn VirtioDevice>>>,
+    irq: EventFd,
+    queues: Vec<EventFd>,
+}
+
+/// Every device, and what raising their interrupts needs.
+pub(crate) struct DeviceSet {
+    devices: Vec<Device>,
+    routes: Arc<DeviceRoutes>,
+    vm: Arc<VmFd>,
+    console_wake: Option<EventFd>,
+}
+
+impl DeviceSet {
+    /// Creates the devices the options ask for, with their ioeventfds and irqfds.
+    pub(crate) fn new(
+        vm: &Arc<VmFd>,
+        disks: &[DiskArg],
+        rng: bool,
+        console: Option<(Arc<crate::console::Console>, ConsoleInput)>,
+    ) -> Result<Self, VmmError> {
+        let host = |what| move |source| VmmError::Host { what, source };
+        let mut backends: Vec<Box<dyn VirtioDevice>> = Vec::new();
+        for disk in disks {
+            let blk = Blk::open(&disk.path, disk.read_only).map_err(|e| VmmError::Disk(e.to_string()))?;
+            backends.push(Box::new(blk));
+        }
+        if rng {
+            backends.push(Box::new(Rng::new().map_err(host("opening /dev/urandom"))?));
+        }
+        let mut console_wake = None;
+        if let Some((out, input)) = console {
+            backends.push(Box::new(VirtioConsole::new(Box::new(ConsoleWriter(out)), input)));
+            console_wake = Some(EventFd::new(EFD_NONBLOCK).map_err(host("eventfd"))?);
+        }
+        if backends.len() > MAX_DEVICES {
+            return Err(VmmError::Disk(format!("at most {MAX_DEVICES} devices")));
+        }
+        let mut devices = Vec::new();
+        for (index, backend) in (0u16..).zip(backends) {
+            let base = MMIO_BASE + u64::from(index) * u64::from(WINDOW_SIZE);
+            let gsi = FIRST_GSI + u32::from(index);
+            let irq = EventFd::new(EFD_NONBLOCK).map_err(host("eventfd"))?;
+            vm.register_irqfd(&irq, gsi).map_err(kvm("KVM_IRQFD for a device"))?;
+            let mut queues = Vec::new();
+            for q in 0..u32::try_from(backend.queue_max_sizes().len()).unwrap_or(0) {
+                let event = EventFd::new(EFD_NONBLOCK).map_err(host("eventfd"))?;
+                let notify = IoEventAddress::Mmio(base + u64::from(Register::QueueNotify.raw()));
+                vm.register_ioevent(&event, &notify, q).map_err(kvm("KVM_IOEVENTFD for a queue"))?;
+                queues.push(event);
+            }
+            devices.push(Device { base, gsi, index, transport: Mutex::new(MmioTransport::new(backend)), irq, queues });
+        }
+        let gsis: Vec<u32> = devices.iter().map(|d| d.gsi).collect();
+        Ok(Self { devices, routes: Arc::new(DeviceRoutes::new(&gsis)), vm: Arc::clone(vm), console_wake })
+    }
+
+    /// What `DEVICE_ENUM` says of the devices.
+    pub(crate) fn describe(&self) -> Devices {
+        let descriptors = self
+            .devices
+            .iter()
+            .map(|d| {
+                let id = d.transport.lock().unwrap_or_else(PoisonError::into_inner).device().device_id();
+                DeviceDescriptor {
+                    mmio_base: U64::new(d.base),
+                    mmio_size: U32::new(WINDOW_SIZE),
+                    gsi: U32::new(d.gsi),
+                    device_id: U32::new(id.raw()),
+                    transport: U32::new(Transport::VirtioMmio.raw()),
+                }
+            })
+            .collect();
+        Devices { descriptors, routes: Arc::clone(&self.routes) }
+    }
+
+    /// The `virtio_mmio.device=` command-line entries (clause DEV-3).
+    pub(crate) fn cmdline(&self) -> String {
+        self.devices
+            .iter()
+            .map(|d| format!("virtio_mmio.device={}@{:#x}:{}", WINDOW_SIZE, d.base, d.gsi))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// The console-input wake-up, for the stdin thread.
+    pub(crate) fn console_wake(&self) -> Option<EventFd> {
+        self.console_wake.as_ref().and_then(|e| e.try_clone().ok())
+    }
+
+    fn find(&self, addr: u64) -> Option<(&Device, u64)> {
+        let index = usize::try_from(addr.checked_sub(MMIO_BASE)? / u64::from(WINDOW_SIZE)).ok()?;
+        let device = self.devices.get(index)?;
+        Some((device, addr - device.base))
+    }
+
+    /// An MMIO read exit; `false` if no device owns the address.
+    pub(crate) fn read(&self, addr: u64, data: &mut [u8]) -> bool {
+        let Some((device, offset)) = self.find(addr) else { return false };
+        device.transport.lock().unwrap_or_else(PoisonError::into_inner).read(offset, data);
+        true
+    }
+
+    /// An MMIO write exit; `false` if no device owns the address. A
+    /// `QueueNotify` that no ioeventfd claimed is served here.
+    pub(crate) fn write(&self, addr: u64, data: &[u8], guest: &GuestMemoryMmap) -> bool {
+        let Some((device, offset)) = self.find(addr) else { return false };
+        let mut transport = device.transport.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(queue) = transport.write(offset, data, &VmMemory(guest))
+            && transport.notify(queue, &VmMemory(guest))
+        {
+            drop(transport);
+            self.raise(device);
+        }
+        true
+    }
+
+    fn raise(&self, device: &Device) {
+        match self.routes.route(device.index) {
+            Some(Route::Msi { vcpu, vector }) => {
+                let msi = kvm_msi {
+                    address_lo: 0xfee0_0000 | ((vcpu & 0xff) << 12),
+                    data: u32::from(vector.get()),
+                    ..Default::default()
+                };
+                if let Err(e) = self.vm.signal_msi(msi) {
+                    log::warn!("device {} interrupt: KVM_SIGNAL_MSI: {e}", device.index);
+                }
+            }
+            _ => {
+                if let Err(e) = device.irq.write(1) {
+                    log::warn!("device {} interrupt: {e}", device.index);
+                }
+            }
+        }
+    }
+
+    /// Serves queue notifications and console input until the process ends.
+    pub(crate) fn serve(self: &Arc<Self>, guest: GuestMemoryMmap) -> Result<(), VmmError> {
+        let host = |what| move |source| VmmError::Host { what, source };
+        let epoll = Epoll::new().map_err(host("epoll"))?;
+        for (d, device) in self.devices.iter().enumerate() {
+            for (q, event) in device.queues.iter().enumerate() {
+                let data = ((d as u64) << 16) | q as u64;
+                epoll
+                    .ctl(ControlOperation::Add, event.as_raw_fd(), EpollEvent::new(EventSet::IN, data))
+                    .map_err(host("epoll_ctl"))?;
+            }
+        }
+        if let Some(wake) = &self.console_wake {
+            epoll
+                .ctl(ControlOperation::Add, wake.as_raw_fd(), EpollEvent::new(EventSet::IN, CONSOLE_WAKE))
+                .map_err(host("epoll_ctl"))?;
+        }
+        let this = Arc::clone(self);
+        std::thread::Builder::new()
+            .name("devices".into())
+            .spawn(move || {
+                let mut events = vec![EpollEvent::default(); 64];
+                loop {
+                    let n = match epoll.wait(-1, &mut events) {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(e) => {
+                            log::error!("device thread: epoll_wait: {e}");
+                            return;
+                        }
+                    };
+                    for event in events.iter().take(n) {
+                        this.dispatch(event.data(), &guest);
+                    }
+                }
+            })
+            .map(drop)
+            .map_err(host("spawning the device thread"))
+    }
+
+    fn dispatch(&self, data: u64, guest: &GuestMemoryMmap) {
+        let (device, queue) = if data == CONSOLE_WAKE {
+            if let Some(wake) = &self.console_wake {
+                let _ = wake.read();
+            }
+            let Some(device) = self.devices.iter().find(|d| {
+                d.transport.lock().unwrap_or_else(PoisonError::into_inner).device().device_id()
+                    == pvkit_spec::virtio::DeviceId::Console
+            }) else {
+                return;
+            };
+            (device, pvkit_spec::virtio::console::RECEIVEQ)
+        } else {
+            let Some(device) = usize::try_from(data >> 16).ok().and_then(|d| self.devices.get(d)) else { return };
+            let queue = u16::try_from(data & 0xffff).unwrap_or(0);
+            if let Some(event) = device.queues.get(usize::from(queue)) {
+                let _ = event.read();
+            }
+            (device, queue)
+        };
+        let raise = device.transport.lock().unwrap_or_else(PoisonError::into_inner).notify(queue, &VmMemory(guest));
+        if raise {
+            self.raise(device);
+        }
+    }
+}
+
+use std::os::fd::AsRawFd;
