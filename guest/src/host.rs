@@ -1,6 +1,7 @@
 //! [`Pvkit`]: the calls a guest makes, with their arguments checked before
 //! and their results checked after.
 
+use pvkit_spec::device::DeviceDescriptor;
 use pvkit_spec::hypercall::{HypercallArgs, PANIC_MESSAGE_MAX_LEN};
 use pvkit_spec::{AbiVersion, Features, Hypercall};
 
@@ -256,6 +257,24 @@ impl<G: Gate, T: Translate> Pvkit<G, T> {
         self.require(Features::TIMER, "TIMER")?;
         let vector = vector.map_or(pvkit_spec::irq::VECTOR_MASKED, u64::from);
         self.call(Hypercall::IrqSetVector, [pvkit_spec::irq::SOURCE_TIMER, vector, vcpu.into(), 0]).map(drop)
+    }
+
+    /// `DEVICE_ENUM`: the device count, and device `index`'s descriptor when
+    /// there is such a device. Descriptors with a transport this version does
+    /// not know are passed on; the caller checks them (clause DEV-4).
+    pub fn device_enum(&self, index: u64) -> Result<(u64, Option<DeviceDescriptor>), Error> {
+        self.require(Features::DEVICES, "DEVICES")?;
+        // 32-byte aligned: the 24 bytes never cross a page, and meet the
+        // host's 8-byte alignment (clause DEV-1).
+        #[repr(C, align(32))]
+        struct Slot(DeviceDescriptor);
+        let mut slot = Slot(DeviceDescriptor::default());
+        let phys = self.phys(&raw mut slot as usize)?;
+        // SAFETY: the host writes 24 bytes into `slot`, a local of that size.
+        let [count, _] = unsafe { self.call_unchecked(Hypercall::DeviceEnum, [index, phys, 0, 0]) }?;
+        // SAFETY: read back what the host wrote, past the compiler's view.
+        let descriptor = unsafe { core::ptr::read_volatile(&raw const slot.0) };
+        Ok((count, (index < count).then_some(descriptor)))
     }
 
     /// `VCPU_START`: starts vCPU `vcpu` at the 32-bit physical `entry`, in

@@ -15,6 +15,7 @@
 //! | [`timer`] | [`timer::Periodic`] on the one-shot timer, and the interrupt [`timer::Hook`] |
 //! | [`console`] | [`PvConsole`], `core::fmt::Write` over the early console |
 //! | [`logger`] | [`PvLogger`], a `log::Log` over the early console |
+//! | [`virtio`] | virtio-mmio drivers: block, entropy, console, over a [`virtio::Hal`] |
 //!
 //! On bare metal or another hypervisor, [`detect`] answers [`NotPresent`]
 //! with the reason and touches nothing else.
@@ -47,6 +48,7 @@ pub mod host;
 pub mod logger;
 pub mod timer;
 pub mod translate;
+pub mod virtio;
 
 // Unit tests use std's collections and cells.
 #[cfg(test)]
