@@ -20,6 +20,7 @@ pub mod out;
 mod serial;
 pub mod smp;
 pub mod time;
+pub mod virtio;
 
 pub use out::{Platform, exit, platform};
 
@@ -28,6 +29,27 @@ pub use out::{Platform, exit, platform};
 pub struct Boot {
     /// The guest-physical address of the PVH `hvm_start_info`.
     pub start_info: u64,
+}
+
+/// The kernel command line from `hvm_start_info`, if there is one in UTF-8.
+pub fn cmdline(boot: &Boot) -> Option<&'static str> {
+    use pvkit_spec::boot::StartInfo;
+    // SAFETY: the runtime maps the first 4 GiB 1:1 and the host put the start
+    // info there (clause BOOT-5); it is read, never written.
+    let info = unsafe { &*(boot.start_info as *const StartInfo) };
+    let addr = info.cmdline_paddr.get();
+    if !info.has_magic() || addr == 0 || addr >= 1 << 32 {
+        return None;
+    }
+    // SAFETY: as above; the host NUL-terminates it within 4096 bytes (BOOT-6).
+    let bytes = unsafe { core::slice::from_raw_parts(addr as *const u8, 4096) };
+    let len = bytes.iter().position(|&b| b == 0)?;
+    core::str::from_utf8(&bytes[..len]).ok()
+}
+
+/// The value of `key=value` on the kernel command line.
+pub fn option(boot: &Boot, key: &str) -> Option<&'static str> {
+    cmdline(boot)?.split_ascii_whitespace().find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
 }
 
 /// Declares the kernel's `main`, which the runtime calls on the boot vCPU
