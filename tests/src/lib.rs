@@ -94,12 +94,25 @@ impl Run {
 
 /// Runs a command with no input, killing it after `limit`.
 pub fn run_with_limit(cmd: &mut Command, limit: Duration) -> Run {
+    run_with_input(cmd, None, limit)
+}
+
+/// Runs a command with `input` on its standard input (none: empty), killing
+/// it after `limit`.
+pub fn run_with_input(cmd: &mut Command, input: Option<&[u8]>, limit: Duration) -> Run {
     let mut child = cmd
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        use std::io::Write;
+        let input = input.to_vec();
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+    }
     let mut out = child.stdout.take().expect("piped");
     let mut err = child.stderr.take().expect("piped");
     let out_thread = std::thread::spawn(move || {
@@ -125,6 +138,93 @@ pub fn run_with_limit(cmd: &mut Command, limit: Duration) -> Run {
         std::thread::sleep(Duration::from_millis(5));
     };
     Run { status, stdout: out_thread.join().expect("stdout"), stderr: err_thread.join().expect("stderr") }
+}
+
+/// The QEMU microvm command line the tests and benchmarks use: KVM, the
+/// 16550 on standard output, `isa-debug-exit` at 0xf4, virtio-mmio version 2
+/// devices described on the kernel command line.
+pub fn qemu_microvm(kernel: &Path) -> Command {
+    qemu_microvm_serial(kernel, "stdio")
+}
+
+/// The same, with a virtio console on standard input and output instead of
+/// the 16550.
+pub fn qemu_microvm_virtio_console(kernel: &Path) -> Command {
+    let mut cmd = qemu_microvm_serial(kernel, "none");
+    cmd.args([
+        "-chardev",
+        "stdio,id=c0,signal=off",
+        "-device",
+        "virtio-serial-device",
+        "-device",
+        "virtconsole,chardev=c0",
+    ]);
+    cmd
+}
+
+fn qemu_microvm_serial(kernel: &Path, serial: &str) -> Command {
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.args([
+        "-M",
+        "microvm,acpi=off",
+        "-accel",
+        "kvm",
+        "-cpu",
+        "host,-arch-capabilities",
+        "-m",
+        "64M",
+        "-nodefaults",
+        "-no-user-config",
+        "-nographic",
+        "-serial",
+        serial,
+        "-device",
+        "isa-debug-exit,iobase=0xf4,iosize=4",
+        "-global",
+        "virtio-mmio.force-legacy=false",
+        "-kernel",
+    ]);
+    cmd.arg(kernel);
+    cmd
+}
+
+/// QEMU's exit status when the guest writes 0 to `isa-debug-exit`.
+pub const QEMU_CLEAN_EXIT: i32 = 1;
+
+/// Returns `false` (after saying why) when QEMU cannot be had and the test
+/// may skip; installs it first (Debian's qemu-system-x86); panics under CI.
+pub fn qemu_available() -> bool {
+    let installed = Command::new(root().join("scripts").join("install-qemu")).status();
+    match installed {
+        Ok(s) if s.success() => true,
+        other if in_ci() => panic!("CI=true but QEMU cannot be installed: {other:?}"),
+        other => {
+            eprintln!("SKIPPED: QEMU cannot be installed ({other:?}); CI=true makes this a failure");
+            false
+        }
+    }
+}
+
+/// A scratch file that is removed when dropped.
+#[derive(Debug)]
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    /// A file of `size` bytes (sparse, zeros) under the target directory.
+    pub fn sized(name: &str, size: u64) -> Self {
+        let dir = root().join("target").join("it-scratch");
+        std::fs::create_dir_all(&dir).expect("scratch directory");
+        let path = dir.join(format!("{name}-{}", std::process::id()));
+        let file = std::fs::File::create(&path).expect("scratch file");
+        file.set_len(size).expect("scratch size");
+        Self(path)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// Runs `pvkit` with `args`, with a 60-second limit.
