@@ -49,6 +49,7 @@ pub struct Blk<H: Hal, T: Transport> {
     writes: [bool; MAX_IN_FLIGHT],
     capacity: u64,
     features: u64,
+    notifications: u64,
 }
 
 // SAFETY: the driver owns its DMA memory and transport; `&mut self` serializes.
@@ -81,6 +82,7 @@ impl<H: Hal, T: Transport> Blk<H, T> {
             writes: [false; MAX_IN_FLIGHT],
             capacity,
             features,
+            notifications: 0,
         })
     }
 
@@ -104,8 +106,22 @@ impl<H: Hal, T: Transport> Blk<H, T> {
         (self.slots_paddr + offset as u64, self.slots.as_ptr().wrapping_add(offset))
     }
 
+    /// Notifications sent to the device so far: each is one VM exit.
+    pub fn notifications(&self) -> u64 {
+        self.notifications
+    }
+
+    /// Tells the device about the requests submitted since the last kick, if
+    /// it asked to be told (`EVENT_IDX`); returns whether it notified.
+    pub fn kick(&mut self) -> bool {
+        let notified = self.queue.kick(&mut self.transport);
+        self.notifications += u64::from(notified);
+        notified
+    }
+
     /// Hands a request to the device without waiting: `data` is read from
-    /// (for `Out`) or written to (for `In`, `GetId`) by the device.
+    /// (for `Out`) or written to (for `In`, `GetId`) by the device. Nothing is
+    /// sent until [`Blk::kick`], so a batch costs one notification.
     ///
     /// # Safety
     ///
@@ -149,7 +165,6 @@ impl<H: Hal, T: Transport> Blk<H, T> {
         self.free[usize::from(slot)] = false;
         self.writes[usize::from(slot)] = kind == RequestType::Out;
         self.slot_of[usize::from(head)] = slot;
-        self.queue.kick(&mut self.transport);
         Ok(Token { head, slot })
     }
 
@@ -179,6 +194,7 @@ impl<H: Hal, T: Transport> Blk<H, T> {
     fn wait_for(&mut self, kind: RequestType, sector: u64, data: Option<Buffer>) -> Result<(), VirtioError> {
         // SAFETY: the caller's buffer outlives this call, which waits for the request.
         let token = unsafe { self.submit(kind, sector, data) }?;
+        self.kick();
         loop {
             if let Some((done, outcome)) = self.poll()? {
                 if done == token {

@@ -81,6 +81,8 @@ pub struct Blk {
     read_only: bool,
     id: [u8; ID_BYTES],
     stats: BlkStats,
+    /// Where data goes between the file and guest memory, reused.
+    scratch: Vec<u8>,
 }
 
 impl Blk {
@@ -98,7 +100,7 @@ impl Blk {
         for (dst, src) in id.iter_mut().zip(format!("pvkit:{name}").bytes()) {
             *dst = src;
         }
-        Ok(Self { file, sectors: size / SECTOR_SIZE, read_only, id, stats: BlkStats::default() })
+        Ok(Self { file, sectors: size / SECTOR_SIZE, read_only, id, stats: BlkStats::default(), scratch: Vec::new() })
     }
 
     /// The capacity in sectors.
@@ -122,7 +124,7 @@ impl Blk {
     }
 
     /// Carries out one checked chain; returns the bytes written into it.
-    fn request(&self, chain: &Chain, mem: &dyn GuestMemory) -> u32 {
+    fn request(&mut self, chain: &Chain, mem: &dyn GuestMemory) -> u32 {
         // The status byte is the chain's last writable byte (BLK-7).
         let writable = chain.writable_len();
         let Some(status_at) = writable.checked_sub(1) else {
@@ -157,7 +159,7 @@ impl Blk {
     }
 
     fn execute(
-        &self,
+        &mut self,
         header: &RequestHeader,
         chain: &Chain,
         status_at: u64,
@@ -167,11 +169,15 @@ impl Blk {
         match header.request_type() {
             Some(RequestType::In) => {
                 let Some(offset) = self.span(sector, status_at) else { return (RequestStatus::IoErr, 0) };
-                let mut data = vec![0u8; usize::try_from(status_at).unwrap_or(0)];
-                if self.file.read_exact_at(&mut data, offset).is_err() {
+                let len = usize::try_from(status_at).unwrap_or(0);
+                if self.scratch.len() < len {
+                    self.scratch.resize(len, 0);
+                }
+                let data = self.scratch.get_mut(..len).unwrap_or_default();
+                if self.file.read_exact_at(data, offset).is_err() {
                     return (RequestStatus::IoErr, 0);
                 }
-                match write_chain(mem, chain.writable(), 0, &data) {
+                match write_chain(mem, chain.writable(), 0, data) {
                     Ok(n) => (RequestStatus::Ok, n as u64),
                     Err(_) => (RequestStatus::IoErr, 0),
                 }

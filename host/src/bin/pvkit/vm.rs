@@ -25,9 +25,20 @@ use crate::{EXIT_GUEST_CRASHED, cpuid, loader};
 
 /// How often the PV clock is steered towards the host's.
 const RECALIBRATE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
-/// The real-time priority of the timer thread, where it can have one: low,
-/// so as not to starve anything that asks for more.
-const TIMER_THREAD_PRIORITY: libc::c_int = 10;
+/// The real-time priority of the timer and device threads, where they can
+/// have one: low, so as not to starve anything that asks for more.
+const SERVICE_THREAD_PRIORITY: libc::c_int = 10;
+
+/// Gives the calling thread a low real-time priority where pvkit may (as
+/// root): timer interrupts and queue notifications should not wait behind
+/// other threads. Elsewhere the thread keeps the default scheduling.
+pub(crate) fn realtime_priority(thread: &str) {
+    let param = libc::sched_param { sched_priority: SERVICE_THREAD_PRIORITY };
+    // SAFETY: `param` is a valid sched_param; 0 names this thread.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } != 0 {
+        log::debug!("{thread} thread keeps the default scheduling: {}", std::io::Error::last_os_error());
+    }
+}
 /// KVM's local APIC timer runs on a 1 GHz bus.
 const LAPIC_KHZ: u32 = 1_000_000;
 
@@ -264,13 +275,7 @@ fn start_time_threads(machine: &Arc<Machine>, time: Time) -> Result<(), VmmError
             // SAFETY: PR_SET_TIMERSLACK takes a plain integer and affects only
             // this thread.
             unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
-            // Timer interrupts should not wait behind other threads: a real-time
-            // priority where pvkit may have one (as root), the default otherwise.
-            let param = libc::sched_param { sched_priority: TIMER_THREAD_PRIORITY };
-            // SAFETY: `param` is a valid sched_param; 0 names this thread.
-            if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } != 0 {
-                log::debug!("timer thread keeps the default scheduling: {}", std::io::Error::last_os_error());
-            }
+            realtime_priority("timer");
             time.timers.run(&time.clock, &sink, time.margin_ns);
         })
         .map_err(spawn_error)?;
