@@ -8,7 +8,7 @@
 use core::ptr::NonNull;
 
 use pvkit_spec::virtio::blk::{
-    BlkConfig, BlkFeatures, ID_BYTES, RequestHeader, RequestStatus, RequestType, SECTOR_SIZE,
+    BlkConfig, BlkFeatures, DiscardSegment, ID_BYTES, RequestHeader, RequestStatus, RequestType, SECTOR_SIZE,
 };
 use pvkit_spec::virtio::{DeviceId, Features};
 use zerocopy::{FromBytes, IntoBytes};
@@ -62,8 +62,8 @@ impl<H: Hal, T: Transport> Blk<H, T> {
         if found != DeviceId::Block.raw() {
             return Err(VirtioError::WrongDevice { found });
         }
-        let wanted =
-            (BlkFeatures::RO | BlkFeatures::FLUSH | BlkFeatures::BLK_SIZE).bits() | (Features::EVENT_IDX).bits();
+        let wanted = (BlkFeatures::RO | BlkFeatures::FLUSH | BlkFeatures::BLK_SIZE | BlkFeatures::DISCARD).bits()
+            | (Features::EVENT_IDX).bits();
         let features = transport.begin_init(wanted)?;
         let queue = SplitQueue::new(&mut transport, 0, features & Features::EVENT_IDX.bits() != 0)?;
         let pages = (MAX_IN_FLIGHT * SLOT).div_ceil(PAGE_SIZE);
@@ -135,7 +135,7 @@ impl<H: Hal, T: Transport> Blk<H, T> {
     ) -> Result<Token, VirtioError> {
         if let Some(buffer) = data {
             let len = u64::from(buffer.len);
-            let whole = len.is_multiple_of(SECTOR_SIZE) || kind == RequestType::GetId;
+            let whole = len.is_multiple_of(SECTOR_SIZE) || matches!(kind, RequestType::GetId | RequestType::Discard);
             let end = sector.checked_add(len / SECTOR_SIZE);
             if !whole || (matches!(kind, RequestType::In | RequestType::Out) && end.is_none_or(|e| e > self.capacity)) {
                 return Err(VirtioError::InvalidRequest);
@@ -153,7 +153,7 @@ impl<H: Hal, T: Transport> Blk<H, T> {
         unsafe { vaddr.wrapping_add(16).write_volatile(0xff) };
         let head_buf = Buffer { addr: paddr, len: 16 };
         let status_buf = Buffer { addr: paddr + 16, len: 1 };
-        let device_writes = kind != RequestType::Out;
+        let device_writes = !matches!(kind, RequestType::Out | RequestType::Discard);
         let head = match data {
             // SAFETY: forwarded from the caller; the slot lives as long as the driver.
             Some(d) if device_writes => unsafe { self.queue.add(&[head_buf], &[d, status_buf]) }?,
@@ -226,6 +226,31 @@ impl<H: Hal, T: Transport> Blk<H, T> {
     /// Makes every completed write durable.
     pub fn flush(&mut self) -> Result<(), VirtioError> {
         self.wait_for(RequestType::Flush, 0, None)
+    }
+
+    /// Whether the device accepts `DISCARD`.
+    pub fn can_discard(&self) -> bool {
+        self.features & BlkFeatures::DISCARD.bits() != 0
+    }
+
+    /// Discards `count` sectors at `sector` (one segment; the device may
+    /// limit its length). [`VirtioError::Unsupported`] when not offered.
+    pub fn discard(&mut self, sector: u64, count: u32) -> Result<(), VirtioError> {
+        if !self.can_discard() {
+            return Err(VirtioError::Unsupported);
+        }
+        if sector.checked_add(u64::from(count)).is_none_or(|end| end > self.capacity) {
+            return Err(VirtioError::InvalidRequest);
+        }
+        #[repr(C, align(16))]
+        struct Segment(DiscardSegment);
+        let segment = Segment(DiscardSegment {
+            sector: zerocopy::little_endian::U64::new(sector),
+            num_sectors: zerocopy::little_endian::U32::new(count),
+            flags: zerocopy::little_endian::U32::ZERO,
+        });
+        let b = Buffer { addr: H::virt_to_phys(&raw const segment as usize), len: 16 };
+        self.wait_for(RequestType::Discard, 0, Some(b))
     }
 
     /// The device's 20-byte ID string.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use pvkit_spec::virtio::blk::{
-    BlkConfig, BlkFeatures, ID_BYTES, RequestHeader, RequestStatus, RequestType, SECTOR_SIZE,
+    BlkConfig, BlkFeatures, DiscardSegment, ID_BYTES, RequestHeader, RequestStatus, RequestType, SECTOR_SIZE,
 };
 use pvkit_spec::virtio::{DeviceId, Features};
 use zerocopy::little_endian::{U32, U64};
@@ -27,6 +27,9 @@ const SEG_MAX: u32 = 126;
 const QUEUE_SIZES: [u16; 1] = [256];
 /// The header's size.
 const HEADER: u64 = 16;
+/// The largest discard, in sectors, and the segments one request may carry.
+const MAX_DISCARD_SECTORS: u32 = 2048;
+const MAX_DISCARD_SEG: u32 = 1;
 
 /// Why an image cannot back a block device.
 #[derive(Debug)]
@@ -119,6 +122,9 @@ impl Blk {
             size_max: U32::new(SIZE_MAX),
             seg_max: U32::new(SEG_MAX),
             blk_size: U32::new(512),
+            max_discard_sectors: U32::new(MAX_DISCARD_SECTORS),
+            max_discard_seg: U32::new(MAX_DISCARD_SEG),
+            discard_sector_alignment: U32::new(1),
             ..Default::default()
         }
     }
@@ -209,8 +215,41 @@ impl Blk {
                     Err(_) => (RequestStatus::IoErr, 0),
                 }
             }
+            Some(RequestType::Discard) => (self.discard(chain, mem), 0),
             _ => (RequestStatus::Unsupp, 0), // BLK-5
         }
+    }
+
+    /// `DISCARD`: one segment of at most `MAX_DISCARD_SECTORS`, which reads
+    /// back as zeros afterwards.
+    fn discard(&mut self, chain: &Chain, mem: &dyn GuestMemory) -> RequestStatus {
+        if self.read_only {
+            return RequestStatus::IoErr; // BLK-4
+        }
+        let segments = chain.readable_len().saturating_sub(HEADER);
+        if segments != 16 * u64::from(MAX_DISCARD_SEG) {
+            return RequestStatus::Unsupp;
+        }
+        let Ok(bytes) = read_chain(mem, chain.readable(), HEADER, 16) else { return RequestStatus::IoErr };
+        let Ok(segment) = DiscardSegment::read_from_bytes(&bytes) else { return RequestStatus::IoErr };
+        let (sector, count) = (segment.sector.get(), segment.num_sectors.get());
+        if segment.flags.get() != 0 {
+            return RequestStatus::Unsupp;
+        }
+        if count > MAX_DISCARD_SECTORS || sector.checked_add(u64::from(count)).is_none_or(|end| end > self.sectors) {
+            return RequestStatus::IoErr;
+        }
+        let zeros = [0u8; 64 * 1024];
+        let mut at = sector * SECTOR_SIZE;
+        let end = at + u64::from(count) * SECTOR_SIZE;
+        while at < end {
+            let n = (end - at).min(zeros.len() as u64);
+            if self.file.write_all_at(zeros.get(..usize::try_from(n).unwrap_or(0)).unwrap_or_default(), at).is_err() {
+                return RequestStatus::IoErr;
+            }
+            at += n;
+        }
+        RequestStatus::Ok
     }
 }
 
@@ -220,7 +259,11 @@ impl VirtioDevice for Blk {
     }
 
     fn features(&self) -> u64 {
-        let mut f = BlkFeatures::FLUSH | BlkFeatures::BLK_SIZE | BlkFeatures::SIZE_MAX | BlkFeatures::SEG_MAX;
+        let mut f = BlkFeatures::FLUSH
+            | BlkFeatures::BLK_SIZE
+            | BlkFeatures::SIZE_MAX
+            | BlkFeatures::SEG_MAX
+            | BlkFeatures::DISCARD;
         if self.read_only {
             f |= BlkFeatures::RO;
         }

@@ -288,7 +288,7 @@ fn blk_bad_requests_fail_and_touch_nothing() {
     assert_eq!(blk_request(&mut d, RequestType::In, 7, 1024, false).0, ioerr, "past the end (BLK-2)");
     assert_eq!(blk_request(&mut d, RequestType::In, u64::MAX, 512, false).0, ioerr, "sector overflow");
     assert_eq!(blk_request(&mut d, RequestType::Out, 0, 100, true).0, ioerr, "not whole sectors");
-    assert_eq!(blk_request(&mut d, RequestType::Discard, 0, 16, true).0, RequestStatus::Unsupp.raw(), "BLK-5");
+    assert_eq!(blk_request(&mut d, RequestType::WriteZeroes, 0, 16, true).0, RequestStatus::Unsupp.raw(), "BLK-5");
     assert_eq!(blk_request(&mut d, RequestType::GetId, 0, 8, false).0, ioerr, "BLK-6");
     // BLK-7: no status byte (all readable) is refused with length 0.
     d.mem.write_bytes(DATA, RequestHeader::new(RequestType::In, 0).as_bytes());
@@ -316,5 +316,29 @@ fn an_image_that_is_not_whole_sectors_is_a_clear_error() {
     let err = Blk::open(&path, false).unwrap_err();
     assert!(matches!(err, BlkError::Size { size: 1000, .. }));
     assert!(err.to_string().contains("not a multiple of 512"), "{err}");
+    std::fs::remove_file(path).unwrap();
+}
+
+#[test]
+fn blk_discard_zeroes_one_segment() {
+    use pvkit_spec::virtio::blk::DiscardSegment;
+    use zerocopy::little_endian::{U32, U64};
+    let path = image(16 * 512);
+    let mut d = Driver::new(Blk::open(&path, false).unwrap());
+    d.start(1);
+    let segment = |sector: u64, count: u32, flags: u32| DiscardSegment {
+        sector: U64::new(sector),
+        num_sectors: U32::new(count),
+        flags: U32::new(flags),
+    };
+    d.mem.write_bytes(DATA + 0x1000, segment(2, 3, 0).as_bytes());
+    assert_eq!(blk_request(&mut d, RequestType::Discard, 0, 16, true).0, 0);
+    let file = std::fs::read(&path).unwrap();
+    assert!(file[2 * 512..5 * 512].iter().all(|&b| b == 0));
+    assert!(file[..2 * 512].iter().chain(&file[5 * 512..]).all(|&b| b == 0xa5));
+    d.mem.write_bytes(DATA + 0x1000, segment(15, 2, 0).as_bytes());
+    assert_eq!(blk_request(&mut d, RequestType::Discard, 0, 16, true).0, RequestStatus::IoErr.raw(), "past the end");
+    d.mem.write_bytes(DATA + 0x1000, segment(0, 1, 1).as_bytes());
+    assert_eq!(blk_request(&mut d, RequestType::Discard, 0, 16, true).0, RequestStatus::Unsupp.raw(), "reserved flags");
     std::fs::remove_file(path).unwrap();
 }
