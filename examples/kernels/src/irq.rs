@@ -87,6 +87,15 @@ extern "C" fn rt_interrupt(vector: u64) {
     lapic_write(LAPIC_EOI, 0);
 }
 
+/// Sends a fixed interrupt with `vector` to the vCPU whose APIC ID is
+/// `apic_id` (the vCPU's index, on pvkit): to wake one that waits.
+pub fn send_ipi(apic_id: u32, vector: u8) {
+    const ICR_LOW: usize = 0x300;
+    const ICR_HIGH: usize = 0x310;
+    lapic_write(ICR_HIGH, apic_id << 24);
+    lapic_write(ICR_LOW, u32::from(vector));
+}
+
 fn lapic_write(register: usize, value: u32) {
     // SAFETY: the local APIC's page is mapped 1:1 (device memory under KVM,
     // which traps the access); its registers take aligned 32-bit writes.

@@ -81,7 +81,7 @@ extern "C" fn rt_main64(vcpu: u64, arg: u64) -> ! {
         let code = unsafe { __rt_kernel_main(Boot { start_info: arg }) };
         exit(code)
     }
-    smp::secondary_main(vcpu)
+    smp::secondary_main(vcpu, arg)
 }
 
 #[panic_handler]

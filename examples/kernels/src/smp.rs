@@ -11,6 +11,27 @@ use crate::out::{self, pvkit};
 pub type SecondaryMain = fn(u32) -> !;
 
 static ENTRIES: [AtomicUsize; MAX_CPUS as usize] = [const { AtomicUsize::new(0) }; MAX_CPUS as usize];
+static ARGS: [AtomicUsize; MAX_CPUS as usize] = [const { AtomicUsize::new(0) }; MAX_CPUS as usize];
+
+/// The argument (EBX) a secondary vCPU started with.
+pub fn start_arg(vcpu: u32) -> u64 {
+    ARGS.get(vcpu as usize).map_or(0, |a| a.load(Ordering::Acquire) as u64)
+}
+
+/// Starts vCPU `vcpu` running `main`, with `arg` in EBX at entry.
+pub fn start_with(vcpu: u32, main: SecondaryMain, arg: u32) -> Result<(), StartError> {
+    let p = pvkit().ok_or(StartError::NoPvkit)?;
+    let slot = ENTRIES.get(vcpu as usize).ok_or(StartError::TooManyCpus)?;
+    slot.store(main as usize, Ordering::Release);
+    let entry = u32::try_from(pvh_start as *const () as usize).expect("the kernel is below 4 GiB");
+    // SAFETY: `pvh_start` is the runtime's PVH entry, which handles secondary vCPUs.
+    unsafe { p.vcpu_start(vcpu, entry, arg) }.map_err(StartError::Host)
+}
+
+/// The PVH entry point's address, for tests of `VCPU_START`'s checks.
+pub fn entry_point() -> u32 {
+    u32::try_from(pvh_start as *const () as usize).expect("the kernel is below 4 GiB")
+}
 
 /// Why a vCPU could not be started.
 #[derive(Debug)]
@@ -25,16 +46,14 @@ pub enum StartError {
 
 /// Starts vCPU `vcpu` running `main`.
 pub fn start(vcpu: u32, main: SecondaryMain) -> Result<(), StartError> {
-    let p = pvkit().ok_or(StartError::NoPvkit)?;
-    let slot = ENTRIES.get(vcpu as usize).ok_or(StartError::TooManyCpus)?;
-    slot.store(main as usize, Ordering::Release);
-    let entry = u32::try_from(pvh_start as *const () as usize).expect("the kernel is below 4 GiB");
-    // SAFETY: `pvh_start` is the runtime's PVH entry, which handles secondary vCPUs.
-    unsafe { p.vcpu_start(vcpu, entry, 0) }.map_err(StartError::Host)
+    start_with(vcpu, main, 0)
 }
 
 /// Where a secondary vCPU lands once in long mode.
-pub(crate) fn secondary_main(vcpu: u64) -> ! {
+pub(crate) fn secondary_main(vcpu: u64, arg: u64) -> ! {
+    if let Some(slot) = ARGS.get(vcpu as usize) {
+        slot.store(arg as usize, Ordering::Release);
+    }
     let entry = ENTRIES.get(vcpu as usize).map_or(0, |e| e.load(Ordering::Acquire));
     if entry == 0 {
         panic!("vCPU {vcpu} started with no entry");
