@@ -369,3 +369,10 @@ mod with_devices {
         assert_eq!(routes.route(1), Some(Route::Gsi(6)), "masking restores the GSI");
     }
 }
+
+#[test]
+fn hc25_reboot_never_returns() {
+    let (d, m, p) = setup(1);
+    let out = d.handle(0, HypercallArgs { number: Hypercall::Reboot.raw(), args: [0; 4] }, &m, &p);
+    assert_eq!(out, Outcome::Stop(StopRequest::Reboot));
+}

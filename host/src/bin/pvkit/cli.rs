@@ -27,8 +27,14 @@ pub(crate) enum Command {
     /// (triple fault, emulation failure, an exit pvkit cannot serve), after
     /// printing the vCPU and its registers.
     Run(RunArgs),
-    /// Measure boot time, side by side with another VMM when asked.
+    /// Measure boot time, the clock and timer, and block I/O, beside another VMM when asked.
     Bench(crate::bench::BenchArgs),
+    /// Check a hypervisor against the pvkit specification, clause by clause.
+    ///
+    /// Boots the conformance guest (on pvkit by default, or on the VMM a
+    /// template names), prints one row per clause it checked, and exits with
+    /// 1 when a clause fails or the guest never finishes.
+    Conformance(crate::conformance::ConformanceArgs),
 }
 
 #[derive(Debug, Args)]
@@ -61,6 +67,11 @@ pub(crate) struct RunArgs {
     /// A virtio console on pvkit's standard input and output.
     #[arg(long)]
     pub(crate) virtio_console: bool,
+
+    /// For testing the conformance suite: break a clause on purpose. Only
+    /// HC-3 is supported: unknown hypercalls get INVALID_ARGUMENT.
+    #[arg(long, hide = true, value_parser = ["HC-3"])]
+    pub(crate) break_clause: Option<String>,
 }
 
 fn parse_mem(text: &str) -> Result<MemSize, String> {

@@ -3,6 +3,7 @@
 
 mod bench;
 mod cli;
+mod conformance;
 mod console;
 mod cpuid;
 mod devices;
@@ -29,6 +30,13 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).format_timestamp(None).init();
     match cli.command {
         Command::Run(args) => match vm::run(&args) {
+            Ok(status) => ExitCode::from(status),
+            Err(e) => {
+                eprintln!("pvkit: error: {e}");
+                ExitCode::from(EXIT_SETUP_FAILED)
+            }
+        },
+        Command::Conformance(args) => match conformance::run(&args) {
             Ok(status) => ExitCode::from(status),
             Err(e) => {
                 eprintln!("pvkit: error: {e}");

@@ -202,6 +202,11 @@ impl Vcpu {
         let mut regs = self.fd.get_regs().map_err(|e| self.crash(format!("KVM_GET_REGS: {e}")))?;
         let call = HypercallArgs { number, args: [regs.rdi, regs.rsi, regs.r8, regs.r9] };
         let machine = &*self.machine;
+        if machine.break_unknown_call && pvkit_spec::Hypercall::from_raw(number).is_none() {
+            regs.rax = pvkit_spec::HypercallError::InvalidArgument.raw();
+            self.fd.set_regs(&regs).map_err(|e| self.crash(format!("KVM_SET_REGS: {e}")))?;
+            return Ok(None);
+        }
         match machine.dispatcher.handle(self.index, call, &VmMemory(&machine.guest), machine) {
             Outcome::Return(ret) => {
                 regs.rax = ret.status;

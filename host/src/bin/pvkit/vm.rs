@@ -60,6 +60,8 @@ pub(crate) enum Event {
 
 /// What the vCPU threads share.
 pub(crate) struct Machine {
+    /// Test-only: unknown hypercalls get the wrong error (`--break-clause HC-3`).
+    pub(crate) break_unknown_call: bool,
     pub(crate) vm: Arc<VmFd>,
     pub(crate) guest: GuestMemoryMmap,
     pub(crate) devices: Arc<DeviceSet>,
@@ -191,6 +193,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<u8, VmmError> {
         receivers.push(rx);
     }
     let machine = Arc::new(Machine {
+        break_unknown_call: args.break_clause.as_deref() == Some("HC-3"),
         vm,
         guest,
         devices: Arc::clone(&devices),
