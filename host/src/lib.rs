@@ -12,6 +12,7 @@
 //! | [`timer`] | [`Timers`](timer::Timers): per-vCPU one-shot timers and the loop that fires them |
 //! | [`irq`] | where device interrupts go: their GSI, or a vector the guest chose |
 //! | [`virtio`] | split virtqueues, the virtio-mmio transport, block, entropy and console devices |
+//! | [`conformance`] | the host clauses, checked in-process against a device backend or a dispatcher |
 //! | [`cpuid`] | the pvkit CPUID leaves a VMM installs |
 //! | `vm_memory` (feature `vm-memory`) | [`GuestMemory`] for rust-vmm's `vm-memory` |
 //!
@@ -51,6 +52,7 @@
 #![deny(missing_docs)]
 
 pub mod clock;
+pub mod conformance;
 pub mod cpuid;
 pub mod gate;
 pub mod hypercall;
