@@ -17,8 +17,8 @@ type Host = Pvkit<PortGate, IdentityMap>;
 /// The clauses these checks cover, which SKIP where there is no pvkit host.
 pub(crate) const PVKIT_CLAUSES: &[&str] = &[
     "DISC-1", "DISC-2", "DISC-3", "DISC-4", "DISC-7", "HC-1", "HC-2", "HC-3", "HC-4", "HC-6", "HC-7", "HC-8", "HC-10",
-    "HC-20", "HC-21", "HC-22", "HC-23", "HC-24", "HC-30", "HC-32", "VER-4", "VER-8", "BOOT-2", "BOOT-3",
-    "BOOT-4", "BOOT-5", "BOOT-6", "BOOT-8", "IRQ-1", "IRQ-2", "IRQ-3", "DEV-1", "DEV-2", "DEV-3",
+    "HC-20", "HC-21", "HC-22", "HC-23", "HC-24", "HC-30", "HC-32", "VER-4", "VER-8", "BOOT-2", "BOOT-3", "BOOT-4",
+    "BOOT-5", "BOOT-6", "BOOT-8", "IRQ-1", "IRQ-2", "IRQ-3", "DEV-1", "DEV-2", "DEV-3",
 ];
 
 fn cpuid(leaf: u32) -> CpuidRegs {
