@@ -8,6 +8,10 @@
 //! loads the 64-bit GDT and
 //! jumps to `rt_main64(vcpu, arg)` on its own stack; a secondary vCPU's index
 //! comes in ESI and its argument in EBX (clause BOOT-8).
+//!
+//! The very first instruction writes port 0x80 (the POST port, which QEMU
+//! and pvkit ignore): `pvkit run --boot-trace` reports the moment it arrives,
+//! for `pvkit bench`'s time to the guest's first instruction.
 
 /// vCPUs the runtime has stacks for.
 pub(crate) const MAX_CPUS: u64 = 8;
@@ -64,6 +68,7 @@ boot_gdt_ptr:
     .code32
     .global pvh_start
 pvh_start:
+    out 0x80, al
     cli
     cld
     mov eax, 1

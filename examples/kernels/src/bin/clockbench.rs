@@ -24,6 +24,9 @@ const EXITS: u64 = 500;
 const TIMERS: usize = 100;
 const GAP_NS: u64 = 2_000_000;
 const PV_VECTOR: u8 = 0x42;
+/// A port no device claims: every write is an exit to the VMM and nothing
+/// else, the floor under a hypercall.
+const BARE_PORT: u16 = 0x0a40;
 const APIC_VECTOR: u8 = 0x43;
 /// IA32_TSC_DEADLINE.
 const MSR_TSC_DEADLINE: u32 = 0x6e0;
@@ -109,6 +112,16 @@ fn main(_boot: Boot) -> u8 {
     let cpuid = (pvkit_guest::clock::rdtsc() - start) / EXITS;
     println!("BENCH cpuid_exit_ns {}", ns(cpuid, tsc_khz));
     println!("BENCH cpuid_exit_instr_equiv {}", instructions(cpuid));
+
+    let start = pvkit_guest::clock::rdtsc();
+    let mut port = x86_64::instructions::port::Port::<u32>::new(BARE_PORT);
+    for _ in 0..EXITS {
+        // SAFETY: nothing is at this port; pvkit ignores the write.
+        unsafe { port.write(0) };
+    }
+    let bare = (pvkit_guest::clock::rdtsc() - start) / EXITS;
+    println!("BENCH port_exit_ns {}", ns(bare, tsc_khz));
+    println!("BENCH port_exit_instr_equiv {}", instructions(bare));
 
     let start = pvkit_guest::clock::rdtsc();
     for _ in 0..EXITS {

@@ -68,6 +68,12 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     pub(crate) virtio_console: bool,
 
+    /// For `pvkit bench`: print "pvkit: boot: first guest exit" on standard
+    /// error at the guest's first port I/O (the example kernels' first
+    /// instruction writes port 0x80).
+    #[arg(long, hide = true)]
+    pub(crate) boot_trace: bool,
+
     /// For testing the conformance suite: break a clause on purpose. Only
     /// HC-3 is supported: unknown hypercalls get INVALID_ARGUMENT.
     #[arg(long, hide = true, value_parser = ["HC-3"])]

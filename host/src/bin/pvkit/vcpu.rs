@@ -131,6 +131,10 @@ impl Vcpu {
             let gate_port = self.machine.dispatcher.config().gate_port;
             let call = match self.fd.run() {
                 Ok(VcpuExit::IoOut(port, data)) => match gate::classify_out(gate_port, port, data) {
+                    _ if self.machine.boot_trace.swap(false, std::sync::atomic::Ordering::Relaxed) => {
+                        eprintln!("pvkit: boot: first guest exit (port {port:#x})");
+                        None
+                    }
                     GateAccess::Call(number) => Some(number),
                     GateAccess::Ignored => None,
                     GateAccess::NotGate => {

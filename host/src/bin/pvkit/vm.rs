@@ -62,6 +62,8 @@ pub(crate) enum Event {
 pub(crate) struct Machine {
     /// Test-only: unknown hypercalls get the wrong error (`--break-clause HC-3`).
     pub(crate) break_unknown_call: bool,
+    /// `--boot-trace`: report the first port I/O once.
+    pub(crate) boot_trace: std::sync::atomic::AtomicBool,
     pub(crate) vm: Arc<VmFd>,
     pub(crate) guest: GuestMemoryMmap,
     pub(crate) devices: Arc<DeviceSet>,
@@ -194,6 +196,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<u8, VmmError> {
     }
     let machine = Arc::new(Machine {
         break_unknown_call: args.break_clause.as_deref() == Some("HC-3"),
+        boot_trace: std::sync::atomic::AtomicBool::new(args.boot_trace),
         vm,
         guest,
         devices: Arc::clone(&devices),
