@@ -1,0 +1,327 @@
+//! `pvkit bench`: pvkit's figures beside the hardware floor and, with
+//! `--compare qemu`, beside QEMU microvm's, all measured in one run. Each
+//! figure is the median of repeated runs, with the minimum and maximum.
+//!
+//! - hypercall: a QUERY round trip through the gate, beside a bare port-I/O
+//!   exit (the userspace exit floor) and a CPUID (an exit KVM keeps in the
+//!   kernel), timed by the `clockbench` guest;
+//! - clock: a PV clock read, and the lateness of the PV one-shot timer beside
+//!   the local APIC's TSC-deadline timer (`clockbench`);
+//! - block: 4 KiB random reads at queue depth 1 and 32, 1 MiB sequential
+//!   reads and writes, and notifications (VM exits) per request, measured by
+//!   the `blkbench` guest on a fresh sparse image;
+//! - boot: from spawning the VMM to the guest's first instruction, to its
+//!   first console byte and to the process's exit (`hello`);
+//! - footprint: the VMM binary's size, and its resident memory beyond guest
+//!   RAM at its peak during the block runs.
+//!
+//! `docs/bench.md` says what each figure means and documents the JSON.
+
+mod boot;
+mod guests;
+mod plot;
+mod report;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use clap::{Args, ValueEnum};
+
+use self::report::{Metric, Report, Vmm};
+
+/// Where `scripts/run-example` and the tests leave the example kernels.
+const DEFAULT_KERNELS: &str = "examples/kernels/target/x86_64-unknown-none/release";
+/// The QEMU binary compared against.
+const QEMU: &str = "qemu-system-x86_64";
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// The directory of the example kernels (`hello` for the boot figures,
+    /// `clockbench` for hypercalls, clock and timer, `blkbench` for block I/O).
+    #[arg(long, default_value = DEFAULT_KERNELS)]
+    kernels: PathBuf,
+
+    /// Run the same kernels on another VMM as well and report each ratio.
+    #[arg(long, value_enum)]
+    compare: Option<Other>,
+
+    /// Fewer runs per figure (3 rather than 5; boots 9 rather than 15).
+    #[arg(long)]
+    quick: bool,
+
+    /// Write the report as JSON to FILE as well (layout: docs/bench.md).
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+
+    /// Draw the report as an SVG bar chart in FILE.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Other {
+    /// QEMU microvm with KVM (`qemu-system-x86_64`; `scripts/install-qemu` installs it).
+    Qemu,
+}
+
+/// The command that runs this very `pvkit`.
+fn pvkit_command() -> Command {
+    Command::new(std::env::current_exe().unwrap_or_else(|_| PathBuf::from("pvkit")))
+}
+
+/// The command that boots `kernel` on QEMU microvm with 64 MiB of RAM, its
+/// serial console on stdout, virtio-mmio version 2 devices.
+fn qemu_command(kernel: &Path) -> Command {
+    let mut cmd = Command::new(QEMU);
+    #[rustfmt::skip]
+    cmd.args([
+        "-M", "microvm,acpi=off", "-accel", "kvm", "-cpu", "host,-arch-capabilities", "-m", "64M",
+        "-nodefaults", "-no-user-config", "-nographic", "-serial", "stdio",
+        "-device", "isa-debug-exit,iobase=0xf4,iosize=4", "-global", "virtio-mmio.force-legacy=false", "-kernel",
+    ]);
+    cmd.arg(kernel);
+    cmd
+}
+
+/// Checks that `path` can be written before an expensive run, so a typo is
+/// caught at once and an existing file is not clobbered by a failed run.
+fn check_output(path: &Path) -> Result<(), String> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        return Err(format!("cannot write {}: no directory {}", path.display(), dir.display()));
+    }
+    if path.is_dir() {
+        return Err(format!("cannot write {}: it is a directory", path.display()));
+    }
+    Ok(())
+}
+
+fn write_output(path: &Path, text: &str) -> Result<(), String> {
+    std::fs::write(path, text).map_err(|e| format!("writing {}: {e}", path.display()))
+}
+
+pub(crate) fn run(args: &BenchArgs) -> Result<(), String> {
+    for path in [&args.json, &args.plot].into_iter().flatten() {
+        check_output(path)?;
+    }
+    let kernel = |name: &str| {
+        let path = args.kernels.join(name);
+        if path.is_file() {
+            Ok(path)
+        } else {
+            Err(format!("no kernel at {} (scripts/run-example builds the example kernels)", path.display()))
+        }
+    };
+    let (hello, clockbench, blkbench) = (kernel("hello")?, kernel("clockbench")?, kernel("blkbench")?);
+    let mut vmms = vec![Vmm::Pvkit];
+    if let Some(Other::Qemu) = args.compare {
+        vmms.push(Vmm::Qemu);
+    }
+    let runs = if args.quick { 3 } else { 5 };
+    let mut report = Report { quick: args.quick, compare: args.compare.is_some(), figures: Vec::new() };
+    eprintln!("pvkit bench: {runs} runs per figure, {} boots, on {}", runs * 3, names(&vmms));
+
+    clock(&mut report, &clockbench, runs)?;
+    let rss = block(&mut report, &blkbench, &vmms, runs)?;
+    boot(&mut report, &hello, &vmms, runs * 3)?;
+    footprint(&mut report, &vmms, rss)?;
+
+    print!("{}", report.table());
+    if let Some(path) = &args.json {
+        write_output(path, &report.json())?;
+        println!("\nJSON report: {}", path.display());
+    }
+    if let Some(path) = &args.plot {
+        write_output(path, &plot::svg(&report))?;
+        println!("SVG plot: {}", path.display());
+    }
+    Ok(())
+}
+
+fn names(vmms: &[Vmm]) -> String {
+    vmms.iter().map(|v| v.name()).collect::<Vec<_>>().join(" and ")
+}
+
+const fn metric(section: &'static str, name: &'static str, label: &'static str, unit: &'static str) -> Metric {
+    Metric { section, name, label, unit }
+}
+
+/// Hypercall, clock and timer figures from `clockbench` (pvkit only: the
+/// kernel measures pvkit's own interfaces).
+fn clock(report: &mut Report, clockbench: &Path, runs: usize) -> Result<(), String> {
+    let mut all = Vec::new();
+    for _ in 0..runs {
+        let mut cmd = pvkit_command();
+        cmd.arg("run").arg(clockbench);
+        all.push(guests::run(Vmm::Pvkit, cmd)?.figures);
+    }
+    let each =
+        |name: &str, scale: f64| -> Result<Vec<f64>, String> { all.iter().map(|f| Ok(f.get(name)? * scale)).collect() };
+    const HC: &str = "hypercall";
+    for (m, name) in [
+        (metric(HC, "hypercall_query", "QUERY hypercall round trip", "us"), "hypercall_ns"),
+        (metric(HC, "port_exit", "bare port-I/O exit (userspace floor)", "us"), "port_exit_ns"),
+        (metric(HC, "cpuid_exit", "CPUID exit (in-kernel floor)", "us"), "cpuid_exit_ns"),
+        (metric(HC, "guest_instruction", "one guest instruction at CPL0", "us"), "instruction_ns"),
+    ] {
+        report.add(m, Vmm::Pvkit, &each(name, 1e-3)?)?;
+    }
+    let over: Vec<f64> = all
+        .iter()
+        .map(|f| Ok::<_, String>(f.get("hypercall_ns")? / f.get("port_exit_ns")?))
+        .collect::<Result<_, _>>()?;
+    report.add(metric(HC, "hypercall_over_port_exit", "hypercall / bare port exit", "ratio"), Vmm::Pvkit, &over)?;
+
+    const CLOCK: &str = "clock";
+    report.add(
+        metric(CLOCK, "clock_read", "PV clock read (no exit)", "us"),
+        Vmm::Pvkit,
+        &each("clock_read_ns", 1e-3)?,
+    )?;
+    report.add(
+        metric(CLOCK, "clock_read_instructions", "PV clock read", "instr"),
+        Vmm::Pvkit,
+        &each("clock_read_instr_equiv", 1.0)?,
+    )?;
+    for (m, name) in [
+        (metric(CLOCK, "pv_timer_p50", "PV one-shot timer lateness p50", "us"), "pv_timer_late_p50_ns"),
+        (metric(CLOCK, "pv_timer_p99", "PV one-shot timer lateness p99", "us"), "pv_timer_late_p99_ns"),
+        (metric(CLOCK, "lapic_timer_p50", "LAPIC TSC-deadline lateness p50", "us"), "lapic_timer_late_p50_ns"),
+        (metric(CLOCK, "lapic_timer_p99", "LAPIC TSC-deadline lateness p99", "us"), "lapic_timer_late_p99_ns"),
+    ] {
+        report.add(m, Vmm::Pvkit, &each(name, 1e-3)?)?;
+    }
+    Ok(())
+}
+
+/// The TSC frequency guests see, in Hz: KVM's.
+fn tsc_hz() -> Result<f64, String> {
+    let kvm = kvm_ioctls::Kvm::new().map_err(|e| format!("opening /dev/kvm: {e}"))?;
+    let vm = kvm.create_vm().map_err(|e| format!("KVM_CREATE_VM: {e}"))?;
+    let vcpu = vm.create_vcpu(0).map_err(|e| format!("KVM_CREATE_VCPU: {e}"))?;
+    let khz = vcpu.get_tsc_khz().map_err(|e| format!("KVM_GET_TSC_KHZ: {e}"))?;
+    Ok(f64::from(khz) * 1000.0)
+}
+
+/// Block figures from `blkbench` on each VMM; returns the peak resident
+/// memory beyond guest RAM of each run, per VMM, in KiB.
+fn block(report: &mut Report, blkbench: &Path, vmms: &[Vmm], runs: usize) -> Result<Vec<(Vmm, Vec<f64>)>, String> {
+    const BLK: &str = "block";
+    let hz = tsc_hz()?;
+    let image = std::env::temp_dir().join(format!("pvkit-bench-{}.img", std::process::id()));
+    let mut rss = Vec::new();
+    for &vmm in vmms {
+        let mut all = Vec::new();
+        let mut peaks = Vec::new();
+        for _ in 0..runs {
+            guests::fresh_image(&image, 256)?;
+            let cmd = match vmm {
+                Vmm::Pvkit => {
+                    let mut cmd = pvkit_command();
+                    cmd.args(["run", "--mem", &format!("{}M", guests::GUEST_MIB), "--disk"]).arg(&image);
+                    cmd.arg(blkbench);
+                    cmd
+                }
+                Vmm::Qemu => {
+                    let mut cmd = qemu_command(blkbench);
+                    let drive = format!("id=d0,file={},format=raw,if=none", image.display());
+                    cmd.args(["-drive", &drive, "-device", "virtio-blk-device,drive=d0"]);
+                    cmd
+                }
+            };
+            let result = guests::run(vmm, cmd);
+            let _ = std::fs::remove_file(&image);
+            let run = result?;
+            peaks.extend(run.peak_rss_beyond_guest_kib.map(|k| k as f64));
+            all.push(run.figures);
+        }
+        let each = |f: &dyn Fn(&guests::Figures) -> Result<f64, String>| -> Result<Vec<f64>, String> {
+            all.iter().map(f).collect()
+        };
+        let per = |f: &guests::Figures, d: &str, what: &str| -> Result<f64, String> {
+            Ok(f.get(&format!("blk_{d}_{what}"))? / f.get(&format!("blk_{d}_requests"))?)
+        };
+        let mbps = |f: &guests::Figures, w: &str| -> Result<f64, String> {
+            Ok(f.get("blk_seq_mib")? * 1.048_576 / (f.get(&format!("blk_seq_{w}_ticks"))? / hz))
+        };
+        report.add(
+            metric(BLK, "qd1_iops", "4 KiB random read, QD1", "IOPS"),
+            vmm,
+            &each(&|f| Ok(hz / per(f, "qd1", "ticks")?))?,
+        )?;
+        report.add(
+            metric(BLK, "qd32_iops", "4 KiB random read, QD32", "IOPS"),
+            vmm,
+            &each(&|f| Ok(hz / per(f, "qd32", "ticks")?))?,
+        )?;
+        report.add(metric(BLK, "seq_read", "1 MiB sequential read", "MB/s"), vmm, &each(&|f| mbps(f, "read"))?)?;
+        report.add(metric(BLK, "seq_write", "1 MiB sequential write", "MB/s"), vmm, &each(&|f| mbps(f, "write"))?)?;
+        report.add(
+            metric(BLK, "exits_per_req_qd1", "VM exits per request, QD1", "exits"),
+            vmm,
+            &each(&|f| per(f, "qd1", "exits"))?,
+        )?;
+        report.add(
+            metric(BLK, "exits_per_req_qd32", "VM exits per request, QD32", "exits"),
+            vmm,
+            &each(&|f| per(f, "qd32", "exits"))?,
+        )?;
+        rss.push((vmm, peaks));
+    }
+    Ok(rss)
+}
+
+/// Boot times of `hello` on each VMM.
+fn boot(report: &mut Report, hello: &Path, vmms: &[Vmm], boots: usize) -> Result<(), String> {
+    const BOOT: &str = "boot";
+    for &vmm in vmms {
+        // One boot to warm the page cache, not counted.
+        boot::boot_once(vmm, hello)?;
+        let times = (0..boots).map(|_| boot::boot_once(vmm, hello)).collect::<Result<Vec<_>, _>>()?;
+        let ms = |f: fn(&boot::BootTimes) -> std::time::Duration| -> Vec<f64> {
+            times.iter().map(|t| f(t).as_secs_f64() * 1e3).collect()
+        };
+        report.add(
+            metric(BOOT, "first_instruction", "to the guest's first instruction", "ms"),
+            vmm,
+            &ms(|t| t.first_instruction),
+        )?;
+        report.add(
+            metric(BOOT, "first_console_byte", "to the guest's first console byte", "ms"),
+            vmm,
+            &ms(|t| t.first_byte),
+        )?;
+        report.add(metric(BOOT, "exit", "to the VMM's exit", "ms"), vmm, &ms(|t| t.exit))?;
+    }
+    Ok(())
+}
+
+/// The size of `program`, found on `PATH` unless it is a path.
+fn binary_size(program: &Path) -> Result<f64, String> {
+    let found = if program.components().count() > 1 {
+        Some(program.to_path_buf())
+    } else {
+        std::env::var_os("PATH")
+            .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(program)).find(|p| p.is_file()))
+    };
+    let path = found.ok_or_else(|| format!("{} is not on PATH", program.display()))?;
+    let meta = std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(meta.len() as f64 / (1 << 20) as f64)
+}
+
+fn footprint(report: &mut Report, vmms: &[Vmm], rss: Vec<(Vmm, Vec<f64>)>) -> Result<(), String> {
+    const FOOT: &str = "footprint";
+    let me = std::env::current_exe().map_err(|e| format!("finding pvkit itself: {e}"))?;
+    for &vmm in vmms {
+        let size = match vmm {
+            Vmm::Pvkit => binary_size(&me)?,
+            Vmm::Qemu => binary_size(Path::new(QEMU))?,
+        };
+        report.add(metric(FOOT, "binary_size", "VMM binary size", "MiB"), vmm, &[size])?;
+    }
+    for (vmm, kib) in rss {
+        let mib: Vec<f64> = kib.iter().map(|k| k / 1024.0).collect();
+        report.add(metric(FOOT, "rss_beyond_guest_ram", "peak resident memory beyond guest RAM", "MiB"), vmm, &mib)?;
+    }
+    Ok(())
+}
