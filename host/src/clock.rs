@@ -131,10 +131,14 @@ impl PvClock {
     /// # Panics
     ///
     /// If `tsc_hz` is 0: a host without a TSC frequency has no PV clock.
+    #[expect(
+        clippy::expect_used,
+        reason = "tsc_hz is the VMM's configuration, never a guest's; the panic is documented"
+    )]
     pub fn new(source: Arc<dyn TimeSource>, tsc_hz: u64, vcpu_offsets: &[u64], tsc_stable: bool) -> Self {
         let scale = TscScale::from_frequency(tsc_hz).expect("a TSC frequency above 0");
         let origin = source.sample();
-        let stable = tsc_stable && vcpu_offsets.windows(2).all(|w| w[0] == w[1]);
+        let stable = tsc_stable && vcpu_offsets.windows(2).all(|w| matches!(w, [a, b] if a == b));
         Self {
             source,
             offsets: vcpu_offsets.to_vec(),
@@ -217,7 +221,9 @@ impl PvClock {
         let odd = registration.version.wrapping_add(1) | 1;
         mem.write(base, &odd.to_le_bytes())?;
         fence(Ordering::Release);
-        mem.write(base + 4, &info.as_bytes()[4..])?;
+        // The range was checked to hold the whole struct, so `base + 4` is in it.
+        let (_, body) = info.as_bytes().split_at(4);
+        mem.write(base.saturating_add(4), body)?;
         fence(Ordering::Release);
         let even = odd.wrapping_add(1);
         mem.write(base, &even.to_le_bytes())?;
@@ -228,6 +234,10 @@ impl PvClock {
     /// Steers the clock towards the host's monotonic clock and republishes
     /// every registered struct (clause CLK-6). A VMM calls this about once a
     /// second; a registration whose memory has become unwritable is dropped.
+    #[expect(
+        clippy::arithmetic_side_effects,
+        reason = "host clock values only (TSC, CLOCK_MONOTONIC): u64 operands widened to u128, and a slew bounded by hz"
+    )]
     pub fn recalibrate<M: GuestMemory + ?Sized>(&self, mem: &M) {
         let mut state = self.lock();
         let sample = self.source.sample();
@@ -299,7 +309,7 @@ impl PvClock {
 
 /// `ns` nanoseconds as TSC ticks at `hz`, rounded up.
 fn scale_ns_to_ticks(ns: u64, hz: u64) -> u64 {
-    let ticks = (u128::from(ns) * u128::from(hz)).div_ceil(u128::from(NSEC_PER_SEC));
+    let ticks = u128::from(ns).saturating_mul(u128::from(hz)).div_ceil(u128::from(NSEC_PER_SEC));
     u64::try_from(ticks).unwrap_or(u64::MAX)
 }
 

@@ -124,7 +124,7 @@ impl GuestRange {
     /// (`align` a power of two). Alignment is checked first (clause HC-7).
     pub fn new_aligned<M: GuestMemory + ?Sized>(mem: &M, addr: u64, len: u64, align: u64) -> Result<Self, RangeError> {
         debug_assert!(align.is_power_of_two());
-        if addr & (align - 1) != 0 {
+        if addr & align.wrapping_sub(1) != 0 {
             return Err(RangeError::Misaligned { addr, align });
         }
         Self::new(mem, addr, len)
@@ -178,11 +178,13 @@ impl VecMemory {
     }
 
     /// Writes `data` at `addr`, panicking outside memory: for setting up tests.
+    #[expect(clippy::expect_used, reason = "a test helper whose panic is its documented behaviour")]
     pub fn write_bytes(&self, addr: u64, data: &[u8]) {
         self.write(addr, data).expect("VecMemory::write_bytes outside memory");
     }
 
     /// Reads `len` bytes at `addr`, panicking outside memory: for checking tests.
+    #[expect(clippy::expect_used, reason = "a test helper whose panic is its documented behaviour")]
     pub fn read_bytes(&self, addr: u64, len: usize) -> Vec<u8> {
         let mut buf = vec![0; len];
         self.read(addr, &mut buf).expect("VecMemory::read_bytes outside memory");

@@ -99,7 +99,7 @@ impl Timers {
         state.queue.push(Reverse((deadline, vcpu, generation)));
         // Re-arming pushes an entry each time; keep the queue bounded by the
         // number of live timers (clause SEC-6).
-        if state.queue.len() > 4 * state.slots.len() + 16 {
+        if state.queue.len() > state.slots.len().saturating_mul(4).saturating_add(16) {
             let live: Vec<_> = (0u32..)
                 .zip(&state.slots)
                 .filter_map(|(v, s)| s.deadline.map(|d| Reverse((d, v, s.generation))))

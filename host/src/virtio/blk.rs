@@ -151,7 +151,7 @@ impl Blk {
             return 0;
         }
         // BLK-8: data written, plus the status byte.
-        u32::try_from(data_written + 1).unwrap_or(0)
+        u32::try_from(data_written.saturating_add(1)).unwrap_or(0)
     }
 
     /// The range of sectors a transfer of `len` bytes at `sector` covers, in
@@ -160,8 +160,11 @@ impl Blk {
         if !len.is_multiple_of(SECTOR_SIZE) || len > MAX_REQUEST_BYTES {
             return None;
         }
-        let end = sector.checked_add(len / SECTOR_SIZE)?;
-        (end <= self.sectors).then(|| sector * SECTOR_SIZE)
+        let end = sector.checked_add(len.checked_div(SECTOR_SIZE)?)?;
+        if end > self.sectors {
+            return None;
+        }
+        sector.checked_mul(SECTOR_SIZE)
     }
 
     fn execute(
@@ -240,14 +243,18 @@ impl Blk {
             return RequestStatus::IoErr;
         }
         let zeros = [0u8; 64 * 1024];
-        let mut at = sector * SECTOR_SIZE;
-        let end = at + u64::from(count) * SECTOR_SIZE;
+        // The range is within the disk (checked above), so these cannot overflow.
+        let (Some(mut at), Some(end)) =
+            (sector.checked_mul(SECTOR_SIZE), sector.saturating_add(u64::from(count)).checked_mul(SECTOR_SIZE))
+        else {
+            return RequestStatus::IoErr;
+        };
         while at < end {
-            let n = (end - at).min(zeros.len() as u64);
+            let n = end.saturating_sub(at).min(zeros.len() as u64);
             if self.file.write_all_at(zeros.get(..usize::try_from(n).unwrap_or(0)).unwrap_or_default(), at).is_err() {
                 return RequestStatus::IoErr;
             }
-            at += n;
+            at = at.saturating_add(n);
         }
         RequestStatus::Ok
     }
@@ -278,8 +285,8 @@ impl VirtioDevice for Blk {
         let config = self.config();
         let bytes = config.as_bytes();
         let start = usize::try_from(offset).unwrap_or(usize::MAX).min(bytes.len());
-        let n = data.len().min(bytes.len() - start);
-        if let (Some(dst), Some(src)) = (data.get_mut(..n), bytes.get(start..start + n)) {
+        let n = data.len().min(bytes.len().saturating_sub(start));
+        if let (Some(dst), Some(src)) = (data.get_mut(..n), bytes.get(start..start.saturating_add(n))) {
             dst.copy_from_slice(src);
         }
     }

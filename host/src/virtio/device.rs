@@ -99,14 +99,15 @@ pub fn read_chain(
             break;
         }
         if skip >= range.len() {
-            skip -= range.len();
+            skip = skip.saturating_sub(range.len());
             continue;
         }
-        let available = usize::try_from(range.len() - skip).unwrap_or(usize::MAX);
-        let n = available.min(len - filled);
-        let dst = out.get_mut(filled..filled + n).unwrap_or_default();
-        mem.read(range.addr() + skip, dst)?;
-        filled += n;
+        // skip < range.len() here, and a GuestRange's end does not overflow.
+        let available = usize::try_from(range.len().saturating_sub(skip)).unwrap_or(usize::MAX);
+        let n = available.min(len.saturating_sub(filled));
+        let dst = out.get_mut(filled..filled.saturating_add(n)).unwrap_or_default();
+        mem.read(range.addr().saturating_add(skip), dst)?;
+        filled = filled.saturating_add(n);
         skip = 0;
     }
     out.truncate(filled);
@@ -128,13 +129,13 @@ pub fn write_chain(
             break;
         }
         if skip >= range.len() {
-            skip -= range.len();
+            skip = skip.saturating_sub(range.len());
             continue;
         }
-        let room = usize::try_from(range.len() - skip).unwrap_or(usize::MAX);
-        let n = room.min(data.len() - written);
-        mem.write(range.addr() + skip, data.get(written..written + n).unwrap_or_default())?;
-        written += n;
+        let room = usize::try_from(range.len().saturating_sub(skip)).unwrap_or(usize::MAX);
+        let n = room.min(data.len().saturating_sub(written));
+        mem.write(range.addr().saturating_add(skip), data.get(written..written.saturating_add(n)).unwrap_or_default())?;
+        written = written.saturating_add(n);
         skip = 0;
     }
     Ok(written)

@@ -140,7 +140,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
     pub fn read(&mut self, offset: u64, data: &mut [u8]) {
         data.fill(0);
         if offset >= u64::from(CONFIG_OFFSET) {
-            self.device.read_config(offset - u64::from(CONFIG_OFFSET), data);
+            self.device.read_config(offset.saturating_sub(u64::from(CONFIG_OFFSET)), data);
             return;
         }
         let register = u32::try_from(offset).ok().and_then(Register::from_raw);
@@ -180,7 +180,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
     /// `QueueNotify` named, for a VMM that takes notifications this way.
     pub fn write<M: GuestMemory + ?Sized>(&mut self, offset: u64, data: &[u8], mem: &M) -> Option<u16> {
         if offset >= u64::from(CONFIG_OFFSET) {
-            self.device.write_config(offset - u64::from(CONFIG_OFFSET), data);
+            self.device.write_config(offset.saturating_sub(u64::from(CONFIG_OFFSET)), data);
             return None;
         }
         let register = u32::try_from(offset).ok().and_then(Register::from_raw);

@@ -205,7 +205,7 @@ impl Queue {
 
     /// The available index the driver published.
     fn avail_idx<M: GuestMemory + ?Sized>(&self, mem: &M) -> Result<u16, QueueError> {
-        Self::read_u16(mem, self.config.avail + 2)
+        Self::read_u16(mem, self.config.avail.saturating_add(2))
     }
 
     /// Whether the driver has made chains available that were not popped.
@@ -229,11 +229,11 @@ impl Queue {
             return Err(PopError::queue(QueueError::AvailIndexTooFar { avail, next: self.next_avail }));
         }
         // The used ring's avail_event goes with the entries taken (VQ-5).
-        let slot = self.config.avail + self.layout.avail_entry_offset(self.next_avail);
+        let slot = self.config.avail.saturating_add(self.layout.avail_entry_offset(self.next_avail));
         let head = Self::read_u16(mem, slot).map_err(PopError::queue)?;
         self.next_avail = self.next_avail.wrapping_add(1);
         if self.event_idx {
-            let at = self.config.used + self.layout.avail_event_offset();
+            let at = self.config.used.saturating_add(self.layout.avail_event_offset());
             Self::write_u16(mem, at, self.next_avail).map_err(PopError::queue)?;
         }
         self.walk(mem, head).map(Some).map_err(|error| PopError { head: Some(head), error })
@@ -261,8 +261,8 @@ impl Queue {
         let mut index = head;
         let mut visited: u32 = 0;
         loop {
-            visited += 1;
-            if visited > u32::from(table_len) + u32::from(in_indirect) {
+            visited = visited.saturating_add(1);
+            if visited > u32::from(table_len).saturating_add(u32::from(in_indirect)) {
                 return Err(QueueError::ChainTooLong);
             }
             let desc = Self::descriptor(mem, table, index)?;
@@ -314,14 +314,14 @@ impl Queue {
     /// Returns a chain with `len` bytes written (clause VQ-4: the element is
     /// written before the index that publishes it).
     pub fn add_used<M: GuestMemory + ?Sized>(&mut self, mem: &M, head: u16, len: u32) -> Result<(), QueueError> {
-        let slot = self.config.used + self.layout.used_entry_offset(self.next_used);
+        let slot = self.config.used.saturating_add(self.layout.used_entry_offset(self.next_used));
         let mut elem = [0u8; 8];
         elem[..4].copy_from_slice(&u32::from(head).to_le_bytes());
         elem[4..].copy_from_slice(&len.to_le_bytes());
         mem.write(slot, &elem).map_err(|_| QueueError::Memory)?;
         std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
         self.next_used = self.next_used.wrapping_add(1);
-        Self::write_u16(mem, self.config.used + 2, self.next_used)
+        Self::write_u16(mem, self.config.used.saturating_add(2), self.next_used)
     }
 
     /// Whether the driver wants an interrupt for the chains used since the
@@ -334,7 +334,7 @@ impl Queue {
             return Ok(false);
         }
         if self.event_idx {
-            let event = Self::read_u16(mem, self.config.avail + self.layout.used_event_offset())?;
+            let event = Self::read_u16(mem, self.config.avail.saturating_add(self.layout.used_event_offset()))?;
             Ok(old.is_none_or(|old| need_event(event, new, old)))
         } else {
             let flags = Self::read_u16(mem, self.config.avail)?;

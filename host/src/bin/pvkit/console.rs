@@ -55,7 +55,7 @@ impl Console {
                 {
                     let mut input = console.input.lock().unwrap_or_else(PoisonError::into_inner);
                     let room = INPUT_MAX.saturating_sub(input.len());
-                    input.extend(&chunk[..n.min(room)]);
+                    input.extend(chunk.get(..n.min(room)).unwrap_or_default());
                 }
                 if let Some(wake) = console.wake.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
                     let _ = wake.write(1);

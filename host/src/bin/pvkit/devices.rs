@@ -98,14 +98,14 @@ impl DeviceSet {
         }
         let mut devices = Vec::new();
         for (index, backend) in (0u16..).zip(backends) {
-            let base = MMIO_BASE + u64::from(index) * u64::from(WINDOW_SIZE);
+            let base = MMIO_BASE.saturating_add(u64::from(index).saturating_mul(u64::from(WINDOW_SIZE)));
             let gsi = FIRST_GSI + u32::from(index);
             let irq = EventFd::new(EFD_NONBLOCK).map_err(host("eventfd"))?;
             vm.register_irqfd(&irq, gsi).map_err(kvm("KVM_IRQFD for a device"))?;
             let mut queues = Vec::new();
             for q in 0..u32::try_from(backend.queue_max_sizes().len()).unwrap_or(0) {
                 let event = EventFd::new(EFD_NONBLOCK).map_err(host("eventfd"))?;
-                let notify = IoEventAddress::Mmio(base + u64::from(Register::QueueNotify.raw()));
+                let notify = IoEventAddress::Mmio(base.saturating_add(u64::from(Register::QueueNotify.raw())));
                 vm.register_ioevent(&event, &notify, q).map_err(kvm("KVM_IOEVENTFD for a queue"))?;
                 queues.push(event);
             }
@@ -149,9 +149,9 @@ impl DeviceSet {
     }
 
     fn find(&self, addr: u64) -> Option<(&Device, u64)> {
-        let index = usize::try_from(addr.checked_sub(MMIO_BASE)? / u64::from(WINDOW_SIZE)).ok()?;
+        let index = usize::try_from(addr.checked_sub(MMIO_BASE)?.checked_div(u64::from(WINDOW_SIZE))?).ok()?;
         let device = self.devices.get(index)?;
-        Some((device, addr - device.base))
+        Some((device, addr.checked_sub(device.base)?))
     }
 
     /// An MMIO read exit; `false` if no device owns the address.

@@ -4,8 +4,10 @@ use std::fmt;
 
 /// Most vCPUs a machine may have.
 pub(crate) const MAX_VCPUS: u32 = 64;
+/// Where the `StartInfo` goes, as the 32-bit value the boot vCPU gets in EBX.
+pub(crate) const START_INFO_EBX: u32 = 0x6000;
 /// Where the `StartInfo` goes.
-pub(crate) const START_INFO_ADDR: u64 = 0x6000;
+pub(crate) const START_INFO_ADDR: u64 = START_INFO_EBX as u64;
 /// Where the memory map goes, right after the `StartInfo`.
 pub(crate) const MEMMAP_ADDR: u64 = 0x6100;
 /// Where the command line goes.

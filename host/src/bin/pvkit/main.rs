@@ -4,14 +4,39 @@
 mod bench;
 mod cli;
 mod conformance;
+/// Guest-facing: no panic reachable from what a guest wrote.
+#[cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
 mod console;
 mod cpuid;
+/// Guest-facing: no panic reachable from what a guest wrote.
+#[cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
 mod devices;
 mod error;
 mod layout;
 mod loader;
+/// Guest-facing: no panic reachable from what a guest wrote.
+#[cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
 mod time;
+/// Guest-facing: no panic reachable from what a guest wrote.
+#[cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
 mod vcpu;
+/// Guest-facing: no panic reachable from what a guest wrote.
+#[cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
 mod vm;
 
 use std::process::ExitCode;

@@ -46,7 +46,7 @@ impl TimeSource for HostTime {
             let width = after.wrapping_sub(before);
             if width < best.0 {
                 let mono_ns = u64::try_from(mono.as_nanos()).unwrap_or(u64::MAX);
-                best = (width, ClockSample { tsc: before + width / 2, mono_ns });
+                best = (width, ClockSample { tsc: before.wrapping_add(width / 2), mono_ns });
             }
         }
         best.1
@@ -74,7 +74,7 @@ pub(crate) fn tsc_offset(vcpu: &VcpuFd) -> Option<TscOffset> {
         let after = rdtsc();
         let guest = msrs.as_slice().first().filter(|_| read == 1)?.data;
         let half = after.wrapping_sub(before) / 2;
-        let here = TscOffset { offset: guest.wrapping_sub(before.wrapping_add(half)), error: half + 1 };
+        let here = TscOffset { offset: guest.wrapping_sub(before.wrapping_add(half)), error: half.saturating_add(1) };
         if best.is_none_or(|b| here.error < b.error) {
             best = Some(here);
         }

@@ -18,7 +18,7 @@ use crate::cli::RunArgs;
 use crate::console::{Console, ConsoleWriter, IrqTrigger, SERIAL_GSI, SerialPort};
 use crate::devices::DeviceSet;
 use crate::error::{VmmError, kvm};
-use crate::layout::{KVM_TSS_ADDR, START_INFO_ADDR};
+use crate::layout::{KVM_TSS_ADDR, START_INFO_EBX};
 use crate::time::{self, ApicSink, HostTime};
 use crate::vcpu::{self, Start};
 use crate::{EXIT_GUEST_CRASHED, cpuid, loader};
@@ -109,7 +109,7 @@ fn create_memory(vm: &VmFd, args: &RunArgs) -> Result<GuestMemoryMmap, VmmError>
         .mem
         .regions()
         .into_iter()
-        .map(|(start, size)| (GuestAddress(start), usize::try_from(size).expect("64-bit host")))
+        .map(|(start, size)| (GuestAddress(start), usize::try_from(size).unwrap_or(usize::MAX)))
         .collect();
     let guest = GuestMemoryMmap::from_ranges(&ranges)
         .map_err(|e| VmmError::Host { what: "mapping guest memory", source: std::io::Error::other(e.to_string()) })?;
@@ -167,7 +167,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<u8, VmmError> {
     for index in 0..args.cpus {
         fds.push(vm.create_vcpu(u64::from(index)).map_err(kvm("KVM_CREATE_VCPU"))?);
     }
-    let tsc_khz = fds[0].get_tsc_khz().unwrap_or(0);
+    let tsc_khz = fds.first().and_then(|fd| fd.get_tsc_khz().ok()).unwrap_or(0);
     let time = clock_and_timers(&fds, tsc_khz);
     let services = Services {
         clock: time.as_ref().map(|t| Arc::clone(&t.clock)),
@@ -215,7 +215,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<u8, VmmError> {
     for ((index, fd), rx) in (0u32..).zip(fds).zip(receivers) {
         vcpu::spawn(index, fd, Arc::clone(&machine), rx)?;
     }
-    let boot = Start { entry, ebx: u32::try_from(START_INFO_ADDR).expect("below 4 GiB"), esi: 0 };
+    let boot = Start { entry, ebx: START_INFO_EBX, esi: 0 };
     machine
         .start(0, boot)
         .map_err(|e| VmmError::Host { what: "starting vCPU 0", source: std::io::Error::other(e.0) })?;
@@ -244,14 +244,17 @@ fn clock_and_timers(fds: &[kvm_ioctls::VcpuFd], tsc_khz: u32) -> Option<Time> {
     };
     // KVM gives vCPUs created together one TSC offset; the measurements agree
     // within their error when it did, and then all use vCPU 0's.
-    let first = offsets[0];
-    let same = offsets.iter().all(|o| o.offset.abs_diff(first.offset) <= o.error + first.error);
+    let first = *offsets.first()?;
+    let same = offsets.iter().all(|o| o.offset.abs_diff(first.offset) <= o.error.saturating_add(first.error));
     let values: Vec<u64> =
         if same { vec![first.offset; offsets.len()] } else { offsets.iter().map(|o| o.offset).collect() };
     let error_ticks = offsets.iter().map(|o| o.error).max().unwrap_or(0);
     let tsc_hz = u64::from(tsc_khz) * 1000;
-    let margin_ns =
-        u64::try_from(u128::from(error_ticks) * 1_000_000_000 / u128::from(tsc_hz)).unwrap_or(u64::MAX) + 1_000;
+    let margin_ns = u64::try_from(
+        u128::from(error_ticks).saturating_mul(1_000_000_000).checked_div(u128::from(tsc_hz)).unwrap_or(0),
+    )
+    .unwrap_or(u64::MAX)
+    .saturating_add(1_000);
     let stable = same && time::host_tsc_invariant();
     let clock = Arc::new(PvClock::new(Arc::new(HostTime::new()), tsc_hz, &values, stable));
     let timers = Arc::new(Timers::new(u32::try_from(fds.len()).unwrap_or(u32::MAX)));
