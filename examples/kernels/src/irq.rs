@@ -102,9 +102,17 @@ fn lapic_write(register: usize, value: u32) {
     unsafe { ((LAPIC + register) as *mut u32).write_volatile(value) };
 }
 
-/// Software-enables this vCPU's local APIC (it starts disabled).
+/// Software-enables this vCPU's local APIC (it starts disabled), and masks
+/// the legacy 8259 PICs: KVM's boot vCPU takes their output through LINT0,
+/// and with no vector base programmed a device line on IRQ n would arrive
+/// as vector n, an exception's. Devices reach these kernels by MSI or not at all.
 pub(crate) fn enable_lapic() {
     lapic_write(LAPIC_SVR, SVR_ENABLE);
+    for port in [0x21u16, 0xa1] {
+        // SAFETY: writing the PICs' interrupt mask registers masks every
+        // line and has no other effect.
+        unsafe { x86_64::instructions::port::Port::<u8>::new(port).write(0xff) };
+    }
 }
 
 /// Waits for the next interrupt, with interrupts enabled only while waiting.

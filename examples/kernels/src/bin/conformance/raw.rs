@@ -1,28 +1,7 @@
 //! Raw hypercalls, for the checks that must send what the safe wrappers
 //! refuse to: unknown numbers, bad addresses, widths other than 4.
 
-use pvkit_spec::hypercall::HypercallReturn;
-
-/// A hypercall with arbitrary registers; the status and the two results.
-pub(crate) fn call(port: u16, number: u32, args: [u64; 4]) -> HypercallReturn {
-    let [a0, a1, a2, a3] = args;
-    let (status, r0, r1): (u64, u64, u64);
-    // SAFETY: the checks only pass addresses the host must refuse or memory
-    // the kernel owns (each call site says which).
-    unsafe {
-        core::arch::asm!(
-            "out dx, eax",
-            inout("rax") u64::from(number) => status,
-            in("dx") port,
-            inout("rdi") a0 => r0,
-            inout("rsi") a1 => r1,
-            in("r8") a2,
-            in("r9") a3,
-            options(nostack, preserves_flags),
-        );
-    }
-    HypercallReturn { status, results: [r0, r1] }
-}
+pub(crate) use rt::raw::hypercall as call;
 
 /// Registers the host must preserve across a call (clause HC-2), as they
 /// were before and after `QUERY`, with RFLAGS.

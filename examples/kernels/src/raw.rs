@@ -1,0 +1,234 @@
+//! Raw virtio-mmio access for kernels that must send what a driver never
+//! would: a device's register window, and a queue of 8 driven by hand whose
+//! descriptors are written as given.
+
+use core::ptr::NonNull;
+
+use pvkit_guest::virtio::hal::Hal;
+use pvkit_spec::Features;
+use pvkit_spec::device::Transport;
+use pvkit_spec::hypercall::HypercallReturn;
+use pvkit_spec::virtio::mmio::Register;
+use pvkit_spec::virtio::queue::{DescFlags, Descriptor};
+use pvkit_spec::virtio::{DeviceId, DeviceStatus};
+use zerocopy::IntoBytes;
+
+use crate::Boot;
+use crate::virtio::RtHal;
+
+/// A device's window.
+#[derive(Debug)]
+pub struct Window(NonNull<u8>);
+
+impl Window {
+    /// Reads register `r`.
+    pub fn read(&self, r: Register) -> u32 {
+        // SAFETY: an aligned register of the device's window (1:1-mapped).
+        unsafe { self.0.as_ptr().wrapping_add(r.raw() as usize).cast::<u32>().read_volatile() }
+    }
+    /// Writes `v` to register `r`.
+    pub fn write(&self, r: Register, v: u32) {
+        // SAFETY: as above.
+        unsafe { self.0.as_ptr().wrapping_add(r.raw() as usize).cast::<u32>().write_volatile(v) };
+    }
+    /// Reads the byte at `offset` of the window.
+    pub fn read_byte(&self, offset: usize) -> u8 {
+        // SAFETY: a byte of the window.
+        unsafe { self.0.as_ptr().wrapping_add(offset).read_volatile() }
+    }
+    /// The first 8 bytes of the device's config space.
+    pub fn config_u64(&self) -> u64 {
+        let mut b = [0u8; 8];
+        for (i, byte) in b.iter_mut().enumerate() {
+            *byte = self.read_byte(0x100 + i);
+        }
+        u64::from_le_bytes(b)
+    }
+    /// The 64 feature bits the device offers.
+    pub fn features(&self) -> u64 {
+        self.write(Register::DeviceFeaturesSel, 0);
+        let low = self.read(Register::DeviceFeatures);
+        self.write(Register::DeviceFeaturesSel, 1);
+        u64::from(low) | (u64::from(self.read(Register::DeviceFeatures)) << 32)
+    }
+    /// Resets, accepts `features`, and returns whether FEATURES_OK stuck.
+    pub fn negotiate(&self, features: u64) -> bool {
+        self.write(Register::Status, 0);
+        self.write(Register::Status, (DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER).bits());
+        self.write(Register::DriverFeaturesSel, 0);
+        self.write(Register::DriverFeatures, features as u32);
+        self.write(Register::DriverFeaturesSel, 1);
+        self.write(Register::DriverFeatures, (features >> 32) as u32);
+        self.write(
+            Register::Status,
+            (DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER | DeviceStatus::FEATURES_OK).bits(),
+        );
+        self.read(Register::Status) & DeviceStatus::FEATURES_OK.bits() != 0
+    }
+    /// Sets queue 0 up with these areas; whether QueueReady stuck.
+    pub fn setup_queue(&self, size: u32, desc: u64, avail: u64, used: u64) -> bool {
+        self.write(Register::QueueSel, 0);
+        self.write(Register::QueueSize, size);
+        for (lo, hi, a) in [
+            (Register::QueueDescLow, Register::QueueDescHigh, desc),
+            (Register::QueueDriverLow, Register::QueueDriverHigh, avail),
+            (Register::QueueDeviceLow, Register::QueueDeviceHigh, used),
+        ] {
+            self.write(lo, a as u32);
+            self.write(hi, (a >> 32) as u32);
+        }
+        self.write(Register::QueueReady, 1);
+        self.read(Register::QueueReady) == 1
+    }
+    /// Sets DRIVER_OK (with the bits before it).
+    pub fn driver_ok(&self) {
+        let s = DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER | DeviceStatus::FEATURES_OK | DeviceStatus::DRIVER_OK;
+        self.write(Register::Status, s.bits());
+    }
+}
+
+/// A queue of 8 in two DMA pages: descriptors, available ring, used ring,
+/// then a page of buffers.
+#[derive(Debug)]
+pub struct RawQueue {
+    base: u64,
+    avail: u16,
+    used_seen: u16,
+}
+
+/// The raw queue's size.
+pub const SIZE: u64 = 8;
+
+impl RawQueue {
+    /// A queue in two fresh DMA pages.
+    pub fn new() -> Option<Self> {
+        let (base, _) = RtHal::dma_alloc(2)?;
+        Some(Self { base, avail: 0, used_seen: 0 })
+    }
+    /// The descriptor table's address.
+    pub fn desc(&self) -> u64 {
+        self.base
+    }
+    /// The available ring's address.
+    pub fn avail_ring(&self) -> u64 {
+        self.base + 128
+    }
+    /// The used ring's address.
+    pub fn used_ring(&self) -> u64 {
+        self.base + 256
+    }
+    /// A buffer area of the second page.
+    pub fn buf(&self, offset: u64) -> u64 {
+        self.base + 4096 + offset
+    }
+    /// Writes `v` at `addr`, which must be in the queue's pages.
+    pub fn put<T: Copy>(addr: u64, v: T) {
+        // SAFETY: inside the queue's two DMA pages.
+        unsafe { (addr as *mut T).write_volatile(v) };
+    }
+    /// Reads a `T` at `addr`, which must be in the queue's pages.
+    pub fn get<T: Copy>(addr: u64) -> T {
+        // SAFETY: as above.
+        unsafe { (addr as *const T).read_volatile() }
+    }
+    /// `len` bytes of the buffer page from `offset`.
+    pub fn bytes(&self, offset: u64, len: usize) -> &'static [u8] {
+        // SAFETY: the buffer page, which only the device writes while in flight.
+        unsafe { core::slice::from_raw_parts(self.buf(offset) as *const u8, len) }
+    }
+    /// Makes a chain of (buffer offset, len, device-writable) available and notifies.
+    pub fn submit(&mut self, w: &Window, chain: &[(u64, u32, bool)]) {
+        for (i, &(offset, len, write)) in chain.iter().enumerate() {
+            let mut flags = if write { DescFlags::WRITE } else { DescFlags::empty() };
+            if i + 1 < chain.len() {
+                flags |= DescFlags::NEXT;
+            }
+            let d = Descriptor::new(self.buf(offset), len, flags, i as u16 + 1);
+            for (j, b) in d.as_bytes().iter().enumerate() {
+                Self::put(self.desc() + 16 * i as u64 + j as u64, *b);
+            }
+        }
+        Self::put(self.avail_ring() + 4 + 2 * (u64::from(self.avail) % SIZE), 0u16);
+        self.avail = self.avail.wrapping_add(1);
+        core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+        Self::put(self.avail_ring() + 2, self.avail);
+        w.write(Register::QueueNotify, 0);
+    }
+    /// Writes `descs` as given into the table (from index 0), makes `head`
+    /// available and notifies: for chains no driver would build.
+    pub fn submit_raw(&mut self, w: &Window, descs: &[Descriptor], head: u16) {
+        for (i, d) in descs.iter().enumerate().take(SIZE as usize) {
+            for (j, b) in d.as_bytes().iter().enumerate() {
+                Self::put(self.desc() + 16 * i as u64 + j as u64, *b);
+            }
+        }
+        Self::put(self.avail_ring() + 4 + 2 * (u64::from(self.avail) % SIZE), head);
+        self.avail = self.avail.wrapping_add(1);
+        core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+        Self::put(self.avail_ring() + 2, self.avail);
+        w.write(Register::QueueNotify, 0);
+    }
+    /// The next used (id, len), waiting up to `ms` milliseconds.
+    pub fn used(&mut self, ms: u64) -> Option<(u32, u32)> {
+        let end = crate::time::now().ok().map(|t| t + ms * 1_000_000);
+        let mut spins = 0u64;
+        loop {
+            if Self::get::<u16>(self.used_ring() + 2) != self.used_seen {
+                let e = self.used_ring() + 4 + 8 * (u64::from(self.used_seen) % SIZE);
+                self.used_seen = self.used_seen.wrapping_add(1);
+                return Some((Self::get(e), Self::get(e + 4)));
+            }
+            spins += 1;
+            let expired = match end {
+                Some(end) => crate::time::now().is_ok_and(|t| t > end),
+                None => spins > ms * 2_000,
+            };
+            if expired {
+                return None;
+            }
+            core::hint::spin_loop();
+        }
+    }
+}
+
+/// The register window of the first device of kind `id`: from `DEVICE_ENUM`
+/// on pvkit, from the command line elsewhere.
+pub fn window(id: DeviceId, boot: &Boot) -> Option<Window> {
+    let base = match crate::out::pvkit().filter(|p| p.features().contains(Features::DEVICES)) {
+        Some(p) => {
+            let (count, _) = p.device_enum(0).ok()?;
+            (0..count).find_map(|i| {
+                let d = p.device_enum(i).ok()?.1?;
+                (d.transport() == Some(Transport::VirtioMmio) && d.device_id.get() == id.raw())
+                    .then(|| d.mmio_base.get())
+            })?
+        }
+        None => pvkit_guest::virtio::devices::from_cmdline(crate::cmdline(boot)?).find_map(|d| {
+            let w = Window(RtHal::mmio_phys_to_virt(d.base, 0x200));
+            (w.read(Register::DeviceId) == id.raw()).then_some(d.base)
+        })?,
+    };
+    (base < 1 << 32).then(|| Window(RtHal::mmio_phys_to_virt(base, 0x200)))
+}
+
+/// A hypercall through the gate at `port` with arbitrary registers: the
+/// status and the two results. For calls the safe wrappers refuse to make.
+pub fn hypercall(port: u16, number: u32, args: [u64; 4]) -> HypercallReturn {
+    let [a0, a1, a2, a3] = args;
+    let (status, r0, r1): (u64, u64, u64);
+    // SAFETY: the gate's OUT exits to the host, which validates every
+    // argument; callers pass addresses the host must refuse or memory they own.
+    unsafe {
+        core::arch::asm!(
+            "out dx, eax",
+            inout("rax") u64::from(number) => status,
+            in("dx") port,
+            inout("rdi") a0 => r0,
+            inout("rsi") a1 => r1,
+            in("r8") a2,
+            in("r9") a3,
+            options(nostack, preserves_flags),
+        );
+    }
+    HypercallReturn { status, results: [r0, r1] }
+}
