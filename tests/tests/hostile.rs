@@ -53,7 +53,7 @@ fn a_hostile_guest_is_refused_and_the_host_keeps_working() {
     let dir = std::env::temp_dir().join(format!("pvkit-hostile-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let image = dir.join("disk.img");
-    let before: Vec<u8> = (0..1024 * 1024).map(|i: usize| (i % 251) as u8).collect();
+    let before: Vec<u8> = (0..1024 * 1024).map(|i: u32| u8::try_from(i % 251).unwrap()).collect();
     std::fs::write(&image, &before).unwrap();
 
     let mut cmd = Command::new(pvkit());
