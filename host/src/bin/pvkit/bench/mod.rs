@@ -4,9 +4,9 @@
 //!
 //! - hypercall: a QUERY round trip through the gate, beside a bare port-I/O
 //!   exit (the userspace exit floor) and a CPUID (an exit KVM keeps in the
-//!   kernel), timed by the `clockbench` guest;
+//!   kernel), timed by the `clockbench` guest (the floors on QEMU too);
 //! - clock: a PV clock read, and the lateness of the PV one-shot timer beside
-//!   the local APIC's TSC-deadline timer (`clockbench`);
+//!   the local APIC's TSC-deadline timer (`clockbench`; the LAPIC on QEMU too);
 //! - block: 4 KiB random reads at queue depth 1 and 32, 1 MiB sequential
 //!   reads and writes, and notifications (VM exits) per request, measured by
 //!   the `blkbench` guest on a fresh sparse image;
@@ -121,8 +121,9 @@ pub(crate) fn run(args: &BenchArgs) -> Result<(), String> {
     let mut report = Report { quick: args.quick, compare: args.compare.is_some(), figures: Vec::new() };
     eprintln!("pvkit bench: {runs} runs per figure, {} boots, on {}", runs * 3, names(&vmms));
 
-    clock(&mut report, &clockbench, runs)?;
-    let rss = block(&mut report, &blkbench, &vmms, runs)?;
+    let hz = tsc_hz()?;
+    clock(&mut report, &clockbench, &vmms, runs, hz)?;
+    let rss = block(&mut report, &blkbench, &vmms, runs, hz)?;
     boot(&mut report, &hello, &vmms, runs * 3)?;
     footprint(&mut report, &vmms, rss)?;
 
@@ -146,50 +147,96 @@ const fn metric(section: &'static str, name: &'static str, label: &'static str, 
     Metric { section, name, label, unit }
 }
 
-/// Hypercall, clock and timer figures from `clockbench` (pvkit only: the
-/// kernel measures pvkit's own interfaces).
-fn clock(report: &mut Report, clockbench: &Path, runs: usize) -> Result<(), String> {
-    let mut all = Vec::new();
-    for _ in 0..runs {
-        let mut cmd = pvkit_command();
-        cmd.arg("run").arg(clockbench);
-        all.push(guests::run(Vmm::Pvkit, cmd)?.figures);
-    }
-    let each =
-        |name: &str, scale: f64| -> Result<Vec<f64>, String> { all.iter().map(|f| Ok(f.get(name)? * scale)).collect() };
+/// Hypercall, clock and timer figures from `clockbench`. The PV figures are
+/// pvkit's only; the floors (CPUID and bare port exits, one instruction) and
+/// the LAPIC timer run on QEMU as well, which gets the TSC frequency on its
+/// command line. Tick counts become time at `hz`, the TSC frequency KVM
+/// gives both VMMs' guests.
+fn clock(report: &mut Report, clockbench: &Path, vmms: &[Vmm], runs: usize, hz: f64) -> Result<(), String> {
     const HC: &str = "hypercall";
-    for (m, name) in [
-        (metric(HC, "hypercall_query", "QUERY hypercall round trip", "us"), "hypercall_ns"),
-        (metric(HC, "port_exit", "bare port-I/O exit (userspace floor)", "us"), "port_exit_ns"),
-        (metric(HC, "cpuid_exit", "CPUID exit (in-kernel floor)", "us"), "cpuid_exit_ns"),
-        (metric(HC, "guest_instruction", "one guest instruction at CPL0", "us"), "instruction_ns"),
-    ] {
-        report.add(m, Vmm::Pvkit, &each(name, 1e-3)?)?;
-    }
-    let over: Vec<f64> = all
-        .iter()
-        .map(|f| Ok::<_, String>(f.get("hypercall_ns")? / f.get("port_exit_ns")?))
-        .collect::<Result<_, _>>()?;
-    report.add(metric(HC, "hypercall_over_port_exit", "hypercall / bare port exit", "ratio"), Vmm::Pvkit, &over)?;
-
     const CLOCK: &str = "clock";
-    report.add(
-        metric(CLOCK, "clock_read", "PV clock read (no exit)", "us"),
-        Vmm::Pvkit,
-        &each("clock_read_ns", 1e-3)?,
-    )?;
-    report.add(
-        metric(CLOCK, "clock_read_instructions", "PV clock read", "instr"),
-        Vmm::Pvkit,
-        &each("clock_read_instr_equiv", 1.0)?,
-    )?;
-    for (m, name) in [
-        (metric(CLOCK, "pv_timer_p50", "PV one-shot timer lateness p50", "us"), "pv_timer_late_p50_ns"),
-        (metric(CLOCK, "pv_timer_p99", "PV one-shot timer lateness p99", "us"), "pv_timer_late_p99_ns"),
-        (metric(CLOCK, "lapic_timer_p50", "LAPIC TSC-deadline lateness p50", "us"), "lapic_timer_late_p50_ns"),
-        (metric(CLOCK, "lapic_timer_p99", "LAPIC TSC-deadline lateness p99", "us"), "lapic_timer_late_p99_ns"),
-    ] {
-        report.add(m, Vmm::Pvkit, &each(name, 1e-3)?)?;
+    let us = |ticks: f64| ticks / hz * 1e6;
+    for &vmm in vmms {
+        let mut all = Vec::new();
+        for _ in 0..runs {
+            let cmd = match vmm {
+                Vmm::Pvkit => {
+                    let mut cmd = pvkit_command();
+                    cmd.arg("run").arg(clockbench);
+                    cmd
+                }
+                Vmm::Qemu => {
+                    let mut cmd = qemu_command(clockbench);
+                    cmd.arg("-append").arg(format!("clockbench.tsc_khz={}", (hz / 1000.0).round()));
+                    cmd
+                }
+            };
+            all.push(guests::run(vmm, cmd)?.figures);
+        }
+        let each = |f: &dyn Fn(&guests::Figures) -> Result<f64, String>| -> Result<Vec<f64>, String> {
+            all.iter().map(f).collect()
+        };
+        let ticks = |name: &'static str| move |f: &guests::Figures| Ok(us(f.get(name)?));
+        if vmm == Vmm::Pvkit {
+            report.add(
+                metric(HC, "hypercall_query", "QUERY hypercall round trip", "us"),
+                vmm,
+                &each(&ticks("hypercall_ticks"))?,
+            )?;
+        }
+        report.add(
+            metric(HC, "port_exit", "bare port-I/O exit (userspace floor)", "us"),
+            vmm,
+            &each(&ticks("port_exit_ticks"))?,
+        )?;
+        report.add(
+            metric(HC, "cpuid_exit", "CPUID exit (in-kernel floor)", "us"),
+            vmm,
+            &each(&ticks("cpuid_exit_ticks"))?,
+        )?;
+        report.add(
+            metric(HC, "guest_instruction", "one guest instruction at CPL0", "us"),
+            vmm,
+            &each(&|f| Ok(us(f.get("instruction_ticks_x100")? / 100.0)))?,
+        )?;
+        if vmm == Vmm::Pvkit {
+            report.add(
+                metric(HC, "hypercall_over_port_exit", "hypercall / bare port exit", "ratio"),
+                vmm,
+                &each(&|f| Ok(f.get("hypercall_ticks")? / f.get("port_exit_ticks")?))?,
+            )?;
+            let ns = |name: &'static str| move |f: &guests::Figures| Ok(f.get(name)? / 1000.0);
+            report.add(
+                metric(CLOCK, "clock_read", "PV clock read (no exit)", "us"),
+                vmm,
+                &each(&ns("clock_read_ns"))?,
+            )?;
+            report.add(
+                metric(CLOCK, "clock_read_instructions", "PV clock read", "instr"),
+                vmm,
+                &each(&|f| f.get("clock_read_instr_equiv"))?,
+            )?;
+            report.add(
+                metric(CLOCK, "pv_timer_p50", "PV one-shot timer lateness p50", "us"),
+                vmm,
+                &each(&ns("pv_timer_late_p50_ns"))?,
+            )?;
+            report.add(
+                metric(CLOCK, "pv_timer_p99", "PV one-shot timer lateness p99", "us"),
+                vmm,
+                &each(&ns("pv_timer_late_p99_ns"))?,
+            )?;
+        }
+        report.add(
+            metric(CLOCK, "lapic_timer_p50", "LAPIC TSC-deadline lateness p50", "us"),
+            vmm,
+            &each(&ticks("lapic_timer_late_p50_ticks"))?,
+        )?;
+        report.add(
+            metric(CLOCK, "lapic_timer_p99", "LAPIC TSC-deadline lateness p99", "us"),
+            vmm,
+            &each(&ticks("lapic_timer_late_p99_ticks"))?,
+        )?;
     }
     Ok(())
 }
@@ -205,9 +252,14 @@ fn tsc_hz() -> Result<f64, String> {
 
 /// Block figures from `blkbench` on each VMM; returns the peak resident
 /// memory beyond guest RAM of each run, per VMM, in KiB.
-fn block(report: &mut Report, blkbench: &Path, vmms: &[Vmm], runs: usize) -> Result<Vec<(Vmm, Vec<f64>)>, String> {
+fn block(
+    report: &mut Report,
+    blkbench: &Path,
+    vmms: &[Vmm],
+    runs: usize,
+    hz: f64,
+) -> Result<Vec<(Vmm, Vec<f64>)>, String> {
     const BLK: &str = "block";
-    let hz = tsc_hz()?;
     let image = std::env::temp_dir().join(format!("pvkit-bench-{}.img", std::process::id()));
     let mut rss = Vec::new();
     for &vmm in vmms {
