@@ -27,7 +27,7 @@ pub(crate) enum Command {
     /// (triple fault, emulation failure, an exit pvkit cannot serve), after
     /// printing the vCPU and its registers.
     Run(RunArgs),
-    /// Measure boot time, the clock and timer, and block I/O, beside another VMM when asked.
+    /// Measure hypercalls beside the exit floors, the clock and timer, block I/O, boot time and footprint, beside QEMU when asked.
     Bench(crate::bench::BenchArgs),
     /// Check a hypervisor against the pvkit specification, clause by clause.
     ///
