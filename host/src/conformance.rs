@@ -15,7 +15,7 @@ use std::fmt;
 
 use pvkit_spec::hypercall::HypercallArgs;
 use pvkit_spec::virtio::mmio::Register;
-use pvkit_spec::virtio::queue::{DescFlags, Descriptor};
+use pvkit_spec::virtio::queue::{DescFlags, Descriptor, QueueSize, SplitQueueLayout};
 use pvkit_spec::virtio::{DeviceStatus, Features as VirtioFeatures};
 use pvkit_spec::{Features, Hypercall, HypercallError};
 use zerocopy::IntoBytes;
@@ -50,6 +50,13 @@ const AVAIL: u64 = 0x2000;
 const USED: u64 = 0x3000;
 const BUF: u64 = 0x8000;
 const MEMORY: usize = 0x20000;
+/// Where a descriptor reaching 4 bytes past the end of memory starts.
+const NEAR_END: u64 = MEMORY as u64 - 4;
+/// The checker's queue: 8 entries.
+const LAYOUT: SplitQueueLayout = match QueueSize::new(8) {
+    Some(size) => SplitQueueLayout::new(size),
+    None => panic!("8 is a valid queue size"),
+};
 
 /// A descriptor to write: index, address, length, flags, next.
 type Desc = (u16, u64, u32, DescFlags, u16);
@@ -115,7 +122,7 @@ impl<D: VirtioDevice> Driver<D> {
     /// Publishes descriptor `head` (already written) and notifies; the used
     /// (id, len) if the device used something.
     fn submit(&mut self, head: u16) -> Option<(u32, u32)> {
-        let slot = AVAIL + 4 + 2 * u64::from(self.avail % 8);
+        let slot = AVAIL.saturating_add(LAYOUT.avail_entry_offset(self.avail));
         let _ = self.mem.write(slot, &head.to_le_bytes());
         self.avail = self.avail.wrapping_add(1);
         let _ = self.mem.write(AVAIL + 2, &self.avail.to_le_bytes());
@@ -130,14 +137,15 @@ impl<D: VirtioDevice> Driver<D> {
             return None;
         }
         let mut e = [0u8; 8];
-        self.mem.read(USED + 4 + 8 * u64::from(self.used_seen % 8), &mut e).ok()?;
+        self.mem.read(USED.saturating_add(LAYOUT.used_entry_offset(self.used_seen)), &mut e).ok()?;
         self.used_seen = self.used_seen.wrapping_add(1);
         let [a, b, c, d, w, x, y, z] = e;
         Some((u32::from_le_bytes([a, b, c, d]), u32::from_le_bytes([w, x, y, z])))
     }
 
     fn desc(&self, i: u16, addr: u64, len: u32, flags: DescFlags, next: u16) {
-        let _ = self.mem.write(DESC + u64::from(i) * 16, Descriptor::new(addr, len, flags, next).as_bytes());
+        let at = DESC.saturating_add(u64::from(i).saturating_mul(16));
+        let _ = self.mem.write(at, Descriptor::new(addr, len, flags, next).as_bytes());
     }
 }
 
@@ -198,7 +206,7 @@ pub fn check_device<D: VirtioDevice>(make: impl Fn() -> D) -> Vec<Finding> {
 
     let hostile: [(&str, &[Desc]); 4] = [
         ("a loop", &[(0, BUF, 8, DescFlags::NEXT, 1), (1, BUF, 8, DescFlags::NEXT, 0)]),
-        ("an address outside memory", &[(0, MEMORY as u64 - 4, 8, DescFlags::WRITE, 0)]),
+        ("an address outside memory", &[(0, NEAR_END, 8, DescFlags::WRITE, 0)]),
         ("a zero length", &[(0, BUF, 0, DescFlags::WRITE, 0)]),
         ("INDIRECT with NEXT", &[(0, BUF, 16, DescFlags::INDIRECT.union(DescFlags::NEXT), 1)]),
     ];
