@@ -92,12 +92,12 @@ fn watch(vmm: Vmm, mut cmd: Command, fifo: Option<File>) -> Result<BootTimes, St
         .spawn()
         .map_err(|e| format!("cannot start {cmd:?}: {e}"))?;
     let stdout = child.stdout.take().ok_or("no stdout")?;
-    let trace: Box<dyn ReadFd> = match fifo {
-        Some(f) => Box::new(f),
-        None => Box::new(child.stderr.take().ok_or("no stderr")?),
+    // The FIFO's first byte is the trace; on standard error, pvkit's marker.
+    let (trace, marker): (Box<dyn ReadFd>, &[u8]) = match fifo {
+        Some(f) => (Box::new(f), b""),
+        None => (Box::new(child.stderr.take().ok_or("no stderr")?), PVKIT_MARKER),
     };
     let mut streams = [Stream::new(Box::new(stdout)), Stream::new(trace)];
-    let marker: &[u8] = if streams[1].is_fifo() { b"" } else { PVKIT_MARKER };
     let mut first_byte = None;
     let mut first_instruction = None;
     while streams.iter().any(|s| s.open) {
@@ -130,7 +130,7 @@ fn watch(vmm: Vmm, mut cmd: Command, fifo: Option<File>) -> Result<BootTimes, St
         if first_byte.is_none() && !streams[0].data.is_empty() {
             first_byte = Some(now);
         }
-        if first_instruction.is_none() && contains(&streams[1].data, marker) && !streams[1].data.is_empty() {
+        if first_instruction.is_none() && !streams[1].data.is_empty() && contains(&streams[1].data, marker) {
             first_instruction = Some(now);
             // Nothing more is wanted from the trace.
             streams[1].open = false;
@@ -153,25 +153,9 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 /// A readable file descriptor: a pipe from the child or the FIFO.
-trait ReadFd: Read + AsRawFd {
-    fn is_fifo(&self) -> bool;
-}
+trait ReadFd: Read + AsRawFd {}
 
-impl ReadFd for File {
-    fn is_fifo(&self) -> bool {
-        true
-    }
-}
-impl ReadFd for std::process::ChildStdout {
-    fn is_fifo(&self) -> bool {
-        false
-    }
-}
-impl ReadFd for std::process::ChildStderr {
-    fn is_fifo(&self) -> bool {
-        false
-    }
-}
+impl<T: Read + AsRawFd> ReadFd for T {}
 
 struct Stream {
     src: Box<dyn ReadFd>,
@@ -186,10 +170,6 @@ impl Stream {
 
     fn fd(&self) -> i32 {
         self.src.as_raw_fd()
-    }
-
-    fn is_fifo(&self) -> bool {
-        self.src.is_fifo()
     }
 
     /// Reads what is there; end of file (or an error) closes the stream.

@@ -47,18 +47,8 @@ pub(crate) fn run(vmm: Vmm, mut cmd: Command) -> Result<Run, String> {
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot start {cmd:?}: {e}"))?;
-    let mut stdout = child.stdout.take().ok_or("no stdout")?;
-    let mut stderr = child.stderr.take().ok_or("no stderr")?;
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
+    let out = read_all(child.stdout.take().ok_or("no stdout")?);
+    let err = read_all(child.stderr.take().ok_or("no stderr")?);
     let mut peak = None;
     let status = loop {
         if let Some(status) = child.try_wait().map_err(|e| format!("waiting for {cmd:?}: {e}"))? {
@@ -75,6 +65,16 @@ pub(crate) fn run(vmm: Vmm, mut cmd: Command) -> Result<Run, String> {
         return Err(format!("{cmd:?} failed ({status}):\n{text}{err}"));
     }
     Ok(Run { figures: Figures { text }, peak_rss_beyond_guest_kib: peak })
+}
+
+/// Reads `pipe` to its end on a thread of its own, so that neither of a
+/// child's pipes can fill while the other is read.
+fn read_all(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = pipe.read_to_string(&mut s);
+        s
+    })
 }
 
 /// The resident memory of process `pid` outside its guest RAM mapping (the

@@ -155,7 +155,45 @@ const fn metric(section: &'static str, name: &'static str, label: &'static str, 
 fn clock(report: &mut Report, clockbench: &Path, vmms: &[Vmm], runs: usize, hz: f64) -> Result<(), String> {
     const HC: &str = "hypercall";
     const CLOCK: &str = "clock";
-    let us = |ticks: f64| ticks / hz * 1e6;
+    /// How a figure comes from what one run printed, given the TSC's Hz.
+    type Extract = fn(&guests::Figures, f64) -> Result<f64, String>;
+    fn us(ticks: f64, hz: f64) -> f64 {
+        ticks / hz * 1e6
+    }
+    // Each metric, whether it is pvkit's only, and how to get it.
+    let figures: [(Metric, bool, Extract); 11] = [
+        (metric(HC, "hypercall_query", "QUERY hypercall round trip", "us"), true, |f, hz| {
+            Ok(us(f.get("hypercall_ticks")?, hz))
+        }),
+        (metric(HC, "port_exit", "bare port-I/O exit (userspace floor)", "us"), false, |f, hz| {
+            Ok(us(f.get("port_exit_ticks")?, hz))
+        }),
+        (metric(HC, "cpuid_exit", "CPUID exit (in-kernel floor)", "us"), false, |f, hz| {
+            Ok(us(f.get("cpuid_exit_ticks")?, hz))
+        }),
+        (metric(HC, "guest_instruction", "one guest instruction at CPL0", "us"), false, |f, hz| {
+            Ok(us(f.get("instruction_ticks_x100")? / 100.0, hz))
+        }),
+        (metric(HC, "hypercall_over_port_exit", "hypercall / bare port exit", "ratio"), true, |f, _| {
+            Ok(f.get("hypercall_ticks")? / f.get("port_exit_ticks")?)
+        }),
+        (metric(CLOCK, "clock_read", "PV clock read (no exit)", "us"), true, |f, _| Ok(f.get("clock_read_ns")? / 1e3)),
+        (metric(CLOCK, "clock_read_instructions", "PV clock read", "instr"), true, |f, _| {
+            f.get("clock_read_instr_equiv")
+        }),
+        (metric(CLOCK, "pv_timer_p50", "PV one-shot timer lateness p50", "us"), true, |f, _| {
+            Ok(f.get("pv_timer_late_p50_ns")? / 1e3)
+        }),
+        (metric(CLOCK, "pv_timer_p99", "PV one-shot timer lateness p99", "us"), true, |f, _| {
+            Ok(f.get("pv_timer_late_p99_ns")? / 1e3)
+        }),
+        (metric(CLOCK, "lapic_timer_p50", "LAPIC TSC-deadline lateness p50", "us"), false, |f, hz| {
+            Ok(us(f.get("lapic_timer_late_p50_ticks")?, hz))
+        }),
+        (metric(CLOCK, "lapic_timer_p99", "LAPIC TSC-deadline lateness p99", "us"), false, |f, hz| {
+            Ok(us(f.get("lapic_timer_late_p99_ticks")?, hz))
+        }),
+    ];
     for &vmm in vmms {
         let mut all = Vec::new();
         for _ in 0..runs {
@@ -173,70 +211,13 @@ fn clock(report: &mut Report, clockbench: &Path, vmms: &[Vmm], runs: usize, hz: 
             };
             all.push(guests::run(vmm, cmd)?.figures);
         }
-        let each = |f: &dyn Fn(&guests::Figures) -> Result<f64, String>| -> Result<Vec<f64>, String> {
-            all.iter().map(f).collect()
-        };
-        let ticks = |name: &'static str| move |f: &guests::Figures| Ok(us(f.get(name)?));
-        if vmm == Vmm::Pvkit {
-            report.add(
-                metric(HC, "hypercall_query", "QUERY hypercall round trip", "us"),
-                vmm,
-                &each(&ticks("hypercall_ticks"))?,
-            )?;
+        for (m, pvkit_only, extract) in figures {
+            if pvkit_only && vmm != Vmm::Pvkit {
+                continue;
+            }
+            let values = all.iter().map(|f| extract(f, hz)).collect::<Result<Vec<_>, _>>()?;
+            report.add(m, vmm, &values)?;
         }
-        report.add(
-            metric(HC, "port_exit", "bare port-I/O exit (userspace floor)", "us"),
-            vmm,
-            &each(&ticks("port_exit_ticks"))?,
-        )?;
-        report.add(
-            metric(HC, "cpuid_exit", "CPUID exit (in-kernel floor)", "us"),
-            vmm,
-            &each(&ticks("cpuid_exit_ticks"))?,
-        )?;
-        report.add(
-            metric(HC, "guest_instruction", "one guest instruction at CPL0", "us"),
-            vmm,
-            &each(&|f| Ok(us(f.get("instruction_ticks_x100")? / 100.0)))?,
-        )?;
-        if vmm == Vmm::Pvkit {
-            report.add(
-                metric(HC, "hypercall_over_port_exit", "hypercall / bare port exit", "ratio"),
-                vmm,
-                &each(&|f| Ok(f.get("hypercall_ticks")? / f.get("port_exit_ticks")?))?,
-            )?;
-            let ns = |name: &'static str| move |f: &guests::Figures| Ok(f.get(name)? / 1000.0);
-            report.add(
-                metric(CLOCK, "clock_read", "PV clock read (no exit)", "us"),
-                vmm,
-                &each(&ns("clock_read_ns"))?,
-            )?;
-            report.add(
-                metric(CLOCK, "clock_read_instructions", "PV clock read", "instr"),
-                vmm,
-                &each(&|f| f.get("clock_read_instr_equiv"))?,
-            )?;
-            report.add(
-                metric(CLOCK, "pv_timer_p50", "PV one-shot timer lateness p50", "us"),
-                vmm,
-                &each(&ns("pv_timer_late_p50_ns"))?,
-            )?;
-            report.add(
-                metric(CLOCK, "pv_timer_p99", "PV one-shot timer lateness p99", "us"),
-                vmm,
-                &each(&ns("pv_timer_late_p99_ns"))?,
-            )?;
-        }
-        report.add(
-            metric(CLOCK, "lapic_timer_p50", "LAPIC TSC-deadline lateness p50", "us"),
-            vmm,
-            &each(&ticks("lapic_timer_late_p50_ticks"))?,
-        )?;
-        report.add(
-            metric(CLOCK, "lapic_timer_p99", "LAPIC TSC-deadline lateness p99", "us"),
-            vmm,
-            &each(&ticks("lapic_timer_late_p99_ticks"))?,
-        )?;
     }
     Ok(())
 }
