@@ -5,9 +5,10 @@
 use core::ptr::NonNull;
 
 use pvkit_guest::virtio::hal::Hal;
+use pvkit_guest::{Gate, PortGate};
 use pvkit_spec::Features;
 use pvkit_spec::device::Transport;
-use pvkit_spec::hypercall::HypercallReturn;
+use pvkit_spec::hypercall::{HypercallArgs, HypercallReturn};
 use pvkit_spec::virtio::mmio::Register;
 use pvkit_spec::virtio::queue::{DescFlags, Descriptor};
 use pvkit_spec::virtio::{DeviceId, DeviceStatus};
@@ -154,6 +155,11 @@ impl RawQueue {
         Self::put(self.avail_ring() + 2, self.avail);
         w.write(Register::QueueNotify, 0);
     }
+    /// Resets the device behind `w`, accepts `features` and sets this queue
+    /// up as its queue 0; whether both stuck.
+    pub fn attach(&self, w: &Window, features: u64) -> bool {
+        w.negotiate(features) && w.setup_queue(SIZE as u32, self.desc(), self.avail_ring(), self.used_ring())
+    }
     /// Writes `descs` as given into the table (from index 0), makes `head`
     /// available and notifies: for chains no driver would build.
     pub fn submit_raw(&mut self, w: &Window, descs: &[Descriptor], head: u16) {
@@ -214,21 +220,7 @@ pub fn window(id: DeviceId, boot: &Boot) -> Option<Window> {
 /// A hypercall through the gate at `port` with arbitrary registers: the
 /// status and the two results. For calls the safe wrappers refuse to make.
 pub fn hypercall(port: u16, number: u32, args: [u64; 4]) -> HypercallReturn {
-    let [a0, a1, a2, a3] = args;
-    let (status, r0, r1): (u64, u64, u64);
-    // SAFETY: the gate's OUT exits to the host, which validates every
-    // argument; callers pass addresses the host must refuse or memory they own.
-    unsafe {
-        core::arch::asm!(
-            "out dx, eax",
-            inout("rax") u64::from(number) => status,
-            in("dx") port,
-            inout("rdi") a0 => r0,
-            inout("rsi") a1 => r1,
-            in("r8") a2,
-            in("r9") a3,
-            options(nostack, preserves_flags),
-        );
-    }
-    HypercallReturn { status, results: [r0, r1] }
+    // SAFETY: the host validates every argument; callers pass addresses the
+    // host must refuse or memory they own (each call site says which).
+    unsafe { PortGate::new(port).call(HypercallArgs { number, args }) }
 }

@@ -176,11 +176,6 @@ fn secondary(vcpu: u32) -> ! {
     }
 }
 
-/// Resets the device and offers `features`; whether FEATURES_OK stuck.
-fn reset_and_negotiate(w: &Window) -> bool {
-    w.negotiate(VirtioFeatures::VERSION_1.bits())
-}
-
 /// Transport attacks: notify before anything, bad queue sizes, misaligned
 /// rings, notify before DRIVER_OK. Leaves the device reset.
 fn transport_attacks(w: &Window, q: &RawQueue) {
@@ -204,7 +199,7 @@ fn transport_attacks(w: &Window, q: &RawQueue) {
         ("rings in the hole", SIZE as u32, IN_HOLE, IN_HOLE + 0x100, IN_HOLE + 0x200),
         ("rings wrapping the address space", SIZE as u32, TOP, q.avail_ring(), q.used_ring()),
     ] {
-        if !reset_and_negotiate(w) {
+        if !w.negotiate(VirtioFeatures::VERSION_1.bits()) {
             accepted(what, format_args!("the device would not negotiate before the attack"));
             continue;
         }
@@ -220,7 +215,7 @@ fn transport_attacks(w: &Window, q: &RawQueue) {
         }
     }
     // Notify after set-up but before DRIVER_OK.
-    if reset_and_negotiate(w) && w.setup_queue(SIZE as u32, q.desc(), q.avail_ring(), q.used_ring()) {
+    if q.attach(w, VirtioFeatures::VERSION_1.bits()) {
         w.write(Register::QueueNotify, 0);
         refused("notify before DRIVER_OK", format_args!("ignored; status {:#x}", w.read(Register::Status)));
     }
@@ -238,7 +233,7 @@ fn header(q: &RawQueue, kind: RequestType, sector: u64) {
 /// used with length 0 (or be refused with an error status), and the queue
 /// must go on.
 fn chain_attacks(w: &Window, q: &mut RawQueue) -> bool {
-    if !(reset_and_negotiate(w) && w.setup_queue(SIZE as u32, q.desc(), q.avail_ring(), q.used_ring())) {
+    if !q.attach(w, VirtioFeatures::VERSION_1.bits()) {
         println!("HOSTILE broken: the block device cannot be set up");
         return false;
     }
@@ -285,7 +280,7 @@ fn chain_attacks(w: &Window, q: &mut RawQueue) -> bool {
                     Some(fresh) => fresh,
                     None => return false,
                 };
-                if !(reset_and_negotiate(w) && w.setup_queue(SIZE as u32, q.desc(), q.avail_ring(), q.used_ring())) {
+                if !q.attach(w, VirtioFeatures::VERSION_1.bits()) {
                     return false;
                 }
                 w.driver_ok();
@@ -313,7 +308,7 @@ fn block_request(w: &Window, q: &mut RawQueue, kind: RequestType, sector: u64, w
 /// reads it back.
 fn block_still_works(w: &Window) -> Result<(), &'static str> {
     let mut q = RawQueue::new().ok_or("no DMA memory")?;
-    if !(reset_and_negotiate(w) && w.setup_queue(SIZE as u32, q.desc(), q.avail_ring(), q.used_ring())) {
+    if !q.attach(w, VirtioFeatures::VERSION_1.bits()) {
         return Err("the block device cannot be set up again");
     }
     w.driver_ok();
@@ -339,7 +334,7 @@ fn block_still_works(w: &Window) -> Result<(), &'static str> {
 fn entropy_works(boot: &Boot) -> Result<(), &'static str> {
     let w = window(DeviceId::Entropy, boot).ok_or("no entropy device")?;
     let mut q = RawQueue::new().ok_or("no DMA memory")?;
-    if !(reset_and_negotiate(&w) && w.setup_queue(SIZE as u32, q.desc(), q.avail_ring(), q.used_ring())) {
+    if !q.attach(&w, VirtioFeatures::VERSION_1.bits()) {
         return Err("the entropy device cannot be set up");
     }
     w.driver_ok();

@@ -125,8 +125,7 @@ fn transport(w: &Window) {
 
 fn block(w: &Window, boot: &Boot) {
     let Some(mut q) = RawQueue::new() else { return };
-    let ok = w.negotiate(VirtioFeatures::VERSION_1.bits())
-        && w.setup_queue(SIZE as u32, q.desc(), q.avail_ring(), q.used_ring());
+    let ok = q.attach(w, VirtioFeatures::VERSION_1.bits());
     w.driver_ok();
     if !ok {
         for id in BLK_CLAUSES {
