@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -125,19 +125,24 @@ pub fn run_with_input(cmd: &mut Command, input: Option<&[u8]>, limit: Duration) 
         let _ = err.read_to_string(&mut s);
         s
     });
-    let start = Instant::now();
-    let status = loop {
+    let status = wait_with_limit(&mut child, Instant::now(), limit, &cmd);
+    Run { status, stdout: out_thread.join().expect("stdout"), stderr: err_thread.join().expect("stderr") }
+}
+
+/// Waits for `child`, started at `start`, killing it and panicking (naming
+/// it as `what`) once `limit` has passed.
+fn wait_with_limit(child: &mut Child, start: Instant, limit: Duration, what: &dyn std::fmt::Debug) -> ExitStatus {
+    loop {
         if let Some(status) = child.try_wait().expect("wait") {
-            break status;
+            return status;
         }
         if start.elapsed() > limit {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{cmd:?} did not finish within {limit:?}");
+            panic!("{what:?} did not finish within {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(5));
-    };
-    Run { status, stdout: out_thread.join().expect("stdout"), stderr: err_thread.join().expect("stderr") }
+    }
 }
 
 /// The QEMU microvm command line the tests and benchmarks use: KVM, the
@@ -264,17 +269,6 @@ pub fn pvkit_run_timed(args: &[&str]) -> TimedRun {
         let _ = err.read_to_string(&mut s);
         s
     });
-    let limit = Duration::from_secs(120);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("pvkit {args:?} did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let status = wait_with_limit(&mut child, start, Duration::from_secs(120), &format_args!("pvkit {args:?}"));
     TimedRun { status, lines: lines.join().expect("stdout"), stderr: err_thread.join().expect("stderr") }
 }
