@@ -16,9 +16,10 @@
 //! | [`cpuid`] | the pvkit CPUID leaves a VMM installs |
 //! | `vm_memory` (feature `vm-memory`) | [`GuestMemory`] for rust-vmm's `vm-memory` |
 //!
-//! The `pvkit` binary (feature `reference-vmm`) is the reference hypervisor on
-//! Linux KVM and one user of this library; nothing in the library's API names
-//! KVM or a particular VMM stack.
+//! Nothing in the library's API names KVM or a particular VMM stack, and its
+//! default features pull in neither: `vm-memory` is opt-in. The reference
+//! hypervisor, `pvkit` (the `pvkit-vmm` crate under `host/vmm/`), is one user
+//! of this library.
 //!
 //! # Example
 //!

@@ -26,7 +26,7 @@ pub fn pvkit() -> &'static Path {
         let target = root().join("target").join("it");
         run_checked(
             Command::new(env!("CARGO"))
-                .args(["build", "--release", "--locked", "-p", "pvkit-host", "--bin", "pvkit"])
+                .args(["build", "--release", "--locked", "-p", "pvkit-vmm", "--bin", "pvkit"])
                 .env("CARGO_TARGET_DIR", &target)
                 .current_dir(root()),
             "building pvkit",

@@ -1,42 +1,23 @@
 //! `pvkit`, the reference hypervisor: boots PVH guest kernels on Linux KVM
 //! and serves the pvkit interface through `pvkit-host`.
+// The whole binary faces a guest (its exits, its memory, its devices) or an
+// operator (command lines, files): no panic may be reachable from either.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
 
 mod bench;
 mod cli;
 mod conformance;
-/// Guest-facing: no panic reachable from what a guest wrote.
-#[cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)
-)]
 mod console;
 mod cpuid;
-/// Guest-facing: no panic reachable from what a guest wrote.
-#[cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)
-)]
 mod devices;
 mod error;
 mod layout;
 mod loader;
-/// Guest-facing: no panic reachable from what a guest wrote.
-#[cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)
-)]
 mod time;
-/// Guest-facing: no panic reachable from what a guest wrote.
-#[cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)
-)]
 mod vcpu;
-/// Guest-facing: no panic reachable from what a guest wrote.
-#[cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)
-)]
 mod vm;
 
 use std::process::ExitCode;
