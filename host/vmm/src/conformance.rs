@@ -140,12 +140,13 @@ fn collect(mut cmd: Command, timeout: Duration) -> Result<Report, String> {
             }
         }
     });
-    let deadline = std::time::Instant::now() + timeout;
+    // A timeout too far away to represent is no deadline at all.
+    let deadline = std::time::Instant::now().checked_add(timeout);
     let mut clauses: BTreeMap<String, Clause> = BTreeMap::new();
     let mut order = Vec::new();
     let mut done = false;
     loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let left = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(std::time::Instant::now()));
         let line = match rx.recv_timeout(left) {
             Ok(line) => line,
             Err(_) => break,
@@ -175,13 +176,15 @@ fn escape(text: &str) -> String {
 
 fn junit(report: &Report) -> String {
     let (clauses, order, done) = (&report.clauses, &report.order, report.done);
-    let failures = clauses.values().filter(|c| c.outcome == Outcome::Fail).count() + usize::from(!done);
+    // One test case more when the guest never finished: the run itself failed.
+    let cases = clauses.len().saturating_add(usize::from(!done));
+    let failures = clauses.values().filter(|c| c.outcome == Outcome::Fail).count().saturating_add(usize::from(!done));
     let skipped = clauses.values().filter(|c| c.outcome == Outcome::Skip).count();
     let mut xml = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
         xml,
         "<testsuite name=\"pvkit-conformance\" tests=\"{}\" failures=\"{failures}\" skipped=\"{skipped}\">",
-        clauses.len() + usize::from(!done)
+        cases
     );
     for id in order {
         let Some(c) = clauses.get(id) else { continue };

@@ -216,7 +216,7 @@ impl DeviceSet {
         std::thread::Builder::new()
             .name("devices".into())
             .spawn(move || {
-                crate::vm::realtime_priority("device");
+                crate::sched::realtime_priority("device");
                 let mut events = vec![EpollEvent::default(); 64];
                 loop {
                     let n = match epoll.wait(-1, &mut events) {

@@ -57,7 +57,7 @@ impl MemSize {
         if self.0 <= MMIO_HOLE_START {
             vec![(0, self.0)]
         } else {
-            vec![(0, MMIO_HOLE_START), (MMIO_HOLE_END, self.0 - MMIO_HOLE_START)]
+            vec![(0, MMIO_HOLE_START), (MMIO_HOLE_END, self.0.saturating_sub(MMIO_HOLE_START))]
         }
     }
 }

@@ -28,16 +28,22 @@ pub(crate) struct Segment {
     pub(crate) end: u64,
 }
 
+/// The `N` bytes at `off`, or zeros past the end of `b` (the callers check
+/// lengths first; a short read then fails their checks, never a panic).
+fn bytes_at<const N: usize>(b: &[u8], off: usize) -> [u8; N] {
+    off.checked_add(N).and_then(|end| b.get(off..end)).and_then(|s| s.try_into().ok()).unwrap_or([0; N])
+}
+
 fn u16_at(b: &[u8], off: usize) -> u16 {
-    u16::from_le_bytes([b[off], b[off + 1]])
+    u16::from_le_bytes(bytes_at(b, off))
 }
 
 fn u32_at(b: &[u8], off: usize) -> u32 {
-    u32::from_le_bytes(b[off..off + 4].try_into().expect("4 bytes"))
+    u32::from_le_bytes(bytes_at(b, off))
 }
 
 fn u64_at(b: &[u8], off: usize) -> u64 {
-    u64::from_le_bytes(b[off..off + 8].try_into().expect("8 bytes"))
+    u64::from_le_bytes(bytes_at(b, off))
 }
 
 /// Reads the ELF header and the loadable segments, with every check that
@@ -54,7 +60,7 @@ pub(crate) fn scan(path: &Path, file: &mut File) -> Result<Vec<Segment>, VmmErro
     if header.len() < 64 {
         return Err(not_elf("shorter than an ELF header"));
     }
-    if header[4] != 2 || header[5] != 1 {
+    if bytes_at::<2>(&header, 4) != [2, 1] {
         return Err(not_elf("not a 64-bit little-endian ELF file"));
     }
     if u16_at(&header, 18) != EM_X86_64 {
@@ -91,13 +97,13 @@ pub(crate) fn scan(path: &Path, file: &mut File) -> Result<Vec<Segment>, VmmErro
 pub(crate) fn check_segments(path: &Path, segments: &[Segment], mem: MemSize) -> Result<(), VmmError> {
     let end = segments.iter().map(|s| s.end).max().unwrap_or(0);
     let regions = mem.regions();
-    let ram_end = regions.last().map_or(0, |(start, size)| start + size);
+    let ram_end = regions.last().map_or(0, |(start, size)| start.saturating_add(*size));
     if end > ram_end {
         return Err(VmmError::KernelTooBig { path: path.to_owned(), end, mem: mem.to_string() });
     }
     for s in segments {
         let bad = |why| VmmError::BadSegment { path: path.to_owned(), start: s.start, end: s.end, why };
-        if !regions.iter().any(|&(start, size)| s.start >= start && s.end <= start + size) {
+        if !regions.iter().any(|&(start, size)| s.start >= start && s.end <= start.saturating_add(size)) {
             return Err(bad("is not wholly in guest RAM (it crosses the MMIO hole below 4 GiB)"));
         }
         if s.start < BOOT_INFO_END && s.end > START_INFO_ADDR {
@@ -144,7 +150,8 @@ pub(crate) fn write_boot_info(guest: &GuestMemoryMmap, mem: MemSize, cmdline: &s
         version: U32::new(START_INFO_VERSION),
         cmdline_paddr: U64::new(CMDLINE_ADDR),
         memmap_paddr: U64::new(MEMMAP_ADDR),
-        memmap_entries: U32::new(u32::try_from(memmap.len()).expect("two regions at most")),
+        // CAST: `regions` returns two entries at most.
+        memmap_entries: U32::new(u32::try_from(memmap.len()).unwrap_or(u32::MAX)),
         ..Default::default()
     };
     let write = |addr, bytes: &[u8]| {

@@ -14,8 +14,11 @@ mod console;
 mod cpuid;
 mod devices;
 mod error;
+mod exit;
 mod layout;
 mod loader;
+mod machine;
+mod sched;
 mod time;
 mod vcpu;
 mod vm;
@@ -26,11 +29,6 @@ use clap::Parser;
 
 use crate::cli::{Cli, Command};
 
-/// Exit status when pvkit could not start the machine (bad kernel, bad options, no KVM).
-pub(crate) const EXIT_SETUP_FAILED: u8 = 1;
-/// Exit status when the guest crashed (triple fault, emulation failure, an exit pvkit cannot serve).
-pub(crate) const EXIT_GUEST_CRASHED: u8 = 3;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).format_timestamp(None).init();
@@ -39,21 +37,21 @@ fn main() -> ExitCode {
             Ok(status) => ExitCode::from(status),
             Err(e) => {
                 eprintln!("pvkit: error: {e}");
-                ExitCode::from(EXIT_SETUP_FAILED)
+                ExitCode::from(exit::SETUP_FAILED)
             }
         },
         Command::Conformance(args) => match conformance::run(&args) {
             Ok(status) => ExitCode::from(status),
             Err(e) => {
                 eprintln!("pvkit: error: {e}");
-                ExitCode::from(EXIT_SETUP_FAILED)
+                ExitCode::from(exit::SETUP_FAILED)
             }
         },
         Command::Bench(args) => match bench::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("pvkit: error: {e}");
-                ExitCode::from(EXIT_SETUP_FAILED)
+                ExitCode::from(exit::SETUP_FAILED)
             }
         },
     }

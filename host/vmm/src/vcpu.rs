@@ -12,19 +12,11 @@ use pvkit_spec::hypercall::HypercallArgs;
 
 use crate::console::{SERIAL_PORT, SERIAL_PORTS};
 use crate::error::VmmError;
-use crate::vm::{Event, Machine};
+use crate::machine::{Event, Machine, Start};
 
 /// KVM_SYSTEM_EVENT types.
 const SYSTEM_EVENT_SHUTDOWN: u32 = 1;
 const SYSTEM_EVENT_RESET: u32 = 2;
-
-/// Where and how a vCPU starts: the PVH entry state with these registers.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Start {
-    pub(crate) entry: u32,
-    pub(crate) ebx: u32,
-    pub(crate) esi: u32,
-}
 
 /// Starts the thread of vCPU `index`, which waits for its [`Start`].
 pub(crate) fn spawn(index: u32, fd: VcpuFd, machine: Arc<Machine>, start: Receiver<Start>) -> Result<(), VmmError> {

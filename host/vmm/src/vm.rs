@@ -1,12 +1,12 @@
 //! One machine: its memory, devices, vCPU threads, and how it ends.
 
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{Kvm, VmFd};
 use pvkit_host::clock::PvClock;
-use pvkit_host::hypercall::{Dispatcher, HostConfig, Platform, Services, StartError, StopRequest};
+use pvkit_host::hypercall::{Dispatcher, HostConfig, Services, StopRequest};
 use pvkit_host::timer::Timers;
 use pvkit_host::vm_memory::VmMemory;
 use pvkit_spec::Features;
@@ -15,94 +15,20 @@ use vm_superio::Serial;
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use crate::cli::RunArgs;
-use crate::console::{Console, ConsoleWriter, IrqTrigger, SERIAL_GSI, SerialPort};
+use crate::console::{Console, ConsoleWriter, IrqTrigger, SERIAL_GSI};
 use crate::devices::DeviceSet;
 use crate::error::{VmmError, kvm};
+use crate::exit::GUEST_CRASHED;
 use crate::layout::{KVM_TSS_ADDR, START_INFO_EBX};
+use crate::machine::{Event, Machine, Start};
+use crate::sched::realtime_priority;
 use crate::time::{self, ApicSink, HostTime};
-use crate::vcpu::{self, Start};
-use crate::{EXIT_GUEST_CRASHED, cpuid, loader};
+use crate::{cpuid, loader, vcpu};
 
 /// How often the PV clock is steered towards the host's.
 const RECALIBRATE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
-/// The real-time priority of the timer and device threads, where they can
-/// have one: low, so as not to starve anything that asks for more.
-const SERVICE_THREAD_PRIORITY: libc::c_int = 10;
-
-/// Gives the calling thread a low real-time priority where pvkit may (as
-/// root): timer interrupts and queue notifications should not wait behind
-/// other threads. Elsewhere the thread keeps the default scheduling.
-pub(crate) fn realtime_priority(thread: &str) {
-    let param = libc::sched_param { sched_priority: SERVICE_THREAD_PRIORITY };
-    // SAFETY: `param` is a valid sched_param; 0 names this thread.
-    if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } != 0 {
-        log::debug!("{thread} thread keeps the default scheduling: {}", std::io::Error::last_os_error());
-    }
-}
 /// KVM's local APIC timer runs on a 1 GHz bus.
 const LAPIC_KHZ: u32 = 1_000_000;
-
-/// How a machine ended.
-#[derive(Debug)]
-pub(crate) enum Event {
-    /// The guest stopped itself.
-    Stop(StopRequest),
-    /// A vCPU could not go on.
-    Crash {
-        /// Which vCPU.
-        vcpu: u32,
-        /// What happened.
-        what: String,
-        /// Its registers, formatted.
-        registers: String,
-    },
-}
-
-/// What the vCPU threads share.
-pub(crate) struct Machine {
-    /// Test-only: unknown hypercalls get the wrong error (`--break-clause HC-3`).
-    pub(crate) break_unknown_call: bool,
-    /// `--boot-trace`: report the first port I/O once.
-    pub(crate) boot_trace: std::sync::atomic::AtomicBool,
-    pub(crate) vm: Arc<VmFd>,
-    pub(crate) guest: GuestMemoryMmap,
-    pub(crate) devices: Arc<DeviceSet>,
-    pub(crate) console: Arc<Console>,
-    pub(crate) serial: Mutex<SerialPort>,
-    pub(crate) dispatcher: Dispatcher,
-    pub(crate) events: Mutex<Sender<Event>>,
-    starters: Vec<Mutex<Option<Sender<Start>>>>,
-}
-
-impl Machine {
-    pub(crate) fn report(&self, event: Event) {
-        // The receiver lives as long as `run`; a send fails only while the
-        // process is already exiting.
-        let _ = self.events.lock().unwrap_or_else(PoisonError::into_inner).send(event);
-    }
-
-    fn start(&self, vcpu: u32, start: Start) -> Result<(), StartError> {
-        let slot = self.starters.get(vcpu as usize).ok_or_else(|| StartError(format!("no vCPU {vcpu}")))?;
-        let sender = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
-        let sender = sender.ok_or_else(|| StartError(format!("vCPU {vcpu} was started before")))?;
-        sender.send(start).map_err(|_| StartError(format!("vCPU {vcpu}'s thread is gone")))
-    }
-}
-
-impl Platform for Machine {
-    fn console_write(&self, bytes: &[u8]) -> usize {
-        self.console.write(bytes);
-        bytes.len()
-    }
-
-    fn console_read(&self, buf: &mut [u8]) -> usize {
-        self.console.read(buf)
-    }
-
-    fn start_vcpu(&self, vcpu: u32, entry: u32, arg: u32) -> Result<(), StartError> {
-        self.start(vcpu, Start { entry, ebx: arg, esi: vcpu })
-    }
-}
 
 fn create_memory(vm: &VmFd, args: &RunArgs) -> Result<GuestMemoryMmap, VmmError> {
     let ranges: Vec<(GuestAddress, usize)> = args
@@ -295,7 +221,7 @@ fn start_time_threads(machine: &Arc<Machine>, time: Time) -> Result<(), VmmError
 fn wait(events: &Receiver<Event>) -> u8 {
     let Ok(event) = events.recv() else {
         eprintln!("pvkit: every vCPU thread ended without a stop");
-        return EXIT_GUEST_CRASHED;
+        return GUEST_CRASHED;
     };
     match event {
         Event::Stop(StopRequest::Shutdown { code }) => code,
@@ -312,7 +238,7 @@ fn wait(events: &Receiver<Event>) -> u8 {
         }
         Event::Crash { vcpu, what, registers } => {
             eprintln!("pvkit: vCPU {vcpu} crashed: {what}\n{registers}");
-            EXIT_GUEST_CRASHED
+            GUEST_CRASHED
         }
     }
 }

@@ -177,7 +177,7 @@ impl Stream {
         let mut buf = [0u8; 4096];
         match self.src.read(&mut buf) {
             Ok(0) => self.open = false,
-            Ok(n) => self.data.extend_from_slice(&buf[..n]),
+            Ok(n) => self.data.extend_from_slice(buf.get(..n).unwrap_or(&buf)),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => self.open = false,
         }

@@ -93,7 +93,7 @@ fn rss_beyond(smaps: &str, guest_kib: u64) -> Option<u64> {
             size = kib(v)?;
         } else if let Some(v) = line.strip_prefix("Rss:") {
             let rss = kib(v)?;
-            total += rss;
+            total = total.saturating_add(rss);
             if size == guest_kib && guest.is_none() {
                 guest = Some(rss);
             }

@@ -75,8 +75,10 @@ impl Stats {
         let mut v = values.to_vec();
         v.sort_by(f64::total_cmp);
         let n = v.len();
-        let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
-        Some(Stats { median, min: v[0], max: v[n - 1], runs: n })
+        let (min, max) = (*v.first()?, *v.last()?);
+        let upper = *v.get(n / 2)?;
+        let median = if n % 2 == 1 { upper } else { f64::midpoint(*v.get((n / 2).checked_sub(1)?)?, upper) };
+        Some(Stats { median, min, max, runs: n })
     }
 }
 
@@ -173,7 +175,7 @@ impl Report {
         let _ = writeln!(out, "  \"compared_with\": {compared},");
         let _ = writeln!(out, "  \"figures\": [");
         for (i, f) in self.figures.iter().enumerate() {
-            let comma = if i + 1 < self.figures.len() { "," } else { "" };
+            let comma = if i.saturating_add(1) < self.figures.len() { "," } else { "" };
             let _ = writeln!(
                 out,
                 "    {{\"section\": {}, \"name\": {}, \"label\": {}, \"vmm\": {}, \"unit\": {}, \
@@ -193,7 +195,7 @@ impl Report {
         let _ = writeln!(out, "  \"ratios\": [");
         let ratios = self.ratios();
         for (i, (m, r)) in ratios.iter().enumerate() {
-            let comma = if i + 1 < ratios.len() { "," } else { "" };
+            let comma = if i.saturating_add(1) < ratios.len() { "," } else { "" };
             let _ = writeln!(
                 out,
                 "    {{\"section\": {}, \"name\": {}, \"pvkit_over_qemu\": {}}}{comma}",

@@ -1,0 +1,83 @@
+//! What a running machine's threads share, and how it ends: the types the
+//! machine's set-up (`vm`) and its vCPU threads (`vcpu`) both use.
+
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use kvm_ioctls::VmFd;
+use pvkit_host::hypercall::{Dispatcher, Platform, StartError, StopRequest};
+use vm_memory::GuestMemoryMmap;
+
+use crate::console::{Console, SerialPort};
+use crate::devices::DeviceSet;
+
+/// Where and how a vCPU starts: the PVH entry state with these registers.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Start {
+    pub(crate) entry: u32,
+    pub(crate) ebx: u32,
+    pub(crate) esi: u32,
+}
+
+/// How a machine ended.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// The guest stopped itself.
+    Stop(StopRequest),
+    /// A vCPU could not go on.
+    Crash {
+        /// Which vCPU.
+        vcpu: u32,
+        /// What happened.
+        what: String,
+        /// Its registers, formatted.
+        registers: String,
+    },
+}
+
+/// What the vCPU threads share.
+pub(crate) struct Machine {
+    /// Test-only: unknown hypercalls get the wrong error (`--break-clause HC-3`).
+    pub(crate) break_unknown_call: bool,
+    /// `--boot-trace`: report the first port I/O once.
+    pub(crate) boot_trace: std::sync::atomic::AtomicBool,
+    pub(crate) vm: Arc<VmFd>,
+    pub(crate) guest: GuestMemoryMmap,
+    pub(crate) devices: Arc<DeviceSet>,
+    pub(crate) console: Arc<Console>,
+    pub(crate) serial: Mutex<SerialPort>,
+    pub(crate) dispatcher: Dispatcher,
+    pub(crate) events: Mutex<Sender<Event>>,
+    pub(crate) starters: Vec<Mutex<Option<Sender<Start>>>>,
+}
+
+impl Machine {
+    pub(crate) fn report(&self, event: Event) {
+        // The receiver lives as long as `run`; a send fails only while the
+        // process is already exiting.
+        let _ = self.events.lock().unwrap_or_else(PoisonError::into_inner).send(event);
+    }
+
+    /// Hands vCPU `vcpu` its start state; each vCPU starts once.
+    pub(crate) fn start(&self, vcpu: u32, start: Start) -> Result<(), StartError> {
+        let slot = self.starters.get(vcpu as usize).ok_or_else(|| StartError(format!("no vCPU {vcpu}")))?;
+        let sender = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let sender = sender.ok_or_else(|| StartError(format!("vCPU {vcpu} was started before")))?;
+        sender.send(start).map_err(|_| StartError(format!("vCPU {vcpu}'s thread is gone")))
+    }
+}
+
+impl Platform for Machine {
+    fn console_write(&self, bytes: &[u8]) -> usize {
+        self.console.write(bytes);
+        bytes.len()
+    }
+
+    fn console_read(&self, buf: &mut [u8]) -> usize {
+        self.console.read(buf)
+    }
+
+    fn start_vcpu(&self, vcpu: u32, entry: u32, arg: u32) -> Result<(), StartError> {
+        self.start(vcpu, Start { entry, ebx: arg, esi: vcpu })
+    }
+}
