@@ -13,7 +13,7 @@
 use core::fmt;
 
 use crate::gate::Gate;
-use crate::host::Pvkit;
+use crate::hypercall::Pvkit;
 use crate::translate::Translate;
 
 /// Formats onto the pvkit early console.

@@ -10,7 +10,7 @@
 //! | [`discovery`] | [`detect`]: is this a pvkit host, which version, which features |
 //! | [`gate`] | the hypercall instruction, behind the [`Gate`] trait |
 //! | [`translate`] | the kernel's virtual-to-physical translation, behind [`Translate`] |
-//! | [`host`] | [`Pvkit`], safe wrappers over every call this crate supports |
+//! | [`hypercall`] | [`Pvkit`], safe wrappers over every call this crate supports |
 //! | [`clock`] | reading the PV clock with no exit: [`clock::ClockArea`], [`clock::Monotonic`] |
 //! | [`timer`] | [`timer::Periodic`] on the one-shot timer, and the interrupt [`timer::Hook`] |
 //! | [`console`] | [`PvConsole`], `core::fmt::Write` over the early console |
@@ -44,7 +44,7 @@ pub mod cpuid;
 pub mod discovery;
 pub mod error;
 pub mod gate;
-pub mod host;
+pub mod hypercall;
 pub mod logger;
 pub mod timer;
 pub mod translate;
@@ -59,6 +59,6 @@ pub use cpuid::{Cpuid, NativeCpuid};
 pub use discovery::{Found, NotPresent, detect};
 pub use error::Error;
 pub use gate::{Gate, PortGate};
-pub use host::Pvkit;
+pub use hypercall::Pvkit;
 pub use logger::PvLogger;
 pub use translate::{IdentityMap, Translate};

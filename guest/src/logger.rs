@@ -17,7 +17,7 @@ use core::fmt::{self, Write};
 use log::{LevelFilter, Log, Metadata, Record};
 
 use crate::gate::Gate;
-use crate::host::Pvkit;
+use crate::hypercall::Pvkit;
 use crate::translate::Translate;
 
 /// Bytes a log line is formatted into before it goes out in one call.
