@@ -13,7 +13,7 @@
 
 use pvkit_spec::discovery::{CpuidRegs, LEAF_COUNT, Leaves};
 
-use crate::hypercall::HostConfig;
+use crate::config::HostConfig;
 
 /// The pvkit leaves at `base`, as (leaf, registers) pairs, for a host with
 /// `config` and the given frequencies (0 when unknown, clause DISC-7).

@@ -12,27 +12,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use pvkit_spec::device::{DESCRIPTOR_ALIGN, DeviceDescriptor};
-use pvkit_spec::hypercall::{
-    CONSOLE_MAX_LEN, EXIT_CODE_MAX, GATE_PORT, HypercallArgs, HypercallReturn, PANIC_MESSAGE_MAX_LEN,
-};
+use pvkit_spec::hypercall::{CONSOLE_MAX_LEN, EXIT_CODE_MAX, HypercallArgs, HypercallReturn, PANIC_MESSAGE_MAX_LEN};
 use pvkit_spec::irq::{IrqSource, Vector};
 use pvkit_spec::status::STATUS_SUCCESS;
-use pvkit_spec::{ABI_VERSION, AbiVersion, Features, Hypercall, HypercallError};
+use pvkit_spec::{AbiVersion, Features, Hypercall, HypercallError};
 use zerocopy::IntoBytes;
 
 use crate::clock::PvClock;
+use crate::config::HostConfig;
 use crate::irq::DeviceRoutes;
 use crate::memory::{GuestMemory, GuestRange, RangeError};
 use crate::timer::Timers;
-
-/// The features this dispatcher implements; a [`HostConfig`] cannot offer more.
-pub const IMPLEMENTED_FEATURES: Features = Features::CONSOLE
-    .union(Features::VCPU_START)
-    .union(Features::CLOCK)
-    .union(Features::CLOCK_TSC_STABLE)
-    .union(Features::WALLCLOCK)
-    .union(Features::TIMER)
-    .union(Features::DEVICES);
 
 /// The services behind the optional features. A feature whose service is
 /// missing is not offered, whatever the [`HostConfig`] asks for.
@@ -53,30 +43,6 @@ pub struct Devices {
     pub descriptors: Vec<DeviceDescriptor>,
     /// Where their interrupts go.
     pub routes: Arc<DeviceRoutes>,
-}
-
-/// What the host offers, fixed for the life of a machine.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct HostConfig {
-    /// The ABI version the host implements.
-    pub version: AbiVersion,
-    /// The features it offers (a subset of [`IMPLEMENTED_FEATURES`]).
-    pub features: Features,
-    /// The number of vCPUs.
-    pub vcpu_count: u32,
-    /// The gate port reported in CPUID.
-    pub gate_port: u16,
-}
-
-impl HostConfig {
-    /// A host of this crate's ABI version with `vcpu_count` vCPUs at the
-    /// standard gate port, offering `features` (dropping any it does not
-    /// implement) and `VCPU_START` when it has more than one vCPU.
-    pub fn new(vcpu_count: u32, features: Features) -> Self {
-        let mut features = features & IMPLEMENTED_FEATURES;
-        features.set(Features::VCPU_START, vcpu_count > 1);
-        Self { version: ABI_VERSION, features, vcpu_count, gate_port: GATE_PORT }
-    }
 }
 
 /// What only the VMM can do, on the dispatcher's behalf.
@@ -291,7 +257,7 @@ impl Dispatcher {
             Hypercall::DeviceEnum => self.device_enum(a0, a1, mem),
             // The stop calls are handled by `handle`; the calls of features
             // this dispatcher does not implement never reach here, since a
-            // config cannot offer them (IMPLEMENTED_FEATURES).
+            // config cannot offer them (`IMPLEMENTED_FEATURES`).
             _ => Err(HypercallError::Unsupported),
         }
     }

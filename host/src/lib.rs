@@ -7,6 +7,7 @@
 //! |---|---|
 //! | [`memory`] | the [`GuestMemory`] trait this crate reads and writes guest RAM through, and [`GuestRange`], a range checked against it |
 //! | [`gate`] | how a port access at the hypercall gate is classified (clause HC-4) |
+//! | [`config`] | [`HostConfig`]: what the machine offers, read by the dispatcher and the CPUID leaves |
 //! | [`hypercall`] | the [`Dispatcher`]: one call in, one [`Outcome`] out |
 //! | [`clock`] | [`PvClock`](clock::PvClock): the machine's PV clock and its per-vCPU structs |
 //! | [`timer`] | [`Timers`](timer::Timers): per-vCPU one-shot timers and the loop that fires them |
@@ -28,7 +29,8 @@
 //!
 //! ```
 //! use pvkit_host::gate::{self, GateAccess};
-//! use pvkit_host::hypercall::{Dispatcher, HostConfig, Outcome, Platform, Services};
+//! use pvkit_host::hypercall::{Dispatcher, Outcome, Platform, Services};
+//! use pvkit_host::HostConfig;
 //! use pvkit_host::memory::VecMemory;
 //! use pvkit_spec::hypercall::{HypercallArgs, GATE_PORT};
 //! use pvkit_spec::{Features, Hypercall};
@@ -59,6 +61,7 @@
 )]
 
 pub mod clock;
+pub mod config;
 pub mod conformance;
 pub mod cpuid;
 pub mod gate;
@@ -70,5 +73,6 @@ pub mod virtio;
 #[cfg(feature = "vm-memory")]
 pub mod vm_memory;
 
-pub use hypercall::{Dispatcher, HostConfig, Outcome, Platform, Services, StopRequest};
+pub use config::HostConfig;
+pub use hypercall::{Dispatcher, Outcome, Platform, Services, StopRequest};
 pub use memory::{GuestMemory, GuestRange};

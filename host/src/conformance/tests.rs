@@ -6,7 +6,8 @@ use std::sync::Arc;
 use pvkit_spec::virtio::DeviceId;
 
 use super::*;
-use crate::hypercall::{HostConfig, Services};
+use crate::config::HostConfig;
+use crate::hypercall::Services;
 use crate::virtio::blk::Blk;
 use crate::virtio::console::Console;
 use crate::virtio::queue::{Queue, QueueError};

@@ -5,6 +5,7 @@ use std::sync::Mutex;
 use pvkit_spec::hypercall::HypercallArgs;
 
 use super::*;
+use crate::config::IMPLEMENTED_FEATURES;
 use crate::memory::VecMemory;
 
 #[derive(Default)]

@@ -5,8 +5,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{Kvm, VmFd};
+use pvkit_host::HostConfig;
 use pvkit_host::clock::PvClock;
-use pvkit_host::hypercall::{Dispatcher, HostConfig, Services, StopRequest};
+use pvkit_host::hypercall::{Dispatcher, Services, StopRequest};
 use pvkit_host::timer::Timers;
 use pvkit_host::vm_memory::VmMemory;
 use pvkit_spec::Features;
