@@ -150,6 +150,25 @@ impl GuestRange {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// The first `at` bytes and the rest, or `None` when `at` is past the
+    /// end. Both parts lie inside this range, so they stay checked.
+    ///
+    /// ```
+    /// use pvkit_host::memory::{GuestRange, VecMemory};
+    ///
+    /// let range = GuestRange::new(&VecMemory::new(0x100), 0x10, 0x20).unwrap();
+    /// let (head, tail) = range.split_at(0x8).unwrap();
+    /// assert_eq!((head.addr(), head.len(), tail.addr(), tail.len()), (0x10, 0x8, 0x18, 0x18));
+    /// assert_eq!(range.split_at(0x21), None);
+    /// ```
+    pub fn split_at(self, at: u64) -> Option<(Self, Self)> {
+        let rest = self.len.checked_sub(at)?;
+        // INVARIANT: both parts lie within `self`, whose end does not
+        // overflow and which the memory reported as RAM.
+        let tail_addr = self.addr.checked_add(at)?;
+        Some((Self { addr: self.addr, len: at }, Self { addr: tail_addr, len: rest }))
+    }
 }
 
 /// Guest memory held in a `Vec`, starting at guest-physical address 0: for

@@ -14,8 +14,9 @@ use pvkit_spec::virtio::{DeviceId, Features};
 use zerocopy::little_endian::{U32, U64};
 use zerocopy::{FromBytes, IntoBytes};
 
-use super::device::{VirtioDevice, drain, read_chain, write_chain};
-use super::queue::{Chain, Queue, QueueError};
+use super::chain::{Chain, gather, scatter};
+use super::device::{VirtioDevice, drain};
+use super::queue::{Queue, QueueError};
 use crate::memory::GuestMemory;
 
 /// The largest data transfer one request may ask for (clause SEC-2); the
@@ -137,8 +138,10 @@ impl Blk {
             self.stats.malformed.fetch_add(1, Ordering::Relaxed);
             return 0;
         };
-        let header = read_chain(mem, chain.readable(), 0, 16).ok().filter(|h| h.len() == 16);
-        let Some(header) = header.and_then(|h| RequestHeader::read_from_bytes(&h).ok()) else {
+        let mut header = [0u8; 16];
+        let read = gather(mem, chain.readable(), 0, &mut header);
+        let Some(header) = read.ok().filter(|&n| n == 16).and_then(|_| RequestHeader::read_from_bytes(&header).ok())
+        else {
             self.stats.malformed.fetch_add(1, Ordering::Relaxed);
             return 0;
         };
@@ -147,7 +150,7 @@ impl Blk {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
         }
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
-        if write_chain(mem, chain.writable(), status_at, &[status.raw()]).is_err() {
+        if scatter(mem, chain.writable(), status_at, &[status.raw()]).is_err() {
             return 0;
         }
         // BLK-8: data written, plus the status byte.
@@ -186,7 +189,7 @@ impl Blk {
                 if self.file.read_exact_at(data, offset).is_err() {
                     return (RequestStatus::IoErr, 0);
                 }
-                match write_chain(mem, chain.writable(), 0, data) {
+                match scatter(mem, chain.writable(), 0, data) {
                     Ok(n) => (RequestStatus::Ok, n as u64),
                     Err(_) => (RequestStatus::IoErr, 0),
                 }
@@ -197,9 +200,10 @@ impl Blk {
                     return (RequestStatus::IoErr, 0); // BLK-4
                 }
                 let Some(offset) = self.span(sector, len) else { return (RequestStatus::IoErr, 0) };
-                let Ok(data) = read_chain(mem, chain.readable(), HEADER, usize::try_from(len).unwrap_or(0)) else {
+                let mut data = vec![0u8; usize::try_from(len).unwrap_or(0)];
+                if gather(mem, chain.readable(), HEADER, &mut data).is_err() {
                     return (RequestStatus::IoErr, 0);
-                };
+                }
                 match self.file.write_all_at(&data, offset) {
                     Ok(()) => (RequestStatus::Ok, 0),
                     Err(_) => (RequestStatus::IoErr, 0),
@@ -213,7 +217,7 @@ impl Blk {
                 if status_at < ID_BYTES as u64 {
                     return (RequestStatus::IoErr, 0); // BLK-6
                 }
-                match write_chain(mem, chain.writable(), 0, &self.id) {
+                match scatter(mem, chain.writable(), 0, &self.id) {
                     Ok(n) => (RequestStatus::Ok, n as u64),
                     Err(_) => (RequestStatus::IoErr, 0),
                 }
@@ -233,7 +237,10 @@ impl Blk {
         if segments != 16 * u64::from(MAX_DISCARD_SEG) {
             return RequestStatus::Unsupp;
         }
-        let Ok(bytes) = read_chain(mem, chain.readable(), HEADER, 16) else { return RequestStatus::IoErr };
+        let mut bytes = [0u8; 16];
+        if gather(mem, chain.readable(), HEADER, &mut bytes).is_err() {
+            return RequestStatus::IoErr;
+        }
         let Ok(segment) = DiscardSegment::read_from_bytes(&bytes) else { return RequestStatus::IoErr };
         let (sector, count) = (segment.sector.get(), segment.num_sectors.get());
         if segment.flags.get() != 0 {

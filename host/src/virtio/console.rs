@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use pvkit_spec::virtio::console::{RECEIVEQ, TRANSMITQ};
 use pvkit_spec::virtio::{DeviceId, Features};
 
-use super::device::{VirtioDevice, drain, read_chain, write_chain};
+use super::chain::{gather, scatter};
+use super::device::{VirtioDevice, drain};
 use super::queue::{Queue, QueueError};
 use crate::memory::GuestMemory;
 
@@ -60,8 +61,9 @@ impl VirtioDevice for Console {
                 let out = &mut self.out;
                 drain(queue, mem, |chain| {
                     let len = usize::try_from(chain.readable_len()).unwrap_or(usize::MAX).min(MAX_TX_BYTES);
-                    if let Ok(bytes) = read_chain(mem, chain.readable(), 0, len) {
-                        let _ = out.write_all(&bytes).and_then(|()| out.flush());
+                    let mut bytes = vec![0u8; len];
+                    if let Ok(n) = gather(mem, chain.readable(), 0, &mut bytes) {
+                        let _ = out.write_all(bytes.get(..n).unwrap_or_default()).and_then(|()| out.flush());
                     }
                     0
                 })
@@ -83,7 +85,7 @@ impl VirtioDevice for Console {
                     };
                     let room = usize::try_from(chain.writable_len()).unwrap_or(usize::MAX).min(input.len());
                     let bytes: Vec<u8> = input.iter().take(room).copied().collect();
-                    let written = write_chain(mem, chain.writable(), 0, &bytes).unwrap_or(0);
+                    let written = scatter(mem, chain.writable(), 0, &bytes).unwrap_or(0);
                     input.drain(..written);
                     queue.add_used(mem, chain.head(), u32::try_from(written).unwrap_or(0))?;
                     used = true;

@@ -2,7 +2,8 @@
 
 use pvkit_spec::virtio::DeviceId;
 
-use super::queue::{Chain, PopError, Queue, QueueError};
+use super::chain::Chain;
+use super::queue::{PopError, Queue, QueueError};
 use crate::memory::GuestMemory;
 
 /// A virtio device's own behaviour: its identity, features, configuration
@@ -81,62 +82,4 @@ pub fn drain(
         }
         used = true;
     }
-}
-
-/// Copies up to `len` bytes that the chain offers the device for reading,
-/// starting `skip` bytes in, into a new buffer (clause SEC-3: read once).
-pub fn read_chain(
-    mem: &dyn GuestMemory,
-    ranges: &[crate::GuestRange],
-    skip: u64,
-    len: usize,
-) -> Result<Vec<u8>, crate::memory::MemoryError> {
-    let mut out = vec![0u8; len];
-    let mut filled = 0usize;
-    let mut skip = skip;
-    for range in ranges {
-        if filled == len {
-            break;
-        }
-        if skip >= range.len() {
-            skip = skip.saturating_sub(range.len());
-            continue;
-        }
-        // skip < range.len() here, and a GuestRange's end does not overflow.
-        let available = usize::try_from(range.len().saturating_sub(skip)).unwrap_or(usize::MAX);
-        let n = available.min(len.saturating_sub(filled));
-        let dst = out.get_mut(filled..filled.saturating_add(n)).unwrap_or_default();
-        mem.read(range.addr().saturating_add(skip), dst)?;
-        filled = filled.saturating_add(n);
-        skip = 0;
-    }
-    out.truncate(filled);
-    Ok(out)
-}
-
-/// Copies `data` into the chain's writable ranges, starting `skip` bytes in;
-/// returns how many bytes were written.
-pub fn write_chain(
-    mem: &dyn GuestMemory,
-    ranges: &[crate::GuestRange],
-    skip: u64,
-    data: &[u8],
-) -> Result<usize, crate::memory::MemoryError> {
-    let mut written = 0usize;
-    let mut skip = skip;
-    for range in ranges {
-        if written == data.len() {
-            break;
-        }
-        if skip >= range.len() {
-            skip = skip.saturating_sub(range.len());
-            continue;
-        }
-        let room = usize::try_from(range.len().saturating_sub(skip)).unwrap_or(usize::MAX);
-        let n = room.min(data.len().saturating_sub(written));
-        mem.write(range.addr().saturating_add(skip), data.get(written..written.saturating_add(n)).unwrap_or_default())?;
-        written = written.saturating_add(n);
-        skip = 0;
-    }
-    Ok(written)
 }

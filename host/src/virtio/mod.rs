@@ -8,12 +8,14 @@
 //! `unwrap`, an unchecked index or unchecked arithmetic.
 
 pub mod blk;
+pub mod chain;
 pub mod console;
 pub mod device;
 pub mod mmio;
 pub mod queue;
 pub mod rng;
 
+pub use chain::Chain;
 pub use device::VirtioDevice;
 pub use mmio::MmioTransport;
-pub use queue::{Chain, Queue, QueueError};
+pub use queue::{Queue, QueueError};

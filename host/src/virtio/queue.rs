@@ -32,6 +32,7 @@ use pvkit_spec::virtio::queue::{
 };
 use zerocopy::FromBytes;
 
+use super::chain::Chain;
 use crate::memory::{GuestMemory, GuestRange, RangeError};
 
 /// Where the driver put a queue, as the transport's registers say.
@@ -120,41 +121,6 @@ impl fmt::Display for QueueError {
 }
 
 impl std::error::Error for QueueError {}
-
-/// A checked chain: its head, and its buffers in order, readable first.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Chain {
-    head: u16,
-    readable: Vec<GuestRange>,
-    writable: Vec<GuestRange>,
-}
-
-impl Chain {
-    /// The head descriptor's index, for [`Queue::add_used`].
-    pub fn head(&self) -> u16 {
-        self.head
-    }
-
-    /// The device-readable buffers, in order.
-    pub fn readable(&self) -> &[GuestRange] {
-        &self.readable
-    }
-
-    /// The device-writable buffers, in order.
-    pub fn writable(&self) -> &[GuestRange] {
-        &self.writable
-    }
-
-    /// Total bytes the device may read (fits in `u32`: checked at pop).
-    pub fn readable_len(&self) -> u64 {
-        self.readable.iter().map(GuestRange::len).sum()
-    }
-
-    /// Total bytes the device may write (fits in `u32`: checked at pop).
-    pub fn writable_len(&self) -> u64 {
-        self.writable.iter().map(GuestRange::len).sum()
-    }
-}
 
 /// A live split queue, device side.
 #[derive(Debug)]

@@ -5,7 +5,8 @@ use std::io::Read;
 
 use pvkit_spec::virtio::{DeviceId, Features};
 
-use super::device::{VirtioDevice, drain, write_chain};
+use super::chain::scatter;
+use super::device::{VirtioDevice, drain};
 use super::queue::{Queue, QueueError};
 use crate::memory::GuestMemory;
 
@@ -54,7 +55,7 @@ impl VirtioDevice for Rng {
             if source.read_exact(&mut bytes).is_err() {
                 return 0;
             }
-            let written = write_chain(mem, chain.writable(), 0, &bytes).unwrap_or(0);
+            let written = scatter(mem, chain.writable(), 0, &bytes).unwrap_or(0);
             u32::try_from(written).unwrap_or(0)
         })
     }
