@@ -3,18 +3,32 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::Args;
+
+use crate::output::Output;
 
 /// Where `scripts/run-example` and the tests leave the example kernels.
 const DEFAULT_KERNEL: &str = "examples/kernels/target/x86_64-unknown-none/release/conformance";
 /// The disk the runner gives the guest: 16 MiB.
 const DISK_SECTORS: u64 = 32768;
+/// The longest line of the VMM's output the runner reads; the rest of a
+/// longer line is skipped.
+const MAX_LINE: u64 = 4096;
+/// Lines read ahead of the runner at most: a VMM that prints faster than
+/// the runner reads waits (its pipe fills) instead of growing memory.
+const LINES_AHEAD: usize = 64;
+/// The most clauses a run keeps; the guest checks well under a hundred.
+const MAX_CLAUSES: usize = 1024;
+/// The most detail lines kept per clause, beside the one of its outcome.
+const MAX_DETAILS: usize = 16;
 
 #[derive(Debug, Args)]
 pub(crate) struct ConformanceArgs {
@@ -51,7 +65,26 @@ pub(crate) struct ConformanceArgs {
 #[derive(Debug, Default)]
 struct Clause {
     outcome: Outcome,
+    /// The detail of the first line that gave `outcome`.
+    detail: String,
+    /// The first details, each as "OUTCOME: text", [`MAX_DETAILS`] at most.
     details: Vec<String>,
+    /// Lines beyond those.
+    more: usize,
+}
+
+impl Clause {
+    fn add(&mut self, outcome: Outcome, detail: &str) {
+        if outcome > self.outcome || self.details.is_empty() {
+            self.outcome = outcome;
+            self.detail = detail.to_string();
+        }
+        if self.details.len() < MAX_DETAILS {
+            self.details.push(format!("{}: {detail}", outcome.word()));
+        } else {
+            self.more = self.more.saturating_add(1);
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
@@ -81,18 +114,42 @@ impl Outcome {
     }
 }
 
-fn scratch_disk() -> Result<PathBuf, String> {
-    let path = std::env::temp_dir().join(format!("pvkit-conformance-{}.img", std::process::id()));
-    let file = std::fs::File::create(&path).map_err(|e| format!("creating {}: {e}", path.display()))?;
-    file.set_len(DISK_SECTORS * 512).map_err(|e| format!("sizing {}: {e}", path.display()))?;
-    Ok(path)
+/// The guest's scratch disk: a file with no name, so that no way the runner
+/// ends (an error, the timeout, Ctrl-C, SIGKILL) leaves it behind. The VMM
+/// opens it as `/proc/PID/fd/N` while the runner holds it open.
+#[derive(Debug)]
+struct ScratchDisk {
+    file: File,
 }
 
-fn command(args: &ConformanceArgs, disk: &Path) -> Result<Command, String> {
+impl ScratchDisk {
+    fn new() -> Result<Self, String> {
+        let dir = std::env::temp_dir();
+        let path = dir.join(format!("pvkit-conformance-{}.img", std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| format!("creating {}: {e}", path.display()))?;
+        // The name goes at once; the open file stays until the runner ends.
+        std::fs::remove_file(&path).map_err(|e| format!("removing {}: {e}", path.display()))?;
+        file.set_len(DISK_SECTORS.saturating_mul(512)).map_err(|e| format!("sizing the scratch disk: {e}"))?;
+        Ok(Self { file })
+    }
+
+    /// A path to the disk that another process can open.
+    fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/fd/{}", std::process::id(), self.file.as_raw_fd()))
+    }
+}
+
+fn command(args: &ConformanceArgs, disk: &ScratchDisk) -> Result<Command, String> {
+    let disk = disk.path();
     let Some(template) = &args.vmm else {
         let me = std::env::current_exe().map_err(|e| format!("finding pvkit itself: {e}"))?;
         let mut cmd = Command::new(me);
-        cmd.args(["run", "--cpus", "2", "--mem", "3200M", "--rng", "--disk"]).arg(disk);
+        cmd.args(["run", "--cpus", "2", "--mem", "3200M", "--rng", "--disk"]).arg(&disk);
         cmd.arg("--cmdline").arg(format!("conformance.disk_sectors={DISK_SECTORS}"));
         if let Some(clause) = &args.break_clause {
             cmd.arg("--break-clause").arg(clause);
@@ -123,6 +180,23 @@ struct Report {
     done: bool,
 }
 
+impl Report {
+    /// Takes one line of output: `CLAUSE ID OUTCOME detail`; anything else is
+    /// the guest's or the VMM's own output and is passed over.
+    fn add(&mut self, line: &str) {
+        let mut words = line.splitn(4, ' ');
+        let (Some("CLAUSE"), Some(id), Some(outcome)) = (words.next(), words.next(), words.next()) else { return };
+        let Some(outcome) = Outcome::parse(outcome) else { return };
+        if !self.clauses.contains_key(id) {
+            if self.clauses.len() >= MAX_CLAUSES {
+                return;
+            }
+            self.order.push(id.to_string());
+        }
+        self.clauses.entry(id.to_string()).or_default().add(outcome, words.next().unwrap_or(""));
+    }
+}
+
 /// Runs the guest and collects its clause lines.
 fn collect(mut cmd: Command, timeout: Duration) -> Result<Report, String> {
     let mut child = cmd
@@ -132,42 +206,60 @@ fn collect(mut cmd: Command, timeout: Duration) -> Result<Report, String> {
         .spawn()
         .map_err(|e| format!("cannot start {cmd:?}: {e}"))?;
     let stdout = child.stdout.take().ok_or("no standard output")?;
-    let (tx, rx) = mpsc::channel();
+    let (tx, rx) = mpsc::sync_channel(LINES_AHEAD);
     std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        let mut reader = BufReader::new(stdout);
+        while let Some(line) = read_line(&mut reader) {
             if tx.send(line).is_err() {
                 return;
             }
         }
     });
     // A timeout too far away to represent is no deadline at all.
-    let deadline = std::time::Instant::now().checked_add(timeout);
-    let mut clauses: BTreeMap<String, Clause> = BTreeMap::new();
-    let mut order = Vec::new();
-    let mut done = false;
+    let deadline = Instant::now().checked_add(timeout);
+    let mut report = Report::default();
     loop {
-        let left = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(std::time::Instant::now()));
-        let line = match rx.recv_timeout(left) {
-            Ok(line) => line,
-            Err(_) => break,
+        let now = Instant::now();
+        // Checked on every line: a VMM that never stops printing still meets it.
+        let left = match deadline {
+            Some(d) if now >= d => break,
+            Some(d) => d.saturating_duration_since(now),
+            None => Duration::MAX,
         };
+        let Ok(line) = rx.recv_timeout(left) else { break };
         if line == "CONFORMANCE DONE" {
-            done = true;
+            report.done = true;
             break;
         }
-        let mut words = line.splitn(4, ' ');
-        let (Some("CLAUSE"), Some(id), Some(outcome)) = (words.next(), words.next(), words.next()) else { continue };
-        let Some(outcome) = Outcome::parse(outcome) else { continue };
-        let clause = clauses.entry(id.to_string()).or_insert_with(|| {
-            order.push(id.to_string());
-            Clause::default()
-        });
-        clause.outcome = clause.outcome.max(outcome);
-        clause.details.push(format!("{}: {}", outcome.word(), words.next().unwrap_or("")));
+        report.add(&line);
     }
     let _ = child.kill();
     let _ = child.wait();
-    Ok(Report { clauses, order, done })
+    Ok(report)
+}
+
+/// One line of `reader`, at most [`MAX_LINE`] bytes of it; `None` at the end
+/// of the output or on an error.
+fn read_line(reader: &mut impl BufRead) -> Option<String> {
+    let mut line = Vec::new();
+    let n = reader.by_ref().take(MAX_LINE).read_until(b'\n', &mut line).ok()?;
+    if n == 0 {
+        return None;
+    }
+    if line.last() == Some(&b'\n') {
+        line.pop();
+    } else {
+        // Cut: skip to the end of the line, a bounded chunk at a time.
+        let mut rest = Vec::new();
+        loop {
+            rest.clear();
+            let n = reader.by_ref().take(MAX_LINE).read_until(b'\n', &mut rest).ok()?;
+            if n == 0 || rest.last() == Some(&b'\n') {
+                break;
+            }
+        }
+    }
+    Some(String::from_utf8_lossy(&line).into_owned())
 }
 
 fn escape(text: &str) -> String {
@@ -188,7 +280,11 @@ fn junit(report: &Report) -> String {
     );
     for id in order {
         let Some(c) = clauses.get(id) else { continue };
-        let detail = escape(&c.details.join("; "));
+        let mut detail = c.details.join("; ");
+        if c.more > 0 {
+            let _ = write!(detail, "; ({} more lines)", c.more);
+        }
+        let detail = escape(&detail);
         let _ = match c.outcome {
             Outcome::Pass => writeln!(
                 xml,
@@ -219,17 +315,15 @@ pub(crate) fn run(args: &ConformanceArgs) -> Result<u8, String> {
     if !args.kernel.is_file() {
         return Err(format!("no conformance kernel at {} (scripts/run-example builds it)", args.kernel.display()));
     }
-    let disk = scratch_disk()?;
-    let result = command(args, &disk).and_then(|cmd| collect(cmd, Duration::from_secs(args.timeout)));
-    let _ = std::fs::remove_file(&disk);
-    let report = result?;
+    let junit_out = args.junit.as_deref().map(Output::open).transpose()?;
+    let disk = ScratchDisk::new()?;
+    let report = collect(command(args, &disk)?, Duration::from_secs(args.timeout))?;
+    drop(disk);
     let (clauses, order, done) = (&report.clauses, &report.order, report.done);
     println!("{:<8} {:<5} detail", "clause", "result");
     for id in order {
         if let Some(c) = clauses.get(id) {
-            let detail = c.details.iter().find(|d| d.starts_with(c.outcome.word())).map_or("", String::as_str);
-            let detail = detail.split_once(": ").map_or(detail, |(_, d)| d);
-            println!("{id:<8} {:<5} {detail}", c.outcome.word());
+            println!("{id:<8} {:<5} {}", c.outcome.word(), c.detail);
         }
     }
     let count = |o| clauses.values().filter(|c| c.outcome == o).count();
@@ -238,8 +332,8 @@ pub(crate) fn run(args: &ConformanceArgs) -> Result<u8, String> {
     if !done {
         println!("conformance: the guest never reported CONFORMANCE DONE");
     }
-    if let Some(path) = &args.junit {
-        std::fs::write(path, junit(&report)).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    if let Some(out) = junit_out {
+        out.write(&junit(&report))?;
     }
     Ok(if fail == 0 && done { 0 } else { 1 })
 }

@@ -17,6 +17,7 @@ mod error;
 mod exit;
 mod layout;
 mod loader;
+mod output;
 mod machine;
 mod sched;
 mod time;

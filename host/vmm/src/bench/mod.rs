@@ -28,6 +28,7 @@ use std::process::Command;
 use clap::{Args, ValueEnum};
 
 use self::report::{Metric, Report, Vmm};
+use crate::output::Output;
 
 /// Where `scripts/run-example` and the tests leave the example kernels.
 const DEFAULT_KERNELS: &str = "examples/kernels/target/x86_64-unknown-none/release";
@@ -83,27 +84,11 @@ fn qemu_command(kernel: &Path) -> Command {
     cmd
 }
 
-/// Checks that `path` can be written before an expensive run, so a typo is
-/// caught at once and an existing file is not clobbered by a failed run.
-fn check_output(path: &Path) -> Result<(), String> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    if !dir.is_dir() {
-        return Err(format!("cannot write {}: no directory {}", path.display(), dir.display()));
-    }
-    if path.is_dir() {
-        return Err(format!("cannot write {}: it is a directory", path.display()));
-    }
-    Ok(())
-}
-
-fn write_output(path: &Path, text: &str) -> Result<(), String> {
-    std::fs::write(path, text).map_err(|e| format!("writing {}: {e}", path.display()))
-}
-
 pub(crate) fn run(args: &BenchArgs) -> Result<(), String> {
-    for path in [&args.json, &args.plot].into_iter().flatten() {
-        check_output(path)?;
-    }
+    // Opened now, so a typo is caught at once and an existing file is not
+    // clobbered by a failed run.
+    let json = args.json.as_deref().map(Output::open).transpose()?;
+    let plot = args.plot.as_deref().map(Output::open).transpose()?;
     let kernel = |name: &str| {
         let path = args.kernels.join(name);
         if path.is_file() {
@@ -129,12 +114,14 @@ pub(crate) fn run(args: &BenchArgs) -> Result<(), String> {
     footprint(&mut report, &vmms, rss)?;
 
     print!("{}", report.table());
-    if let Some(path) = &args.json {
-        write_output(path, &report.json())?;
+    if let Some(out) = json {
+        let path = out.path().to_owned();
+        out.write(&report.json())?;
         println!("\nJSON report: {}", path.display());
     }
-    if let Some(path) = &args.plot {
-        write_output(path, &plot::svg(&report))?;
+    if let Some(out) = plot {
+        let path = out.path().to_owned();
+        out.write(&plot::svg(&report))?;
         println!("SVG plot: {}", path.display());
     }
     Ok(())
