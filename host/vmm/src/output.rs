@@ -25,7 +25,12 @@ impl Output {
             return Err(refuse("it is a directory".into()));
         }
         let created = !path.exists();
-        let file = OpenOptions::new().write(true).create(true).truncate(false).open(path).map_err(|e| refuse(e.to_string()))?;
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| refuse(e.to_string()))?;
         Ok(Self { path: path.to_owned(), file, created, written: false })
     }
 
