@@ -1,5 +1,12 @@
 //! The block device on a raw image file (`devices.md`, clauses BLK-1 to
-//! BLK-9).
+//! BLK-10).
+//!
+//! The device works in two steps, so that nothing it does to the file
+//! depends on a field it has not checked: [`request::Request::parse`] turns
+//! a chain into a typed request (or a refusal), and [`Blk`] then carries the
+//! request out against the image.
+
+pub mod request;
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -7,13 +14,12 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use pvkit_spec::virtio::blk::{
-    BlkConfig, BlkFeatures, DiscardSegment, ID_BYTES, RequestHeader, RequestStatus, RequestType, SECTOR_SIZE,
-};
+use pvkit_spec::virtio::blk::{BlkConfig, BlkFeatures, ID_BYTES, RequestStatus, SECTOR_SIZE};
 use pvkit_spec::virtio::{DeviceId, Features};
+use zerocopy::IntoBytes;
 use zerocopy::little_endian::{U32, U64};
-use zerocopy::{FromBytes, IntoBytes};
 
+use self::request::{Disk, Op, ParseError, Request};
 use super::chain::{Chain, gather, scatter};
 use super::device::{VirtioDevice, drain};
 use super::queue::{Queue, QueueError};
@@ -22,15 +28,14 @@ use crate::memory::GuestMemory;
 /// The largest data transfer one request may ask for (clause SEC-2); the
 /// device offers it as `size_max` * `seg_max`.
 pub const MAX_REQUEST_BYTES: u64 = 4 << 20;
+/// The largest discard, in sectors (clause SEC-2, BLK-10).
+pub const MAX_DISCARD_SECTORS: u32 = 2048;
+/// The discard segments one request carries (BLK-10).
+pub const MAX_DISCARD_SEG: u32 = 1;
 /// Largest segment, and most segments, offered in the configuration.
 const SIZE_MAX: u32 = 1 << 20;
 const SEG_MAX: u32 = 126;
 const QUEUE_SIZES: [u16; 1] = [256];
-/// The header's size.
-const HEADER: u64 = 16;
-/// The largest discard, in sectors, and the segments one request may carry.
-const MAX_DISCARD_SECTORS: u32 = 2048;
-const MAX_DISCARD_SEG: u32 = 1;
 
 /// Why an image cannot back a block device.
 #[derive(Debug)]
@@ -117,6 +122,12 @@ impl Blk {
         &self.stats
     }
 
+    /// What requests are checked against: the capacity, and whether the
+    /// disk is read-only.
+    pub fn disk(&self) -> Disk {
+        Disk { sectors: self.sectors, read_only: self.read_only }
+    }
+
     fn config(&self) -> BlkConfig {
         BlkConfig {
             capacity: U64::new(self.sectors),
@@ -130,141 +141,81 @@ impl Blk {
         }
     }
 
-    /// Carries out one checked chain; returns the bytes written into it.
-    fn request(&mut self, chain: &Chain, mem: &dyn GuestMemory) -> u32 {
-        // The status byte is the chain's last writable byte (BLK-7).
-        let writable = chain.writable_len();
-        let Some(status_at) = writable.checked_sub(1) else {
-            self.stats.malformed.fetch_add(1, Ordering::Relaxed);
-            return 0;
+    /// Serves one checked chain: parses it, carries the request out, and
+    /// writes its status. Returns the used length (BLK-8): 0 for a chain
+    /// that is no request (BLK-7).
+    fn serve(&mut self, chain: &Chain, mem: &dyn GuestMemory) -> u32 {
+        let (status_byte, status, written) = match Request::parse(chain, mem, self.disk()) {
+            Ok(request) => {
+                let (status, written) = self.execute(request.op(), mem);
+                (request.status(), status, written)
+            }
+            Err(ParseError::Refused { status, reason }) => (status, reason.status(), 0),
+            Err(ParseError::Malformed(_)) => {
+                self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                return 0;
+            }
         };
-        let mut header = [0u8; 16];
-        let read = gather(mem, chain.readable(), 0, &mut header);
-        let Some(header) = read.ok().filter(|&n| n == 16).and_then(|_| RequestHeader::read_from_bytes(&header).ok())
-        else {
-            self.stats.malformed.fetch_add(1, Ordering::Relaxed);
-            return 0;
-        };
-        let (status, data_written) = self.execute(&header, chain, status_at, mem);
         if status != RequestStatus::Ok {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
         }
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
-        if scatter(mem, chain.writable(), status_at, &[status.raw()]).is_err() {
+        if mem.write(status_byte.addr(), &[status.raw()]).is_err() {
             return 0;
         }
         // BLK-8: data written, plus the status byte.
-        u32::try_from(data_written.saturating_add(1)).unwrap_or(0)
+        u32::try_from(written.saturating_add(1)).unwrap_or(0)
     }
 
-    /// The range of sectors a transfer of `len` bytes at `sector` covers, in
-    /// bytes, if it is whole sectors within the disk (BLK-2).
-    fn span(&self, sector: u64, len: u64) -> Option<u64> {
-        if !len.is_multiple_of(SECTOR_SIZE) || len > MAX_REQUEST_BYTES {
-            return None;
-        }
-        let end = sector.checked_add(len.checked_div(SECTOR_SIZE)?)?;
-        if end > self.sectors {
-            return None;
-        }
-        sector.checked_mul(SECTOR_SIZE)
-    }
-
-    fn execute(
-        &mut self,
-        header: &RequestHeader,
-        chain: &Chain,
-        status_at: u64,
-        mem: &dyn GuestMemory,
-    ) -> (RequestStatus, u64) {
-        let sector = header.sector.get();
-        match header.request_type() {
-            Some(RequestType::In) => {
-                let Some(offset) = self.span(sector, status_at) else { return (RequestStatus::IoErr, 0) };
-                let len = usize::try_from(status_at).unwrap_or(0);
-                if self.scratch.len() < len {
-                    self.scratch.resize(len, 0);
-                }
-                let data = self.scratch.get_mut(..len).unwrap_or_default();
-                if self.file.read_exact_at(data, offset).is_err() {
-                    return (RequestStatus::IoErr, 0);
-                }
-                match scatter(mem, chain.writable(), 0, data) {
-                    Ok(n) => (RequestStatus::Ok, n as u64),
-                    Err(_) => (RequestStatus::IoErr, 0),
+    /// Carries out a checked request against the image: its status, and the
+    /// bytes it wrote into guest memory.
+    fn execute(&mut self, op: &Op, mem: &dyn GuestMemory) -> (RequestStatus, usize) {
+        let done = match op {
+            Op::Read { offset, len, data } => {
+                let buf = scratch(&mut self.scratch, *len);
+                match self.file.read_exact_at(buf, *offset) {
+                    Ok(()) => scatter(mem, data, 0, buf).map_err(drop),
+                    Err(_) => Err(()),
                 }
             }
-            Some(RequestType::Out) => {
-                let len = chain.readable_len().saturating_sub(HEADER);
-                if self.read_only {
-                    return (RequestStatus::IoErr, 0); // BLK-4
-                }
-                let Some(offset) = self.span(sector, len) else { return (RequestStatus::IoErr, 0) };
-                let mut data = vec![0u8; usize::try_from(len).unwrap_or(0)];
-                if gather(mem, chain.readable(), HEADER, &mut data).is_err() {
-                    return (RequestStatus::IoErr, 0);
-                }
-                match self.file.write_all_at(&data, offset) {
-                    Ok(()) => (RequestStatus::Ok, 0),
-                    Err(_) => (RequestStatus::IoErr, 0),
+            Op::Write { offset, len, data } => {
+                let buf = scratch(&mut self.scratch, *len);
+                match gather(mem, data, 0, buf) {
+                    Ok(_) => self.file.write_all_at(buf, *offset).map(|()| 0).map_err(drop),
+                    Err(_) => Err(()),
                 }
             }
-            Some(RequestType::Flush) => match self.file.sync_data() {
-                Ok(()) => (RequestStatus::Ok, 0),
-                Err(_) => (RequestStatus::IoErr, 0),
-            },
-            Some(RequestType::GetId) => {
-                if status_at < ID_BYTES as u64 {
-                    return (RequestStatus::IoErr, 0); // BLK-6
-                }
-                match scatter(mem, chain.writable(), 0, &self.id) {
-                    Ok(n) => (RequestStatus::Ok, n as u64),
-                    Err(_) => (RequestStatus::IoErr, 0),
-                }
-            }
-            Some(RequestType::Discard) => (self.discard(chain, mem), 0),
-            _ => (RequestStatus::Unsupp, 0), // BLK-5
-        }
-    }
-
-    /// `DISCARD`: one segment of at most `MAX_DISCARD_SECTORS`, which reads
-    /// back as zeros afterwards.
-    fn discard(&mut self, chain: &Chain, mem: &dyn GuestMemory) -> RequestStatus {
-        if self.read_only {
-            return RequestStatus::IoErr; // BLK-4
-        }
-        let segments = chain.readable_len().saturating_sub(HEADER);
-        if segments != 16 * u64::from(MAX_DISCARD_SEG) {
-            return RequestStatus::Unsupp;
-        }
-        let mut bytes = [0u8; 16];
-        if gather(mem, chain.readable(), HEADER, &mut bytes).is_err() {
-            return RequestStatus::IoErr;
-        }
-        let Ok(segment) = DiscardSegment::read_from_bytes(&bytes) else { return RequestStatus::IoErr };
-        let (sector, count) = (segment.sector.get(), segment.num_sectors.get());
-        if segment.flags.get() != 0 {
-            return RequestStatus::Unsupp;
-        }
-        if count > MAX_DISCARD_SECTORS || sector.checked_add(u64::from(count)).is_none_or(|end| end > self.sectors) {
-            return RequestStatus::IoErr;
-        }
-        let zeros = [0u8; 64 * 1024];
-        // The range is within the disk (checked above), so these cannot overflow.
-        let (Some(mut at), Some(end)) =
-            (sector.checked_mul(SECTOR_SIZE), sector.saturating_add(u64::from(count)).checked_mul(SECTOR_SIZE))
-        else {
-            return RequestStatus::IoErr;
+            Op::Flush => self.file.sync_data().map(|()| 0).map_err(drop),
+            Op::GetId { data } => scatter(mem, data, 0, &self.id).map_err(drop),
+            Op::Discard { offset, len } => self.zero(*offset, *len).map(|()| 0),
         };
-        while at < end {
-            let n = end.saturating_sub(at).min(zeros.len() as u64);
-            if self.file.write_all_at(zeros.get(..usize::try_from(n).unwrap_or(0)).unwrap_or_default(), at).is_err() {
-                return RequestStatus::IoErr;
-            }
-            at = at.saturating_add(n);
+        match done {
+            Ok(written) => (RequestStatus::Ok, written),
+            Err(()) => (RequestStatus::IoErr, 0),
         }
-        RequestStatus::Ok
     }
+
+    /// Zeroes `len` bytes of the image at `offset` (a checked discard).
+    fn zero(&mut self, offset: u64, len: u64) -> Result<(), ()> {
+        let zeros = [0u8; 64 * 1024];
+        let end = offset.saturating_add(len);
+        let mut at = offset;
+        while at < end {
+            let n = usize::try_from(end.saturating_sub(at)).unwrap_or(usize::MAX).min(zeros.len());
+            self.file.write_all_at(zeros.get(..n).unwrap_or_default(), at).map_err(drop)?;
+            at = at.saturating_add(n as u64);
+        }
+        Ok(())
+    }
+}
+
+/// The first `len` bytes of the reused transfer buffer, grown as needed
+/// (`len` is at most [`MAX_REQUEST_BYTES`], checked by the parse).
+fn scratch(buf: &mut Vec<u8>, len: usize) -> &mut [u8] {
+    if buf.len() < len {
+        buf.resize(len, 0);
+    }
+    buf.get_mut(..len).unwrap_or_default()
 }
 
 impl VirtioDevice for Blk {
@@ -299,6 +250,6 @@ impl VirtioDevice for Blk {
     }
 
     fn process(&mut self, _index: u16, queue: &mut Queue, mem: &dyn GuestMemory) -> Result<bool, QueueError> {
-        drain(queue, mem, |chain| self.request(chain, mem))
+        drain(queue, mem, |chain| self.serve(chain, mem))
     }
 }
