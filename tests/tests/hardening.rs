@@ -6,7 +6,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use pvkit_tests::{Scratch, pvkit, run_with_limit};
+use pvkit_tests::{Scratch, elf, kvm_available, pvkit, run_with_limit};
 
 /// The runner needs a kernel file to exist; with `--vmm` it only passes the
 /// path on, so any file does.
@@ -15,9 +15,10 @@ fn any_file() -> &'static std::path::Path {
 }
 
 fn conformance_with(vmm: &str, extra: &[&str]) -> (pvkit_tests::Run, Duration) {
+    let pvkit = pvkit();
     let start = Instant::now();
     let run = run_with_limit(
-        Command::new(pvkit()).arg("conformance").arg("--kernel").arg(any_file()).args(["--vmm", vmm]).args(extra),
+        Command::new(pvkit).arg("conformance").arg("--kernel").arg(any_file()).args(["--vmm", vmm]).args(extra),
         Duration::from_secs(60),
     );
     (run, start.elapsed())
@@ -100,8 +101,8 @@ fn unwritable_outputs_are_refused_before_the_run() {
         vec!["bench", "--json", "/nonexistent-pvkit/bench.json"],
         vec!["bench", "--plot", "/proc/pvkit-test-out.svg"],
     ] {
-        let start = Instant::now();
         let mut cmd = Command::new(pvkit());
+        let start = Instant::now();
         cmd.args(&args);
         if args[0] == "conformance" {
             cmd.arg("--kernel").arg(any_file());
@@ -112,4 +113,106 @@ fn unwritable_outputs_are_refused_before_the_run() {
         let line = run.stderr.trim();
         assert!(line.starts_with("pvkit: error: cannot write ") && !line.contains('\n'), "{args:?}: {line}");
     }
+}
+
+fn one_line_error(args: &[&str], expect: &str) {
+    let pvkit = pvkit();
+    let start = Instant::now();
+    let run = run_with_limit(Command::new(pvkit).args(args), Duration::from_secs(60));
+    assert_eq!(run.code(), 1, "{args:?}: {run:#?}");
+    assert!(start.elapsed() < Duration::from_secs(10), "{args:?} took {:?}", start.elapsed());
+    let err = run.stderr.trim_end();
+    assert_eq!(err.lines().count(), 1, "not one line: {err:?}");
+    assert!(err.starts_with("pvkit: error: ") && err.contains(expect), "{err:?} lacks {expect:?}");
+}
+
+fn write_kernel(name: &str, bytes: &[u8]) -> Scratch {
+    let file = Scratch::sized(name, 0);
+    std::fs::write(&file.0, bytes).unwrap();
+    file
+}
+
+#[test]
+fn a_kernel_that_is_a_named_pipe_is_refused_at_once() {
+    let fifo = Scratch::sized("kernel-fifo", 0);
+    std::fs::remove_file(&fifo.0).unwrap();
+    let made = Command::new("mkfifo").arg(&fifo.0).status().unwrap();
+    assert!(made.success());
+    one_line_error(&["run", fifo.0.to_str().unwrap()], "it is a named pipe, not a regular file");
+    one_line_error(&["run", "/tmp"], "it is a directory, not a regular file");
+}
+
+#[test]
+fn elf_files_the_pvh_protocol_does_not_allow_are_refused_in_pvkits_words() {
+    let good = elf::pvh_kernel(elf::Class::Elf64, &[0xf4; 64]);
+    for (what, e_type, expect) in [("dyn", 3u8, "(type DYN)"), ("rel", 1, "(type REL)")] {
+        let mut k = good.clone();
+        k[16] = e_type;
+        let file = write_kernel(what, &k);
+        one_line_error(&["run", file.0.to_str().unwrap()], expect);
+    }
+    // The note segment turned into a second load segment over the first.
+    let mut k = good.clone();
+    let phdr = 64 + 56;
+    k[phdr] = 1;
+    k[phdr + 24..phdr + 32].copy_from_slice(&0x10_0010u64.to_le_bytes());
+    let file = write_kernel("overlap", &k);
+    one_line_error(&["run", file.0.to_str().unwrap()], "overlap");
+    // A PVH note whose address is 2 bytes long, and one whose name runs past the segment.
+    let note = elf::pvh_note_address_offset(elf::Class::Elf64) - 16;
+    let mut k = good.clone();
+    k[note + 4] = 2;
+    let file = write_kernel("note-size", &k);
+    one_line_error(&["run", file.0.to_str().unwrap()], "the PVH note's address is 2 bytes long, not 4 or 8");
+    let mut k = good;
+    k[note..note + 4].copy_from_slice(&0xffff_0000u32.to_le_bytes());
+    let file = write_kernel("note-name", &k);
+    one_line_error(&["run", file.0.to_str().unwrap()], "a malformed note");
+}
+
+#[test]
+fn guest_memory_beyond_the_hosts_needs_an_explicit_override() {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap();
+    if kib > 63 << 20 {
+        eprintln!("SKIPPED: this host has more than 63 GiB, the most --mem takes");
+        return;
+    }
+    let hello = elf::pvh_kernel(elf::Class::Elf64, &[0xf4]);
+    let file = write_kernel("overcommit", &hello);
+    one_line_error(&["run", "--mem", "64G", file.0.to_str().unwrap()], "--allow-overcommit runs it anyway");
+}
+
+/// A kernel that knows nothing of pvkit: 32-bit, it prints through the 16550,
+/// polls the i8042's status and pulses the reset line.
+#[test]
+fn a_32_bit_kernel_that_knows_nothing_of_pvkit_boots_and_stops_through_the_i8042() {
+    if !kvm_available() {
+        return;
+    }
+    let code = [
+        0x66, 0xba, 0xf8, 0x03, // mov dx, 0x3f8
+        0xb0, b'o', 0xee, // mov al, 'o'; out dx, al
+        0xb0, b'k', 0xee, // mov al, 'k'; out dx, al
+        0xb0, b'\n', 0xee, // mov al, '\n'; out dx, al
+        0xe4, 0x64, // in al, 0x64: the i8042's status
+        0xa8, 0x02, // test al, 2: is its input buffer full?
+        0x75, 0x04, // jnz stuck
+        0xb0, 0xfe, // mov al, 0xfe
+        0xe6, 0x64, // out 0x64, al: pulse the reset line
+        0xf4, 0xeb, 0xfd, // stuck: hlt; jmp stuck
+    ];
+    let file = write_kernel("foreign32", &elf::pvh_kernel(elf::Class::Elf32, &code));
+    let run = run_with_limit(Command::new(pvkit()).arg("run").arg(&file.0), Duration::from_secs(60));
+    assert_eq!(run.code(), 0, "{run:#?}");
+    assert_eq!(run.stdout, "ok\n", "{run:#?}");
+    assert!(run.stderr.contains("the guest pulsed the reset line"), "{run:#?}");
 }

@@ -46,6 +46,11 @@ pub(crate) struct RunArgs {
     #[arg(long, default_value = "64M", value_parser = parse_mem)]
     pub(crate) mem: MemSize,
 
+    /// Run even when --mem is more than the host's RAM (guest memory is only
+    /// backed as the guest touches it).
+    #[arg(long)]
+    pub(crate) allow_overcommit: bool,
+
     /// Number of vCPUs. vCPU 0 boots; the guest starts the others with VCPU_START.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=layout::MAX_VCPUS as i64))]
     pub(crate) cpus: u32,

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 pub(crate) enum VmmError {
     /// The kernel file could not be opened or read.
     KernelFile { path: PathBuf, source: std::io::Error },
-    /// The kernel file is not a 64-bit little-endian x86-64 ELF file.
+    /// The kernel file is not an executable ELF file for x86 (64- or 32-bit).
     NotElf { path: PathBuf, why: String },
     /// The ELF file has no PVH entry note.
     NoPvhNote { path: PathBuf },
@@ -16,10 +16,10 @@ pub(crate) enum VmmError {
     KernelTooBig { path: PathBuf, end: u64, mem: String },
     /// A kernel segment is not in RAM, or overlaps the boot information.
     BadSegment { path: PathBuf, start: u64, end: u64, why: &'static str },
-    /// linux-loader refused the file.
-    Load { path: PathBuf, source: linux_loader::loader::Error },
     /// The command line is too long or holds a NUL byte.
     Cmdline(String),
+    /// Guest RAM larger than the host's, without `--allow-overcommit`.
+    Overcommit { mem: String, host_mib: u64 },
     /// A disk image cannot be used.
     Disk(String),
     /// A KVM ioctl or another host facility failed.
@@ -35,7 +35,7 @@ impl fmt::Display for VmmError {
                 write!(f, "cannot read kernel {}: {source}", path.display())
             }
             Self::NotElf { path, why } => {
-                write!(f, "{} is not an x86-64 ELF kernel: {why}", path.display())
+                write!(f, "{} is not a PVH kernel pvkit can boot: {why}", path.display())
             }
             Self::NoPvhNote { path } => write!(
                 f,
@@ -50,8 +50,11 @@ impl fmt::Display for VmmError {
             Self::BadSegment { path, start, end, why } => {
                 write!(f, "{}: segment {start:#x}..{end:#x} {why}", path.display())
             }
-            Self::Load { path, source } => write!(f, "cannot load {}: {source}", path.display()),
             Self::Cmdline(why) => write!(f, "bad --cmdline: {why}"),
+            Self::Overcommit { mem, host_mib } => write!(
+                f,
+                "--mem {mem} is more than this host's {host_mib} MiB of RAM (--allow-overcommit runs it anyway)"
+            ),
             Self::Disk(why) => f.write_str(why),
             Self::Host { what, source } => write!(f, "{what}: {source}"),
             Self::Kvm { what, source } => write!(f, "{what}: {source}"),

@@ -33,6 +33,11 @@ pub(crate) const MAX_MEM: u64 = 64 << 30;
 pub(crate) struct MemSize(u64);
 
 impl MemSize {
+    /// The size in bytes.
+    pub(crate) fn bytes(self) -> u64 {
+        self.0
+    }
+
     pub(crate) fn parse(text: &str) -> Result<Self, String> {
         let t = text.trim();
         let (digits, shift) = match t.char_indices().last() {

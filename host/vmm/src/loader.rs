@@ -1,96 +1,50 @@
 //! Loading a PVH kernel and writing its boot information (`boot.md`).
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
-use linux_loader::loader::KernelLoader;
-use linux_loader::loader::elf::{Elf, PvhBootCapability};
 use pvkit_spec::boot::{MemmapEntry, MemoryType, START_INFO_MAGIC, START_INFO_VERSION, StartInfo};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use zerocopy::IntoBytes;
 use zerocopy::little_endian::{U32, U64};
 
+use crate::elf::{self, ElfError, Segment, Source};
 use crate::error::VmmError;
 use crate::layout::{self, BOOT_INFO_END, CMDLINE_ADDR, MEMMAP_ADDR, MemSize, START_INFO_ADDR};
 
-/// ELF program header types pvkit looks at.
-const PT_LOAD: u32 = 1;
-/// The most program headers pvkit reads from a kernel.
-const MAX_PHDRS: u16 = 128;
-/// x86-64, `e_machine`.
-const EM_X86_64: u16 = 62;
+/// How much of a segment is copied at a time.
+const COPY_CHUNK: usize = 1 << 20;
 
-/// One loadable segment: where it goes and how much memory it takes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Segment {
-    pub(crate) start: u64,
-    pub(crate) end: u64,
+/// What kind of file `meta` describes, for a refusal.
+pub(crate) fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    let t = meta.file_type();
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a named pipe"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else {
+        "not a regular file"
+    }
 }
 
-/// The `N` bytes at `off`, or zeros past the end of `b` (the callers check
-/// lengths first; a short read then fails their checks, never a panic).
-fn bytes_at<const N: usize>(b: &[u8], off: usize) -> [u8; N] {
-    off.checked_add(N).and_then(|end| b.get(off..end)).and_then(|s| s.try_into().ok()).unwrap_or([0; N])
-}
-
-fn u16_at(b: &[u8], off: usize) -> u16 {
-    u16::from_le_bytes(bytes_at(b, off))
-}
-
-fn u32_at(b: &[u8], off: usize) -> u32 {
-    u32::from_le_bytes(bytes_at(b, off))
-}
-
-fn u64_at(b: &[u8], off: usize) -> u64 {
-    u64::from_le_bytes(bytes_at(b, off))
-}
-
-/// Reads the ELF header and the loadable segments, with every check that
-/// gives the user a precise message before linux-loader runs.
-pub(crate) fn scan(path: &Path, file: &mut File) -> Result<Vec<Segment>, VmmError> {
-    let not_elf = |why: &str| VmmError::NotElf { path: path.to_owned(), why: why.to_string() };
+/// Opens the kernel: a regular file. The open does not wait (O_NONBLOCK),
+/// so a named pipe is refused instead of blocking pvkit forever.
+fn open_kernel(path: &Path) -> Result<File, VmmError> {
     let io = |source| VmmError::KernelFile { path: path.to_owned(), source };
-    let mut header = Vec::with_capacity(64);
-    file.seek(SeekFrom::Start(0)).map_err(io)?;
-    file.by_ref().take(64).read_to_end(&mut header).map_err(io)?;
-    if !header.starts_with(b"\x7fELF") {
-        return Err(not_elf("no ELF magic number"));
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() {
+        let why = format!("it is {}, not a regular file", file_kind(&meta));
+        return Err(VmmError::NotElf { path: path.to_owned(), why });
     }
-    if header.len() < 64 {
-        return Err(not_elf("shorter than an ELF header"));
-    }
-    if bytes_at::<2>(&header, 4) != [2, 1] {
-        return Err(not_elf("not a 64-bit little-endian ELF file"));
-    }
-    if u16_at(&header, 18) != EM_X86_64 {
-        return Err(not_elf("not built for x86-64"));
-    }
-    let phoff = u64_at(&header, 32);
-    let phentsize = u16_at(&header, 54);
-    let phnum = u16_at(&header, 56);
-    if phentsize != 56 || phnum == 0 || phnum > MAX_PHDRS {
-        return Err(not_elf("bad program header table"));
-    }
-    let mut table = vec![0u8; usize::from(phnum) * 56];
-    file.seek(SeekFrom::Start(phoff)).map_err(io)?;
-    file.read_exact(&mut table).map_err(|_| not_elf("program header table past the end of the file"))?;
-    let mut segments = Vec::new();
-    for ph in table.chunks_exact(56) {
-        if u32_at(ph, 0) != PT_LOAD || u64_at(ph, 40) == 0 {
-            continue;
-        }
-        let (paddr, filesz, memsz) = (u64_at(ph, 24), u64_at(ph, 32), u64_at(ph, 40));
-        let end = paddr.checked_add(memsz).ok_or_else(|| not_elf("segment wraps past 2^64"))?;
-        if filesz > memsz {
-            return Err(not_elf("segment has more file bytes than memory bytes"));
-        }
-        segments.push(Segment { start: paddr, end });
-    }
-    if segments.is_empty() {
-        return Err(not_elf("no loadable segment"));
-    }
-    Ok(segments)
+    Ok(file)
 }
 
 /// Checks the segments against guest RAM and the boot information area.
@@ -113,17 +67,58 @@ pub(crate) fn check_segments(path: &Path, segments: &[Segment], mem: MemSize) ->
     Ok(())
 }
 
-/// Loads the kernel and returns its PVH entry point.
-pub(crate) fn load(path: &Path, mem: MemSize, guest: &GuestMemoryMmap) -> Result<GuestAddress, VmmError> {
-    let mut file = File::open(path).map_err(|source| VmmError::KernelFile { path: path.to_owned(), source })?;
-    let segments = scan(path, &mut file)?;
-    check_segments(path, &segments, mem)?;
-    let result =
-        Elf::load(guest, None, &mut file, None).map_err(|source| VmmError::Load { path: path.to_owned(), source })?;
-    match result.pvh_boot_cap {
-        PvhBootCapability::PvhEntryPresent(entry) => Ok(entry),
-        _ => Err(VmmError::NoPvhNote { path: path.to_owned() }),
+/// A kernel file that passed every check, ready to load.
+#[derive(Debug)]
+pub(crate) struct KernelImage {
+    file: File,
+    kernel: elf::Kernel,
+}
+
+impl KernelImage {
+    /// Opens and checks the kernel against a machine with `mem` of RAM;
+    /// nothing is loaded yet.
+    pub(crate) fn open(path: &Path, mem: MemSize) -> Result<Self, VmmError> {
+        let file = open_kernel(path)?;
+        let kernel = elf::parse(&file).map_err(|e| match e {
+            ElfError::NotElf(why) => VmmError::NotElf { path: path.to_owned(), why },
+            ElfError::NoPvhNote => VmmError::NoPvhNote { path: path.to_owned() },
+            ElfError::Io(kind) => VmmError::KernelFile { path: path.to_owned(), source: kind.into() },
+        })?;
+        check_segments(path, &kernel.segments, mem)?;
+        Ok(Self { file, kernel })
     }
+
+    /// Loads every segment into guest memory; returns the PVH entry point.
+    pub(crate) fn load(&self, guest: &GuestMemoryMmap) -> Result<u32, VmmError> {
+        for segment in &self.kernel.segments {
+            copy_segment(&self.file, segment, guest).map_err(|e| VmmError::Host {
+                what: "loading the kernel into guest memory",
+                source: std::io::Error::other(e),
+            })?;
+        }
+        let k = &self.kernel;
+        log::info!("kernel: {:?}, {} segments, PVH entry {:#x}", k.class, k.segments.len(), k.entry);
+        Ok(k.entry)
+    }
+}
+
+/// Copies a segment's file bytes into guest memory and zeroes the rest of it.
+fn copy_segment(file: &File, s: &Segment, guest: &GuestMemoryMmap) -> Result<(), String> {
+    let mut buf = vec![0u8; COPY_CHUNK];
+    let mut done = 0u64;
+    let mem_len = s.end.saturating_sub(s.start);
+    while done < mem_len {
+        let n = usize::try_from(mem_len.saturating_sub(done)).unwrap_or(COPY_CHUNK).min(COPY_CHUNK);
+        let chunk = buf.get_mut(..n).ok_or("chunk size")?;
+        let from_file = usize::try_from(s.file_len.saturating_sub(done)).unwrap_or(n).min(n);
+        let (data, zeros) = chunk.split_at_mut(from_file);
+        file.read_at(s.offset.saturating_add(done), data).map_err(|e| format!("reading the kernel: {e}"))?;
+        zeros.fill(0);
+        let at = s.start.saturating_add(done);
+        guest.write_slice(chunk, GuestAddress(at)).map_err(|e| format!("at {at:#x}: {e}"))?;
+        done = done.saturating_add(n as u64);
+    }
+    Ok(())
 }
 
 /// Writes the `StartInfo`, the memory map and the command line (clauses
@@ -175,14 +170,14 @@ mod tests {
     fn segments_must_fit_and_avoid_boot_info() {
         let path = Path::new("k");
         let mem = MemSize::parse("4M").unwrap();
-        let ok = [Segment { start: 0x10_0000, end: 0x20_0000 }];
+        let ok = [Segment { start: 0x10_0000, end: 0x20_0000, offset: 0, file_len: 0 }];
         assert!(check_segments(path, &ok, mem).is_ok());
-        let big = [Segment { start: 0x10_0000, end: 0x50_0000 }];
+        let big = [Segment { start: 0x10_0000, end: 0x50_0000, offset: 0, file_len: 0 }];
         assert!(matches!(check_segments(path, &big, mem), Err(VmmError::KernelTooBig { end: 0x50_0000, .. })));
-        let low = [Segment { start: 0x7000, end: 0x9000 }];
+        let low = [Segment { start: 0x7000, end: 0x9000, offset: 0, file_len: 0 }];
         assert!(matches!(check_segments(path, &low, mem), Err(VmmError::BadSegment { .. })));
         let mem = MemSize::parse("4G").unwrap();
-        let hole = [Segment { start: 0xbfff_f000, end: 0xc000_1000 }];
+        let hole = [Segment { start: 0xbfff_f000, end: 0xc000_1000, offset: 0, file_len: 0 }];
         assert!(matches!(check_segments(path, &hole, mem), Err(VmmError::BadSegment { .. })));
     }
 }

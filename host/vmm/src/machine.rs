@@ -24,6 +24,8 @@ pub(crate) struct Start {
 pub(crate) enum Event {
     /// The guest stopped itself.
     Stop(StopRequest),
+    /// The guest pulsed the reset line through the i8042 (clause BOOT-10).
+    ResetLine,
     /// A vCPU could not go on.
     Crash {
         /// Which vCPU.

@@ -14,6 +14,12 @@ use crate::console::{SERIAL_PORT, SERIAL_PORTS};
 use crate::error::VmmError;
 use crate::machine::{Event, Machine, Start};
 
+/// The i8042 keyboard controller's command port, and the command that
+/// pulses the CPU reset line: how a guest that knows nothing of pvkit ends
+/// the machine (spec/boot.md, clause BOOT-10).
+const I8042_COMMAND_PORT: u16 = 0x64;
+const I8042_PULSE_RESET: u8 = 0xfe;
+
 /// KVM_SYSTEM_EVENT types.
 const SYSTEM_EVENT_SHUTDOWN: u32 = 1;
 const SYSTEM_EVENT_RESET: u32 = 2;
@@ -129,6 +135,9 @@ impl Vcpu {
                     }
                     GateAccess::Call(number) => Some(number),
                     GateAccess::Ignored => None,
+                    GateAccess::NotGate if port == I8042_COMMAND_PORT && data == [I8042_PULSE_RESET] => {
+                        return Ok(Event::ResetLine);
+                    }
                     GateAccess::NotGate => {
                         if let (Some(offset), Some(&byte)) = (serial_offset(port), data.first()) {
                             let mut serial = self.machine.serial.lock().unwrap_or_else(PoisonError::into_inner);
@@ -141,6 +150,8 @@ impl Vcpu {
                 },
                 Ok(VcpuExit::IoIn(port, data)) => {
                     match serial_offset(port) {
+                        // The i8042's status: no data, ready for a command.
+                        _ if port == I8042_COMMAND_PORT => data.fill(0),
                         Some(offset) if !gate::classify_in(gate_port, port) => {
                             let mut serial = self.machine.serial.lock().unwrap_or_else(PoisonError::into_inner);
                             data.fill(0);

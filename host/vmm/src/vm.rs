@@ -24,7 +24,7 @@ use crate::layout::{KVM_TSS_ADDR, START_INFO_EBX};
 use crate::machine::{Event, Machine, Start};
 use crate::sched::realtime_priority;
 use crate::time::{self, ApicSink, HostTime};
-use crate::{cpuid, loader, vcpu};
+use crate::{cpuid, limits, loader, vcpu};
 
 /// How often the PV clock is steered towards the host's.
 const RECALIBRATE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -62,14 +62,13 @@ fn create_memory(vm: &VmFd, args: &RunArgs) -> Result<GuestMemoryMmap, VmmError>
 
 /// Boots the kernel and runs the machine; returns the process exit status.
 pub(crate) fn run(args: &RunArgs) -> Result<u8, VmmError> {
+    // Everything the operator gave is checked before KVM is touched.
+    limits::check_guest_ram(args.mem, args.allow_overcommit)?;
+    let kernel = loader::KernelImage::open(&args.kernel, args.mem)?;
     let kvm_fd = Kvm::new().map_err(kvm("opening /dev/kvm"))?;
     let vm = kvm_fd.create_vm().map_err(kvm("KVM_CREATE_VM"))?;
     let guest = create_memory(&vm, args)?;
-    let entry = loader::load(&args.kernel, args.mem, &guest)?;
-    let entry = u32::try_from(entry.0).map_err(|_| VmmError::NotElf {
-        path: args.kernel.clone(),
-        why: format!("PVH entry {:#x} is above 4 GiB", entry.0),
-    })?;
+    let entry = kernel.load(&guest)?;
 
     vm.set_tss_address(KVM_TSS_ADDR).map_err(kvm("KVM_SET_TSS_ADDR"))?;
     vm.create_irq_chip().map_err(kvm("KVM_CREATE_IRQCHIP"))?;
@@ -236,6 +235,10 @@ fn wait(events: &Receiver<Event>) -> u8 {
                 Err(e) => eprintln!("pvkit: guest panicked (exit code {code}); its message was unreadable: {e}"),
             }
             code
+        }
+        Event::ResetLine => {
+            eprintln!("pvkit: the guest pulsed the reset line (i8042 command 0xfe at port 0x64); the machine stops");
+            0
         }
         Event::Crash { vcpu, what, registers } => {
             eprintln!("pvkit: vCPU {vcpu} crashed: {what}\n{registers}");
