@@ -2,6 +2,8 @@
 //! example kernels, running them with a time limit, and deciding whether a
 //! test may skip (never under `CI=true`).
 
+pub mod elf;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
