@@ -87,7 +87,8 @@ pub fn detect<C: Cpuid + ?Sized>(cpu: &C) -> Result<Found, NotPresent> {
         .ok_or_else(|| NotPresent::NoSignature { other: discovery::signature_of(cpu.cpuid(discovery::BASE_FIRST)) })?;
     let mut regs = [pvkit_spec::discovery::CpuidRegs::default(); LEAF_COUNT as usize];
     for (offset, slot) in (0u32..).zip(regs.iter_mut()) {
-        *slot = cpu.cpuid(base + offset);
+        // A candidate base plus an offset below LEAF_COUNT: below 2^32.
+        *slot = cpu.cpuid(base.saturating_add(offset));
     }
     // The base leaf's EAX is absolute; `Leaves::decode` wants it relative.
     regs[0].eax = regs[0].eax.saturating_sub(base);

@@ -135,10 +135,14 @@ impl<G: Gate, T: Translate> Pvkit<G, T> {
         let mut len = 0usize;
         let cap = usize::try_from(PANIC_MESSAGE_MAX_LEN).unwrap_or(usize::MAX);
         for (piece, piece_len) in page_pieces(start, message.len().min(cap)) {
-            if self.translate.virt_to_phys(piece) != Some(phys + (piece - start) as u64) {
+            // Pieces start at or after `start`; an address past 64 bits is
+            // no continuation of anything.
+            let expected = u64::try_from(piece.saturating_sub(start)).ok().and_then(|off| phys.checked_add(off));
+            if expected.is_none() || self.translate.virt_to_phys(piece) != expected {
                 break;
             }
-            len += piece_len;
+            // Never saturates: the pieces sum to at most `message.len()`.
+            len = len.saturating_add(piece_len);
         }
         self.panic_at(phys, len, code)
     }
@@ -165,7 +169,8 @@ impl<G: Gate, T: Translate> Pvkit<G, T> {
             let [taken, _] = unsafe { self.call_unchecked(Hypercall::ConsoleWrite, [phys, len as u64, 0, 0])? };
             let taken = usize::try_from(taken).ok().filter(|&t| t <= len);
             let taken = taken.ok_or(Error::Protocol { call: "CONSOLE_WRITE", what: "took more than it was given" })?;
-            done += taken;
+            // Never saturates: at most `bytes.len()` in all.
+            done = taken.saturating_add(done);
             if taken < len {
                 break;
             }
@@ -175,17 +180,18 @@ impl<G: Gate, T: Translate> Pvkit<G, T> {
 
     /// Writes all of `bytes`, retrying what the host did not take (clause HC-31).
     pub fn console_write_all(&self, mut bytes: &[u8]) -> Result<(), Error> {
-        let mut retries = 0;
+        let mut retries = 0u32;
         while !bytes.is_empty() {
             let n = self.console_write(bytes)?;
             if n == 0 {
-                retries += 1;
+                retries = retries.saturating_add(1);
                 if retries > CONSOLE_RETRIES {
                     return Err(Error::Protocol { call: "CONSOLE_WRITE", what: "took no bytes, repeatedly" });
                 }
                 self.yield_now()?;
             }
-            bytes = &bytes[n..];
+            // `console_write` took at most `bytes.len()`.
+            bytes = bytes.get(n..).unwrap_or_default();
         }
         Ok(())
     }
@@ -203,7 +209,8 @@ impl<G: Gate, T: Translate> Pvkit<G, T> {
             let [got, _] = unsafe { self.call_unchecked(Hypercall::ConsoleRead, [phys, len as u64, 0, 0])? };
             let got = usize::try_from(got).ok().filter(|&g| g <= len);
             let got = got.ok_or(Error::Protocol { call: "CONSOLE_READ", what: "wrote more than the buffer" })?;
-            done += got;
+            // Never saturates: at most `buf.len()` in all.
+            done = got.saturating_add(done);
             if got < len {
                 break;
             }

@@ -66,7 +66,8 @@ struct LineWriter<'a, G, T> {
 impl<G: Gate, T: Translate> LineWriter<'_, G, T> {
     fn flush(&mut self) {
         // A console that refuses output has nowhere to report it: drop the line.
-        let _ = self.host.console_write_all(&self.buf[..self.len]);
+        let line = self.buf.get(..self.len).unwrap_or_default();
+        let _ = self.host.console_write_all(line);
         self.len = 0;
     }
 }
@@ -74,11 +75,14 @@ impl<G: Gate, T: Translate> LineWriter<'_, G, T> {
 impl<G: Gate, T: Translate> Write for LineWriter<'_, G, T> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         for &b in s.as_bytes() {
-            if self.len == LINE {
+            if self.len >= LINE {
                 self.flush();
             }
-            self.buf[self.len] = b;
-            self.len += 1;
+            if let Some(slot) = self.buf.get_mut(self.len) {
+                *slot = b;
+                // Never saturates: `len` < LINE here.
+                self.len = self.len.saturating_add(1);
+            }
         }
         Ok(())
     }

@@ -13,6 +13,7 @@
 //! assert_eq!(tick.deadline(), 1_040_000_000);
 //! ```
 
+use core::num::NonZeroU64;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 /// A periodic timer built on the one-shot timer: deadlines at
@@ -20,13 +21,17 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Periodic {
     next: u64,
-    period: u64,
+    period: NonZeroU64,
 }
 
 impl Periodic {
     /// Ticks at `first`, `first + period`, ... (a `period` of 0 counts as 1 ns).
     pub const fn new(first: u64, period: u64) -> Self {
-        Self { next: first, period: if period == 0 { 1 } else { period } }
+        let period = match NonZeroU64::new(period) {
+            Some(p) => p,
+            None => NonZeroU64::MIN,
+        };
+        Self { next: first, period }
     }
 
     /// The deadline to arm next.
@@ -36,19 +41,22 @@ impl Periodic {
 
     /// The period.
     pub const fn period(&self) -> u64 {
-        self.period
+        self.period.get()
     }
 
     /// Called when a tick is handled at `now`: moves to the first deadline
     /// after `now` and returns how many deadlines were skipped.
     pub fn advance(&mut self, now: u64) -> u64 {
-        let next = self.next.saturating_add(self.period);
+        let period = self.period.get();
+        let next = self.next.saturating_add(period);
         if next > now {
             self.next = next;
             return 0;
         }
-        let missed = (now - next) / self.period + 1;
-        self.next = next.saturating_add(missed.saturating_mul(self.period));
+        // `now` >= `next`; the quotient is below 2^64 - 1 unless the period
+        // is 1 and `now - next` is the largest u64, where it saturates.
+        let missed = (now.saturating_sub(next) / self.period).saturating_add(1);
+        self.next = next.saturating_add(missed.saturating_mul(period));
         missed
     }
 }

@@ -35,8 +35,10 @@ pub fn page_pieces(addr: usize, len: usize) -> impl Iterator<Item = (usize, usiz
             return None;
         }
         let page_end = (at & !(PAGE_SIZE - 1)).saturating_add(PAGE_SIZE);
-        let piece = (at, page_end.min(end) - at);
-        at = page_end.min(end);
+        let piece_end = page_end.min(end);
+        // `piece_end` > `at`: `end` is, and so is the end of `at`'s page.
+        let piece = (at, piece_end.saturating_sub(at));
+        at = piece_end;
         Some(piece)
     })
 }

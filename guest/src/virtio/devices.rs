@@ -32,13 +32,10 @@ fn number(text: &str) -> Option<u64> {
 }
 
 fn size(text: &str) -> Option<u64> {
-    let (digits, shift) = match text.as_bytes().last()? {
-        b'K' | b'k' => (&text[..text.len() - 1], 10),
-        b'M' | b'm' => (&text[..text.len() - 1], 20),
-        b'G' | b'g' => (&text[..text.len() - 1], 30),
-        _ => (text, 0),
-    };
-    number(digits)?.checked_mul(1 << shift)
+    let suffixes = [(['K', 'k'], 10), (['M', 'm'], 20), (['G', 'g'], 30)];
+    let suffixed = suffixes.iter().find_map(|&(suffix, shift)| Some((text.strip_suffix(suffix)?, shift)));
+    let (digits, shift) = suffixed.unwrap_or((text, 0));
+    number(digits)?.checked_mul(1u64.checked_shl(shift)?)
 }
 
 /// Parses one `<size>@<base>:<irq>` entry; `None` if malformed.
