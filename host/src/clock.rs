@@ -14,7 +14,7 @@
 //! ```
 //! use std::sync::Arc;
 //! use pvkit_host::clock::{ClockSample, PvClock, TimeSource};
-//! use pvkit_host::memory::VecMemory;
+//! use pvkit_host::test_utils::VecMemory;
 //!
 //! /// A host whose TSC runs at 1 GHz in step with its monotonic clock.
 //! struct Fixed;

@@ -1,7 +1,19 @@
-//! In-process conformance: the host clauses a device backend or a dispatcher
-//! must meet, checked from a simulated guest (guest memory in the process,
-//! scripted register accesses and queue operations), so that a hypervisor
-//! author runs them in `cargo test`, with no KVM.
+//! In-process conformance (feature `conformance`): the host clauses a
+//! device backend or a dispatcher must meet, checked from a simulated guest,
+//! so that a hypervisor author runs them in `cargo test`, with no KVM.
+//!
+//! The simulated guest is made of the crate's test doubles
+//! ([`test_utils`](crate::test_utils)): guest memory in a
+//! [`VecMemory`], and an [`MmioDriver`] that reaches the device only through
+//! the virtio-mmio registers and the queues, scripted to misuse them on
+//! purpose. That is why this module sits behind its own feature, which turns
+//! `test-utils` on: it is test tooling, for a dev-dependency, and a VMM's
+//! build carries neither.
+//!
+//! ```toml
+//! [dev-dependencies]
+//! pvkit-host = { version = "0.1", features = ["conformance"] }
+//! ```
 //!
 //! ```
 //! use pvkit_host::conformance::check_device;
@@ -15,14 +27,13 @@ use std::fmt;
 
 use pvkit_spec::hypercall::HypercallArgs;
 use pvkit_spec::virtio::mmio::Register;
-use pvkit_spec::virtio::queue::{DescFlags, Descriptor, QueueSize, SplitQueueLayout};
+use pvkit_spec::virtio::queue::{DescFlags, Descriptor};
 use pvkit_spec::virtio::{DeviceStatus, Features as VirtioFeatures};
 use pvkit_spec::{Features, Hypercall, HypercallError};
-use zerocopy::IntoBytes;
 
 use crate::hypercall::{Dispatcher, Outcome, Platform};
-use crate::memory::{GuestMemory, VecMemory};
-use crate::virtio::{MmioTransport, VirtioDevice};
+use crate::test_utils::{Buffer, MmioDriver, VecMemory};
+use crate::virtio::VirtioDevice;
 
 /// One check of one clause.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,108 +56,22 @@ fn finding(clause: &'static str, passed: bool, detail: String) -> Finding {
     Finding { clause, passed, detail }
 }
 
+/// Where queue 0's areas go when the checks set the queue up by hand.
 const DESC: u64 = 0x1000;
 const AVAIL: u64 = 0x2000;
 const USED: u64 = 0x3000;
+/// A buffer, above the rings of every queue [`MmioDriver::start`] sets up.
 const BUF: u64 = 0x8000;
 const MEMORY: usize = 0x20000;
 /// Where a descriptor reaching 4 bytes past the end of memory starts.
 const NEAR_END: u64 = MEMORY as u64 - 4;
-/// The checker's queue: 8 entries.
-const LAYOUT: SplitQueueLayout = match QueueSize::new(8) {
-    Some(size) => SplitQueueLayout::new(size),
-    None => panic!("8 is a valid queue size"),
-};
 
 /// A descriptor to write: index, address, length, flags, next.
 type Desc = (u16, u64, u32, DescFlags, u16);
 
-/// A simulated driver of queue 0 of one device.
-struct Driver<D> {
-    t: MmioTransport<D>,
-    mem: VecMemory,
-    avail: u16,
-    used_seen: u16,
-}
-
-impl<D: VirtioDevice> Driver<D> {
-    fn new(device: D) -> Self {
-        Self { t: MmioTransport::new(device), mem: VecMemory::new(MEMORY), avail: 0, used_seen: 0 }
-    }
-
-    fn read(&mut self, r: Register) -> u32 {
-        let mut b = [0u8; 4];
-        self.t.read(r.raw().into(), &mut b);
-        u32::from_le_bytes(b)
-    }
-
-    fn write(&mut self, r: Register, v: u32) {
-        self.t.write(r.raw().into(), &v.to_le_bytes(), &self.mem);
-    }
-
-    fn negotiate(&mut self, features: u64) -> bool {
-        self.write(Register::Status, 0);
-        self.write(Register::Status, (DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER).bits());
-        let [a, b, c, d, e, f, g, h] = features.to_le_bytes();
-        self.write(Register::DriverFeaturesSel, 0);
-        self.write(Register::DriverFeatures, u32::from_le_bytes([a, b, c, d]));
-        self.write(Register::DriverFeaturesSel, 1);
-        self.write(Register::DriverFeatures, u32::from_le_bytes([e, f, g, h]));
-        self.write(
-            Register::Status,
-            (DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER | DeviceStatus::FEATURES_OK).bits(),
-        );
-        self.read(Register::Status) & DeviceStatus::FEATURES_OK.bits() != 0
-    }
-
-    fn queue(&mut self, size: u32, desc: u64) -> bool {
-        self.write(Register::QueueSel, 0);
-        self.write(Register::QueueSize, size);
-        for (r, v) in
-            [(Register::QueueDescLow, desc), (Register::QueueDriverLow, AVAIL), (Register::QueueDeviceLow, USED)]
-        {
-            self.write(r, u32::try_from(v).unwrap_or(0));
-        }
-        self.write(Register::QueueReady, 1);
-        self.read(Register::QueueReady) == 1
-    }
-
-    fn start(&mut self) -> bool {
-        let ok = self.negotiate(VirtioFeatures::VERSION_1.bits()) && self.queue(8, DESC);
-        let status =
-            DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER | DeviceStatus::FEATURES_OK | DeviceStatus::DRIVER_OK;
-        self.write(Register::Status, status.bits());
-        ok
-    }
-
-    /// Publishes descriptor `head` (already written) and notifies; the used
-    /// (id, len) if the device used something.
-    fn submit(&mut self, head: u16) -> Option<(u32, u32)> {
-        let slot = AVAIL.saturating_add(LAYOUT.avail_entry_offset(self.avail));
-        let _ = self.mem.write(slot, &head.to_le_bytes());
-        self.avail = self.avail.wrapping_add(1);
-        let _ = self.mem.write(AVAIL + 2, &self.avail.to_le_bytes());
-        self.t.notify(0, &self.mem);
-        self.take_used()
-    }
-
-    fn take_used(&mut self) -> Option<(u32, u32)> {
-        let mut idx = [0u8; 2];
-        self.mem.read(USED + 2, &mut idx).ok()?;
-        if u16::from_le_bytes(idx) == self.used_seen {
-            return None;
-        }
-        let mut e = [0u8; 8];
-        self.mem.read(USED.saturating_add(LAYOUT.used_entry_offset(self.used_seen)), &mut e).ok()?;
-        self.used_seen = self.used_seen.wrapping_add(1);
-        let [a, b, c, d, w, x, y, z] = e;
-        Some((u32::from_le_bytes([a, b, c, d]), u32::from_le_bytes([w, x, y, z])))
-    }
-
-    fn desc(&self, i: u16, addr: u64, len: u32, flags: DescFlags, next: u16) {
-        let at = DESC.saturating_add(u64::from(i).saturating_mul(16));
-        let _ = self.mem.write(at, Descriptor::new(addr, len, flags, next).as_bytes());
-    }
+/// A simulated driver of a fresh device, over fresh memory.
+fn driver<D: VirtioDevice>(device: D) -> MmioDriver<D> {
+    MmioDriver::new(device, VecMemory::new(MEMORY))
 }
 
 /// Checks a device backend behind pvkit's virtio-mmio transport: the
@@ -155,8 +80,8 @@ impl<D: VirtioDevice> Driver<D> {
 /// device for each group of checks.
 pub fn check_device<D: VirtioDevice>(make: impl Fn() -> D) -> Vec<Finding> {
     let mut out = Vec::new();
-    let mut d = Driver::new(make());
-    let id = d.t.device().device_id().raw();
+    let mut d = driver(make());
+    let id = d.device().device_id().raw();
     let (magic, version, device) =
         (d.read(Register::MagicValue), d.read(Register::Version), d.read(Register::DeviceId));
     out.push(finding(
@@ -164,7 +89,7 @@ pub fn check_device<D: VirtioDevice>(make: impl Fn() -> D) -> Vec<Finding> {
         magic == 0x7472_6976 && version == 2 && device == id,
         format!("magic {magic:#x}, version {version}, device {device}"),
     ));
-    let offered = d.t.offered_features();
+    let offered = d.transport().offered_features();
     let f = VirtioFeatures::from_bits_retain(offered);
     out.push(finding(
         "DEVC-1",
@@ -180,23 +105,26 @@ pub fn check_device<D: VirtioDevice>(make: impl Fn() -> D) -> Vec<Finding> {
         format!("FEATURES_OK without VERSION_1: {none}; with {unoffered:#x}: {extra}"),
     ));
     d.negotiate(VirtioFeatures::VERSION_1.bits());
-    let refused = [d.queue(3, DESC), d.queue(1 << 16, DESC), d.queue(8, DESC + 8)];
+    let refused = [
+        d.setup_queue(0, 3, DESC, AVAIL, USED),
+        d.setup_queue(0, 1 << 16, DESC, AVAIL, USED),
+        d.setup_queue(0, 8, DESC + 8, AVAIL, USED),
+    ];
     out.push(finding(
         "MMIO-4",
         refused == [false; 3],
         format!("sizes 3 and 65536, a misaligned table, ready: {refused:?}"),
     ));
     let mut narrow = [0xffu8; 2];
-    d.t.read(Register::MagicValue.raw().into(), &mut narrow);
+    d.read_at(Register::MagicValue.raw().into(), &mut narrow);
     out.push(finding("MMIO-6", narrow == [0, 0], format!("a 2-byte read of MagicValue gave {narrow:?}")));
 
-    let mut d = Driver::new(make());
+    let mut d = driver(make());
     d.negotiate(VirtioFeatures::VERSION_1.bits());
-    d.queue(8, DESC);
-    d.desc(0, BUF, 64, DescFlags::WRITE, 0);
-    let early = d.submit(0);
+    d.setup_queue(0, 8, DESC, AVAIL, USED);
+    let early = d.submit(0, &[Buffer::writable(BUF, 64)]);
     out.push(finding("MMIO-7", early.is_none(), format!("before DRIVER_OK the device used {early:?}")));
-    d.write(Register::Status, 0);
+    d.reset();
     let (status, ready) = (d.read(Register::Status), d.read(Register::QueueReady));
     out.push(finding(
         "MMIO-2",
@@ -211,18 +139,22 @@ pub fn check_device<D: VirtioDevice>(make: impl Fn() -> D) -> Vec<Finding> {
         ("INDIRECT with NEXT", &[(0, BUF, 16, DescFlags::INDIRECT.union(DescFlags::NEXT), 1)]),
     ];
     for (what, chain) in hostile {
-        let mut d = Driver::new(make());
-        d.start();
-        for &(i, addr, len, flags, next) in chain {
-            d.desc(i, addr, len, flags, next);
+        let mut d = driver(make());
+        d.start(VirtioFeatures::VERSION_1.bits());
+        if let Some(queue) = d.queue(0) {
+            for &(i, addr, len, flags, next) in chain {
+                queue.set_descriptor(d.mem(), i, Descriptor::new(addr, len, flags, next));
+            }
         }
-        let used = d.submit(0);
-        out.push(finding("VQ-2", used.is_some_and(|(_, len)| len == 0), format!("{what}: returned {used:?}")));
+        let used = d.offer(0, 0);
+        out.push(finding("VQ-2", used.is_some_and(|u| u.len == 0), format!("{what}: returned {used:?}")));
     }
-    let mut d = Driver::new(make());
-    d.start();
-    let _ = d.mem.write(AVAIL + 2, &9u16.to_le_bytes());
-    d.t.notify(0, &d.mem);
+    let mut d = driver(make());
+    d.start(VirtioFeatures::VERSION_1.bits());
+    if let Some((queue, mem)) = d.queue_mut(0) {
+        queue.set_avail_idx(mem, 9);
+    }
+    d.notify(0);
     let status = d.read(Register::Status);
     out.push(finding(
         "VQ-3",

@@ -13,25 +13,28 @@
 //! | [`timer`] | [`Timers`](timer::Timers): per-vCPU one-shot timers and the loop that fires them |
 //! | [`irq`] | where device interrupts go: their GSI, or a vector the guest chose |
 //! | [`virtio`] | split virtqueues, the virtio-mmio transport, block, entropy and console devices |
-//! | [`conformance`] | the host clauses, checked in-process against a device backend or a dispatcher |
 //! | [`cpuid`] | the pvkit CPUID leaves a VMM installs |
 //! | `vm_memory` (feature `vm-memory`) | [`GuestMemory`] for rust-vmm's `vm-memory` |
+//! | `test_utils` (feature `test-utils`) | test doubles: guest memory in a `Vec`, a simulated virtio driver over the queues and the virtio-mmio registers |
+//! | `conformance` (feature `conformance`) | the host clauses, checked in-process against a device backend or a dispatcher, from the simulated driver |
 //!
 //! Nothing in the library's API names KVM or a particular VMM stack, and its
-//! default features pull in neither: `vm-memory` is opt-in. The reference
+//! default features pull in neither: `vm-memory` is opt-in, and so are the
+//! test doubles and the conformance checks (for a dev-dependency). The reference
 //! hypervisor, `pvkit` (the `pvkit-vmm` crate under `host/vmm/`), is one user
 //! of this library.
 //!
 //! # Example
 //!
 //! A VMM's exit loop sees a 4-byte port write at the gate, reads the vCPU's
-//! registers, and asks the dispatcher:
+//! registers, and asks the dispatcher (the guest memory here is the
+//! `test-utils` double; a VMM passes its own [`GuestMemory`]):
 //!
 //! ```
 //! use pvkit_host::gate::{self, GateAccess};
 //! use pvkit_host::hypercall::{Dispatcher, Outcome, Platform, Services};
 //! use pvkit_host::HostConfig;
-//! use pvkit_host::memory::VecMemory;
+//! use pvkit_host::test_utils::VecMemory;
 //! use pvkit_spec::hypercall::{HypercallArgs, GATE_PORT};
 //! use pvkit_spec::{Features, Hypercall};
 //!
@@ -54,7 +57,8 @@
 //! ```
 #![deny(missing_docs)]
 // Every module parses what a guest (or, in `conformance`, a device under
-// test) wrote: no panic may be reachable from it.
+// test) wrote: no panic may be reachable from it. The test doubles of
+// `test_utils` panic only where a test misplaces them, each such place named.
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)
@@ -62,12 +66,15 @@
 
 pub mod clock;
 pub mod config;
+#[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod cpuid;
 pub mod gate;
 pub mod hypercall;
 pub mod irq;
 pub mod memory;
+#[cfg(feature = "test-utils")]
+pub mod test_utils;
 pub mod timer;
 pub mod virtio;
 #[cfg(feature = "vm-memory")]

@@ -7,7 +7,8 @@
 //! code that takes a `GuestRange` need not check again.
 //!
 //! ```
-//! use pvkit_host::memory::{GuestRange, RangeError, VecMemory};
+//! use pvkit_host::memory::{GuestRange, RangeError};
+//! use pvkit_host::test_utils::VecMemory;
 //!
 //! let mem = VecMemory::new(4096);
 //! assert!(GuestRange::new(&mem, 4000, 96).is_ok());
@@ -16,7 +17,6 @@
 //! ```
 
 use std::fmt;
-use std::sync::Mutex;
 
 /// Guest RAM, addressed by guest-physical address.
 ///
@@ -155,7 +155,8 @@ impl GuestRange {
     /// end. Both parts lie inside this range, so they stay checked.
     ///
     /// ```
-    /// use pvkit_host::memory::{GuestRange, VecMemory};
+    /// use pvkit_host::memory::GuestRange;
+    /// use pvkit_host::test_utils::VecMemory;
     ///
     /// let range = GuestRange::new(&VecMemory::new(0x100), 0x10, 0x20).unwrap();
     /// let (head, tail) = range.split_at(0x8).unwrap();
@@ -171,70 +172,10 @@ impl GuestRange {
     }
 }
 
-/// Guest memory held in a `Vec`, starting at guest-physical address 0: for
-/// tests, and for simulating a guest in-process.
-#[derive(Debug)]
-pub struct VecMemory {
-    bytes: Mutex<Vec<u8>>,
-}
-
-impl VecMemory {
-    /// `size` bytes of zeroed RAM at addresses `0..size`.
-    pub fn new(size: usize) -> Self {
-        Self { bytes: Mutex::new(vec![0; size]) }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
-        // A panic while holding the lock leaves plain bytes behind; they are
-        // still valid memory, so a poisoned lock is used as is.
-        self.bytes.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn span(&self, addr: u64, len: usize) -> Option<std::ops::Range<usize>> {
-        let start = usize::try_from(addr).ok()?;
-        let end = start.checked_add(len)?;
-        (end <= self.lock().len()).then_some(start..end)
-    }
-
-    /// Writes `data` at `addr`, panicking outside memory: for setting up tests.
-    #[expect(clippy::expect_used, reason = "a test helper whose panic is its documented behaviour")]
-    pub fn write_bytes(&self, addr: u64, data: &[u8]) {
-        self.write(addr, data).expect("VecMemory::write_bytes outside memory");
-    }
-
-    /// Reads `len` bytes at `addr`, panicking outside memory: for checking tests.
-    #[expect(clippy::expect_used, reason = "a test helper whose panic is its documented behaviour")]
-    pub fn read_bytes(&self, addr: u64, len: usize) -> Vec<u8> {
-        let mut buf = vec![0; len];
-        self.read(addr, &mut buf).expect("VecMemory::read_bytes outside memory");
-        buf
-    }
-}
-
-impl GuestMemory for VecMemory {
-    fn contains(&self, addr: u64, len: u64) -> bool {
-        let size = self.lock().len() as u64;
-        len == 0 || addr.checked_add(len).is_some_and(|end| end <= size)
-    }
-
-    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
-        let err = MemoryError { addr, len: buf.len() as u64 };
-        let span = self.span(addr, buf.len()).ok_or(err)?;
-        buf.copy_from_slice(self.lock().get(span).ok_or(err)?);
-        Ok(())
-    }
-
-    fn write(&self, addr: u64, data: &[u8]) -> Result<(), MemoryError> {
-        let err = MemoryError { addr, len: data.len() as u64 };
-        let span = self.span(addr, data.len()).ok_or(err)?;
-        self.lock().get_mut(span).ok_or(err)?.copy_from_slice(data);
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_utils::VecMemory;
 
     #[test]
     fn ranges_at_the_edges() {
@@ -249,15 +190,5 @@ mod tests {
             Err(RangeError::Misaligned { addr: 0x2001, align: 8 }),
             "alignment is reported before the address"
         );
-    }
-
-    #[test]
-    fn accesses_outside_memory_fail_and_touch_nothing() {
-        let mem = VecMemory::new(16);
-        assert!(mem.write(12, &[1; 8]).is_err());
-        assert_eq!(mem.read_bytes(0, 16), vec![0; 16]);
-        let mut buf = [7u8; 4];
-        assert!(mem.read(u64::MAX - 1, &mut buf).is_err());
-        assert_eq!(buf, [7; 4]);
     }
 }

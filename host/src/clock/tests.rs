@@ -6,7 +6,7 @@ use pvkit_spec::clock::update_in_progress;
 use zerocopy::FromBytes;
 
 use super::*;
-use crate::memory::VecMemory;
+use crate::test_utils::VecMemory;
 
 /// A host TSC and monotonic clock the test moves by hand.
 #[derive(Default)]

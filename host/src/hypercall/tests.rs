@@ -6,7 +6,7 @@ use pvkit_spec::hypercall::HypercallArgs;
 
 use super::*;
 use crate::config::IMPLEMENTED_FEATURES;
-use crate::memory::VecMemory;
+use crate::test_utils::VecMemory;
 
 #[derive(Default)]
 struct Recorder {

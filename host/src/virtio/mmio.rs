@@ -8,12 +8,10 @@
 //! return value; how to raise it is the VMM's business.
 //!
 //! ```
-//! use pvkit_host::memory::VecMemory;
 //! use pvkit_host::virtio::mmio::MmioTransport;
 //! use pvkit_host::virtio::rng::Rng;
 //! use pvkit_spec::virtio::mmio::Register;
 //!
-//! let mem = VecMemory::new(0x10000);
 //! let mut t = MmioTransport::new(Rng::new().unwrap());
 //! let mut word = [0u8; 4];
 //! t.read(Register::MagicValue.raw().into(), &mut word);

@@ -7,22 +7,21 @@
 //! local copies (clause SEC-3).
 //!
 //! ```
-//! use pvkit_host::memory::VecMemory;
-//! use pvkit_host::virtio::queue::{Queue, QueueConfig};
-//! use pvkit_spec::virtio::queue::{DescFlags, Descriptor, QueueSize};
-//! use zerocopy::IntoBytes;
+//! use pvkit_host::test_utils::{Buffer, DriverQueue, Used, VecMemory};
+//! use pvkit_host::virtio::queue::Queue;
+//! use pvkit_spec::virtio::queue::QueueSize;
 //!
 //! let mem = VecMemory::new(0x10000);
-//! let config = QueueConfig { size: QueueSize::new(4).unwrap(), desc: 0x1000, avail: 0x2000, used: 0x3000 };
-//! let mut queue = Queue::new(config, &mem, false).unwrap();
+//! // The driver's side (a test double) lays the rings out at 0x1000.
+//! let mut driver = DriverQueue::at(0x1000, QueueSize::new(4).unwrap());
+//! let mut queue = Queue::new(driver.config(), &mem, false).unwrap();
 //! // The driver makes one 512-byte writable buffer available.
-//! mem.write_bytes(0x1000, Descriptor::new(0x8000, 512, DescFlags::WRITE, 0).as_bytes());
-//! mem.write_bytes(0x2004, &0u16.to_le_bytes()); // ring[0] = descriptor 0
-//! mem.write_bytes(0x2002, &1u16.to_le_bytes()); // avail.idx = 1
+//! let head = driver.add_chain(&mem, &[Buffer::writable(0x8000, 512)]);
 //! let chain = queue.pop(&mem).unwrap().unwrap();
-//! assert_eq!(chain.writable_len(), 512);
+//! assert_eq!((chain.head(), chain.writable_len()), (head, 512));
 //! queue.add_used(&mem, chain.head(), 512).unwrap();
-//! assert_eq!(mem.read_bytes(0x3002, 2), [1, 0]); // used.idx = 1
+//! assert_eq!(driver.pop_used(&mem), Some(Used { id: head.into(), len: 512 }));
+//! assert_eq!(queue.pop(&mem), Ok(None));
 //! ```
 
 use std::fmt;

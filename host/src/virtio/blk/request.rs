@@ -10,7 +10,8 @@
 //! file, so it is tested and fuzzed alone (the `host_blk_request` target).
 //!
 //! ```
-//! use pvkit_host::memory::{GuestRange, VecMemory};
+//! use pvkit_host::memory::GuestRange;
+//! use pvkit_host::test_utils::VecMemory;
 //! use pvkit_host::virtio::blk::request::{Disk, Op, ParseError, Refusal, Request};
 //! use pvkit_host::virtio::chain::Chain;
 //! use pvkit_spec::virtio::blk::{RequestHeader, RequestType};

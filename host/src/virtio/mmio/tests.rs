@@ -1,5 +1,4 @@
 //! The transport and the devices, driven from the test as a driver would.
-#![expect(clippy::cast_possible_truncation, reason = "the test driver splits addresses into 32-bit register halves")]
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -11,107 +10,32 @@ use pvkit_spec::virtio::queue::{DescFlags, Descriptor};
 use zerocopy::IntoBytes;
 
 use super::*;
-use crate::memory::VecMemory;
+use crate::test_utils::{Buffer, MmioDriver, Used, VecMemory};
 use crate::virtio::blk::{Blk, BlkError};
 use crate::virtio::console::Console;
 use crate::virtio::rng::Rng;
 
+/// Where the tests that set queue 0 up by hand put it.
 const DESC: u64 = 0x1000;
 const AVAIL: u64 = 0x2000;
 const USED: u64 = 0x3000;
+/// Buffers, above the rings.
 const DATA: u64 = 0x10000;
 
-fn reg(r: Register) -> u64 {
-    u64::from(r.raw())
+fn driver<D: VirtioDevice>(device: D) -> MmioDriver<D> {
+    MmioDriver::new(device, VecMemory::new(0x40000))
 }
 
-/// Drives one queue of a transport the way a driver does.
-struct Driver<D> {
-    t: MmioTransport<D>,
-    mem: VecMemory,
-    avail: u16,
-    used_seen: u16,
+fn used(id: u32, len: u32) -> Option<Used> {
+    Some(Used { id, len })
 }
 
-impl<D: VirtioDevice> Driver<D> {
-    fn new(device: D) -> Self {
-        Self { t: MmioTransport::new(device), mem: VecMemory::new(0x40000), avail: 0, used_seen: 0 }
-    }
-
-    fn read(&mut self, r: Register) -> u32 {
-        let mut b = [0u8; 4];
-        self.t.read(reg(r), &mut b);
-        u32::from_le_bytes(b)
-    }
-
-    fn write(&mut self, r: Register, v: u32) {
-        self.t.write(reg(r), &v.to_le_bytes(), &self.mem);
-    }
-
-    /// Negotiates `features` (both halves) and returns the status read back.
-    fn negotiate(&mut self, features: u64) -> u32 {
-        self.write(Register::Status, 0);
-        self.write(Register::Status, 1 | 2);
-        self.write(Register::DriverFeaturesSel, 0);
-        self.write(Register::DriverFeatures, (features & 0xffff_ffff) as u32);
-        self.write(Register::DriverFeaturesSel, 1);
-        self.write(Register::DriverFeatures, (features >> 32) as u32);
-        self.write(Register::Status, 1 | 2 | 8);
-        self.read(Register::Status)
-    }
-
-    fn setup_queue(&mut self, index: u32, size: u32, desc: u64, avail: u64, used: u64) -> u32 {
-        self.write(Register::QueueSel, index);
-        self.write(Register::QueueSize, size);
-        self.write(Register::QueueDescLow, desc as u32);
-        self.write(Register::QueueDescHigh, (desc >> 32) as u32);
-        self.write(Register::QueueDriverLow, avail as u32);
-        self.write(Register::QueueDriverHigh, (avail >> 32) as u32);
-        self.write(Register::QueueDeviceLow, used as u32);
-        self.write(Register::QueueDeviceHigh, (used >> 32) as u32);
-        self.write(Register::QueueReady, 1);
-        self.read(Register::QueueReady)
-    }
-
-    /// Full set-up of queue `index` with size 8, ready to use.
-    fn start(&mut self, queues: u32) {
-        assert_eq!(self.negotiate(Features::VERSION_1.bits()) & 8, 8);
-        for q in 0..queues {
-            let base = u64::from(q) * 0x4000;
-            assert_eq!(self.setup_queue(q, 8, DESC + base, AVAIL + base, USED + base), 1);
-        }
-        self.write(Register::Status, 1 | 2 | 8 | 4);
-    }
-
-    /// Makes a chain of (addr, len, writable) buffers available on queue 0
-    /// and notifies; returns the used (id, len) if the device used it.
-    fn submit(&mut self, queue: u16, buffers: &[(u64, u32, bool)]) -> Option<(u32, u32)> {
-        let base = u64::from(queue) * 0x4000;
-        for (i, &(addr, len, write)) in buffers.iter().enumerate() {
-            let mut flags = if write { DescFlags::WRITE } else { DescFlags::empty() };
-            if i + 1 < buffers.len() {
-                flags |= DescFlags::NEXT;
-            }
-            let d = Descriptor::new(addr, len, flags, (i + 1) as u16);
-            self.mem.write_bytes(DESC + base + 16 * i as u64, d.as_bytes());
-        }
-        self.mem.write_bytes(AVAIL + base + 4 + 2 * u64::from(self.avail % 8), &0u16.to_le_bytes());
-        self.avail = self.avail.wrapping_add(1);
-        self.mem.write_bytes(AVAIL + base + 2, &self.avail.to_le_bytes());
-        self.t.notify(queue, &self.mem);
-        let used = u16::from_le_bytes(self.mem.read_bytes(USED + base + 2, 2).try_into().unwrap());
-        if used == self.used_seen {
-            return None;
-        }
-        let slot = USED + base + 4 + 8 * u64::from(self.used_seen % 8);
-        self.used_seen = used;
-        let e = self.mem.read_bytes(slot, 8);
-        Some((u32::from_le_bytes(e[..4].try_into().unwrap()), u32::from_le_bytes(e[4..].try_into().unwrap())))
-    }
+fn rng() -> MmioDriver<Rng> {
+    driver(Rng::new().unwrap())
 }
 
-fn rng() -> Driver<Rng> {
-    Driver::new(Rng::new().unwrap())
+fn start<D: VirtioDevice>(d: &mut MmioDriver<D>) {
+    assert!(d.start(Features::VERSION_1.bits()));
 }
 
 #[test]
@@ -128,9 +52,9 @@ fn mmio1_identity_registers() {
 #[test]
 fn mmio3_features_not_offered_or_without_version_1_are_refused() {
     let mut d = rng();
-    assert_eq!(d.negotiate(0) & 8, 0, "VERSION_1 not accepted");
-    assert_eq!(d.negotiate(Features::VERSION_1.bits() | 1 << 5) & 8, 0, "a feature not offered");
-    assert_eq!(d.negotiate(Features::VERSION_1.bits() | Features::EVENT_IDX.bits()) & 8, 8);
+    assert!(!d.negotiate(0), "VERSION_1 not accepted");
+    assert!(!d.negotiate(Features::VERSION_1.bits() | 1 << 5), "a feature not offered");
+    assert!(d.negotiate(Features::VERSION_1.bits() | Features::EVENT_IDX.bits()));
 }
 
 #[test]
@@ -139,42 +63,43 @@ fn mmio4_bad_queues_stay_not_ready() {
     d.negotiate(Features::VERSION_1.bits());
     assert_eq!(d.read(Register::QueueSizeMax), 256);
     for size in [0, 3, 512] {
-        assert_eq!(d.setup_queue(0, size, DESC, AVAIL, USED), 0, "size {size}");
+        assert!(!d.setup_queue(0, size, DESC, AVAIL, USED), "size {size}");
     }
-    assert_eq!(d.setup_queue(0, 8, DESC + 8, AVAIL, USED), 0, "misaligned descriptor table");
-    assert_eq!(d.setup_queue(0, 8, DESC, AVAIL, 0x3fff0), 0, "used ring past the end of RAM");
+    assert!(!d.setup_queue(0, 8, DESC + 8, AVAIL, USED), "misaligned descriptor table");
+    assert!(!d.setup_queue(0, 8, DESC, AVAIL, 0x3fff0), "used ring past the end of RAM");
+    assert!(!d.setup_queue(0, 8, DESC, AVAIL, 1 << 32), "used ring in the high half, past RAM");
     d.write(Register::QueueSel, 1);
     assert_eq!(d.read(Register::QueueSizeMax), 0, "no queue 1");
-    assert_eq!(d.setup_queue(0, 8, DESC, AVAIL, USED), 1);
-    assert!(d.t.stats().refused_queues.load(Ordering::Relaxed) >= 5);
+    assert!(d.setup_queue(0, 8, DESC, AVAIL, USED));
+    assert!(d.transport().stats().refused_queues.load(Ordering::Relaxed) >= 6);
 }
 
 #[test]
 fn mmio5_a_live_queue_cannot_be_moved() {
     let mut d = rng();
-    d.start(1);
+    start(&mut d);
     d.write(Register::QueueDescLow, 0x9000);
-    d.mem.write_bytes(0x9000, Descriptor::new(0, 1, DescFlags::empty(), 0).as_bytes());
-    assert!(d.submit(0, &[(DATA, 64, true)]).is_some(), "still uses the table at DESC");
+    d.mem().write_bytes(0x9000, Descriptor::new(0, 1, DescFlags::empty(), 0).as_bytes());
+    assert_eq!(d.submit(0, &[Buffer::writable(DATA, 64)]), used(0, 64), "still uses the table it was given");
 }
 
 #[test]
 fn mmio6_bad_accesses_read_zero_and_change_nothing() {
     let mut d = rng();
     let mut b = [0xffu8; 2];
-    d.t.read(reg(Register::MagicValue), &mut b);
+    d.read_at(Register::MagicValue.raw().into(), &mut b);
     assert_eq!(b, [0, 0]);
     let mut w = [0xffu8; 4];
-    d.t.read(0x0c4, &mut w);
+    d.read_at(0x0c4, &mut w);
     assert_eq!(w, [0; 4], "an offset that names no register");
-    d.t.write(reg(Register::Status), &[1], &d.mem);
+    d.write_at(Register::Status.raw().into(), &[1]);
     assert_eq!(d.read(Register::Status), 0, "a 1-byte write is ignored");
 }
 
 #[test]
 fn mmio2_reset_clears_everything() {
     let mut d = rng();
-    d.start(1);
+    start(&mut d);
     d.write(Register::Status, 0);
     assert_eq!(d.read(Register::Status), 0);
     d.write(Register::QueueSel, 0);
@@ -187,21 +112,23 @@ fn mmio7_notifications_before_driver_ok_are_ignored() {
     let mut d = rng();
     d.negotiate(Features::VERSION_1.bits());
     d.setup_queue(0, 8, DESC, AVAIL, USED);
-    assert_eq!(d.submit(0, &[(DATA, 64, true)]), None);
-    assert_eq!(d.t.stats().ignored_notifications.load(Ordering::Relaxed), 1);
+    assert_eq!(d.submit(0, &[Buffer::writable(DATA, 64)]), None);
+    assert_eq!(d.transport().stats().ignored_notifications.load(Ordering::Relaxed), 1);
 }
 
 #[test]
 fn rng1_entropy_fills_the_buffer_and_raises_the_interrupt() {
     let mut d = rng();
-    d.start(1);
-    assert_eq!(d.submit(0, &[(DATA, 256, true)]), Some((0, 256)));
-    let bytes = d.mem.read_bytes(DATA, 256);
+    assert!(d.start((Features::VERSION_1 | Features::INDIRECT_DESC).bits()));
+    assert_eq!(d.submit(0, &[Buffer::writable(DATA, 256)]), used(0, 256));
+    let bytes = d.mem().read_bytes(DATA, 256);
     assert!(bytes.iter().any(|&b| b != bytes[0]), "not all equal");
     assert_eq!(d.read(Register::InterruptStatus), 1);
     d.write(Register::InterruptAck, 1);
     assert_eq!(d.read(Register::InterruptStatus), 0, "MMIO-8");
-    assert_eq!(d.submit(0, &[(DATA, 8, false), (DATA, 8, true)]), Some((0, 0)), "RNG-2");
+    assert_eq!(d.submit(0, &[Buffer::readable(DATA, 8), Buffer::writable(DATA, 8)]), used(1, 0), "RNG-2");
+    let head = d.submit_indirect(0, 0x8000, &[Buffer::writable(DATA, 100), Buffer::writable(DATA + 0x1000, 28)]);
+    assert_eq!(head, used(3, 128), "through an indirect table");
 }
 
 struct Shared(Arc<Mutex<Vec<u8>>>);
@@ -220,19 +147,16 @@ impl Write for Shared {
 fn con_console_both_ways() {
     let out = Arc::new(Mutex::new(Vec::new()));
     let input = Arc::new(Mutex::new(VecDeque::new()));
-    let mut d = Driver::new(Console::new(Box::new(Shared(out.clone())), input.clone()));
-    d.start(2);
-    d.mem.write_bytes(DATA, b"hello host");
-    assert_eq!(d.submit(1, &[(DATA, 10, false)]), Some((0, 0)));
+    let mut d = driver(Console::new(Box::new(Shared(out.clone())), input.clone()));
+    start(&mut d);
+    d.mem().write_bytes(DATA, b"hello host");
+    assert_eq!(d.submit(1, &[Buffer::readable(DATA, 10)]), used(0, 0));
     assert_eq!(*out.lock().unwrap(), b"hello host");
-    d.used_seen = 0;
-    d.avail = 0;
-    assert_eq!(d.submit(0, &[(DATA + 0x100, 4, true)]), None, "no input yet: the buffer waits");
+    assert_eq!(d.submit(0, &[Buffer::writable(DATA + 0x100, 4)]), None, "no input yet: the buffer waits");
     input.lock().unwrap().extend(b"hey guest");
-    d.t.notify(0, &d.mem);
-    let used = u16::from_le_bytes(d.mem.read_bytes(USED + 2, 2).try_into().unwrap());
-    assert_eq!(used, 1);
-    assert_eq!(d.mem.read_bytes(DATA + 0x100, 4), b"hey ");
+    d.notify(0);
+    assert_eq!(d.pop_used(0), used(0, 4));
+    assert_eq!(d.mem().read_bytes(DATA + 0x100, 4), b"hey ");
     assert_eq!(input.lock().unwrap().len(), 5, "the rest waits for more buffers");
 }
 
@@ -245,45 +169,45 @@ fn image(bytes: usize) -> std::path::PathBuf {
 }
 
 /// Submits a block request: header, data, status. Returns (status, used len).
-fn blk_request(d: &mut Driver<Blk>, kind: RequestType, sector: u64, len: u32, write: bool) -> (u8, u32) {
-    d.mem.write_bytes(DATA, RequestHeader::new(kind, sector).as_bytes());
-    d.mem.write_bytes(DATA + 0x3000, &[0xee]);
-    let mut bufs = vec![(DATA, 16, false)];
+fn blk_request(d: &mut MmioDriver<Blk>, kind: RequestType, sector: u64, len: u32, write: bool) -> (u8, u32) {
+    d.mem().write_bytes(DATA, RequestHeader::new(kind, sector).as_bytes());
+    d.mem().write_bytes(DATA + 0x3000, &[0xee]);
+    let mut bufs = vec![Buffer::readable(DATA, 16)];
     if len > 0 {
-        bufs.push((DATA + 0x1000, len, !write));
+        bufs.push(Buffer { addr: DATA + 0x1000, len, writable: !write });
     }
-    bufs.push((DATA + 0x3000, 1, true));
-    let (_, used) = d.submit(0, &bufs).expect("used");
-    (d.mem.read_bytes(DATA + 0x3000, 1)[0], used)
+    bufs.push(Buffer::writable(DATA + 0x3000, 1));
+    let used = d.submit(0, &bufs).expect("used");
+    (d.mem().read_bytes(DATA + 0x3000, 1)[0], used.len)
 }
 
 #[test]
 fn blk_write_flush_read_back() {
     let path = image(64 * 512);
-    let mut d = Driver::new(Blk::open(&path, false).unwrap());
-    d.start(1);
+    let mut d = driver(Blk::open(&path, false).unwrap());
+    start(&mut d);
     let mut cap = [0u8; 8];
-    d.t.read(0x100, &mut cap);
+    d.read_at(0x100, &mut cap);
     assert_eq!(u64::from_le_bytes(cap), 64, "BLK-1");
-    d.mem.write_bytes(DATA + 0x1000, &[7u8; 1024]);
+    d.mem().write_bytes(DATA + 0x1000, &[7u8; 1024]);
     assert_eq!(blk_request(&mut d, RequestType::Out, 3, 1024, true), (RequestStatus::Ok.raw(), 1));
     assert_eq!(blk_request(&mut d, RequestType::Flush, 0, 0, false), (0, 1));
-    d.mem.write_bytes(DATA + 0x1000, &[0u8; 1024]);
+    d.mem().write_bytes(DATA + 0x1000, &[0u8; 1024]);
     assert_eq!(blk_request(&mut d, RequestType::In, 3, 1024, false), (0, 1025), "BLK-8");
-    assert_eq!(d.mem.read_bytes(DATA + 0x1000, 1024), vec![7u8; 1024]);
+    assert_eq!(d.mem().read_bytes(DATA + 0x1000, 1024), vec![7u8; 1024]);
     let file = std::fs::read(&path).unwrap();
     assert_eq!(&file[3 * 512..5 * 512], &[7u8; 1024][..]);
     assert_eq!(file[5 * 512], 0xa5);
     assert_eq!(blk_request(&mut d, RequestType::GetId, 0, 20, false).0, 0);
-    assert!(d.mem.read_bytes(DATA + 0x1000, 20).starts_with(b"pvkit:pvkit-blk-"));
+    assert!(d.mem().read_bytes(DATA + 0x1000, 20).starts_with(b"pvkit:pvkit-blk-"));
     std::fs::remove_file(path).unwrap();
 }
 
 #[test]
 fn blk_bad_requests_fail_and_touch_nothing() {
     let path = image(8 * 512);
-    let mut d = Driver::new(Blk::open(&path, false).unwrap());
-    d.start(1);
+    let mut d = driver(Blk::open(&path, false).unwrap());
+    start(&mut d);
     let ioerr = RequestStatus::IoErr.raw();
     assert_eq!(blk_request(&mut d, RequestType::In, 7, 1024, false).0, ioerr, "past the end (BLK-2)");
     assert_eq!(blk_request(&mut d, RequestType::In, u64::MAX, 512, false).0, ioerr, "sector overflow");
@@ -291,19 +215,19 @@ fn blk_bad_requests_fail_and_touch_nothing() {
     assert_eq!(blk_request(&mut d, RequestType::WriteZeroes, 0, 16, true).0, RequestStatus::Unsupp.raw(), "BLK-5");
     assert_eq!(blk_request(&mut d, RequestType::GetId, 0, 8, false).0, ioerr, "BLK-6");
     // BLK-7: no status byte (all readable) is refused with length 0.
-    d.mem.write_bytes(DATA, RequestHeader::new(RequestType::In, 0).as_bytes());
-    assert_eq!(d.submit(0, &[(DATA, 16, false)]), Some((0, 0)));
+    d.mem().write_bytes(DATA, RequestHeader::new(RequestType::In, 0).as_bytes());
+    assert_eq!(d.submit(0, &[Buffer::readable(DATA, 16)]).map(|u| u.len), Some(0));
     assert_eq!(std::fs::read(&path).unwrap(), vec![0xa5; 8 * 512]);
-    assert_eq!(d.t.device().stats().errors.load(Ordering::Relaxed), 5);
+    assert_eq!(d.device().stats().errors.load(Ordering::Relaxed), 5);
     std::fs::remove_file(path).unwrap();
 }
 
 #[test]
 fn blk4_a_read_only_disk_refuses_writes() {
     let path = image(8 * 512);
-    let mut d = Driver::new(Blk::open(&path, true).unwrap());
-    d.start(1);
-    d.mem.write_bytes(DATA + 0x1000, &[1u8; 512]);
+    let mut d = driver(Blk::open(&path, true).unwrap());
+    start(&mut d);
+    d.mem().write_bytes(DATA + 0x1000, &[1u8; 512]);
     assert_eq!(blk_request(&mut d, RequestType::Out, 0, 512, true).0, RequestStatus::IoErr.raw());
     assert_eq!(std::fs::read(&path).unwrap(), vec![0xa5; 8 * 512], "byte-for-byte unchanged");
     assert_eq!(blk_request(&mut d, RequestType::In, 0, 512, false).0, 0, "reads still work");
@@ -324,21 +248,21 @@ fn blk_discard_zeroes_one_segment() {
     use pvkit_spec::virtio::blk::DiscardSegment;
     use zerocopy::little_endian::{U32, U64};
     let path = image(16 * 512);
-    let mut d = Driver::new(Blk::open(&path, false).unwrap());
-    d.start(1);
+    let mut d = driver(Blk::open(&path, false).unwrap());
+    start(&mut d);
     let segment = |sector: u64, count: u32, flags: u32| DiscardSegment {
         sector: U64::new(sector),
         num_sectors: U32::new(count),
         flags: U32::new(flags),
     };
-    d.mem.write_bytes(DATA + 0x1000, segment(2, 3, 0).as_bytes());
+    d.mem().write_bytes(DATA + 0x1000, segment(2, 3, 0).as_bytes());
     assert_eq!(blk_request(&mut d, RequestType::Discard, 0, 16, true).0, 0);
     let file = std::fs::read(&path).unwrap();
     assert!(file[2 * 512..5 * 512].iter().all(|&b| b == 0));
     assert!(file[..2 * 512].iter().chain(&file[5 * 512..]).all(|&b| b == 0xa5));
-    d.mem.write_bytes(DATA + 0x1000, segment(15, 2, 0).as_bytes());
+    d.mem().write_bytes(DATA + 0x1000, segment(15, 2, 0).as_bytes());
     assert_eq!(blk_request(&mut d, RequestType::Discard, 0, 16, true).0, RequestStatus::IoErr.raw(), "past the end");
-    d.mem.write_bytes(DATA + 0x1000, segment(0, 1, 1).as_bytes());
+    d.mem().write_bytes(DATA + 0x1000, segment(0, 1, 1).as_bytes());
     assert_eq!(blk_request(&mut d, RequestType::Discard, 0, 16, true).0, RequestStatus::Unsupp.raw(), "reserved flags");
     std::fs::remove_file(path).unwrap();
 }

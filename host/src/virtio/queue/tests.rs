@@ -1,60 +1,47 @@
 //! The device-side queue against hand-built hostile chains: each is refused
 //! with its error, none panics, and the queue goes on after it.
 
-use pvkit_spec::virtio::queue::{DescFlags, Descriptor, QueueSize};
-use zerocopy::IntoBytes;
+use pvkit_spec::virtio::queue::{AvailFlags, DescFlags, Descriptor, QueueSize};
 
 use super::*;
-use crate::memory::{MemoryError, VecMemory};
-
-/// Guest memory that claims RAM up to `claim` but stores only its first
-/// 64 KiB: for chains that name huge buffers without touching them.
-struct Claims {
-    inner: VecMemory,
-    claim: u64,
-}
-
-impl GuestMemory for Claims {
-    fn contains(&self, addr: u64, len: u64) -> bool {
-        len == 0 || addr.checked_add(len).is_some_and(|end| end <= self.claim)
-    }
-    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
-        self.inner.read(addr, buf)
-    }
-    fn write(&self, addr: u64, data: &[u8]) -> Result<(), MemoryError> {
-        self.inner.write(addr, data)
-    }
-}
+use crate::test_utils::{DriverQueue, VecMemory};
 
 const DESC: u64 = 0x1000;
 const AVAIL: u64 = 0x2000;
 const USED: u64 = 0x3000;
 const BUF: u64 = 0x8000;
 
-struct Driver {
-    mem: Claims,
+/// A queue of 8 in 64 KiB of guest memory: the device side under test, and
+/// the driver side that writes what it reads.
+struct Fixture {
+    mem: VecMemory,
     queue: Queue,
-    avail_idx: u16,
+    driver: DriverQueue,
 }
 
-impl Driver {
+impl Fixture {
     fn new(event_idx: bool) -> Self {
-        let mem = Claims { inner: VecMemory::new(0x10000), claim: 0x10000 };
-        let config = QueueConfig { size: QueueSize::new(8).unwrap(), desc: DESC, avail: AVAIL, used: USED };
-        let queue = Queue::new(config, &mem, event_idx).unwrap();
-        Self { mem, queue, avail_idx: 0 }
+        Self::with_claim(event_idx, 0x10000)
     }
 
+    /// Memory of 64 KiB that claims `claim` bytes of RAM: for chains that
+    /// name huge buffers without touching them.
+    fn with_claim(event_idx: bool, claim: u64) -> Self {
+        let mem = VecMemory::with_claim(0x10000, claim);
+        let config = QueueConfig { size: QueueSize::new(8).unwrap(), desc: DESC, avail: AVAIL, used: USED };
+        let queue = Queue::new(config, &mem, event_idx).unwrap();
+        Self { mem, queue, driver: DriverQueue::new(config) }
+    }
+
+    /// Writes descriptor `i` of the table at `table` (the queue's, or an
+    /// indirect one).
     fn desc(&self, table: u64, i: u16, addr: u64, len: u32, flags: DescFlags, next: u16) {
         let d = Descriptor::new(addr, len, flags, next);
-        self.mem.inner.write_bytes(table + u64::from(i) * 16, d.as_bytes());
+        DriverQueue::write_table(&self.mem, table + u64::from(i) * 16, &[d]);
     }
 
     fn publish(&mut self, head: u16) {
-        let slot = AVAIL + 4 + 2 * u64::from(self.avail_idx % 8);
-        self.mem.inner.write_bytes(slot, &head.to_le_bytes());
-        self.avail_idx = self.avail_idx.wrapping_add(1);
-        self.mem.inner.write_bytes(AVAIL + 2, &self.avail_idx.to_le_bytes());
+        self.driver.publish(&self.mem, head);
     }
 
     fn pop(&mut self) -> Result<Option<Chain>, PopError> {
@@ -78,7 +65,7 @@ const N: DescFlags = DescFlags::NEXT;
 
 #[test]
 fn a_good_chain_is_readable_then_writable() {
-    let mut d = Driver::new(false);
+    let mut d = Fixture::new(false);
     d.desc(DESC, 0, BUF, 16, N, 3);
     d.desc(DESC, 3, BUF + 16, 512, W.union(N), 5);
     d.desc(DESC, 5, BUF + 528, 1, W, 0);
@@ -91,7 +78,7 @@ fn a_good_chain_is_readable_then_writable() {
 
 #[test]
 fn a_loop_is_refused() {
-    let mut d = Driver::new(false);
+    let mut d = Fixture::new(false);
     d.desc(DESC, 0, BUF, 8, N, 1);
     d.desc(DESC, 1, BUF, 8, N, 0);
     assert_eq!(d.refused(0), QueueError::ChainTooLong);
@@ -101,7 +88,7 @@ fn a_loop_is_refused() {
 
 #[test]
 fn an_address_out_of_range_is_refused() {
-    let mut d = Driver::new(false);
+    let mut d = Fixture::new(false);
     d.desc(DESC, 0, 0xfff0, 32, R, 0);
     assert_eq!(d.refused(0), QueueError::BadBuffer { addr: 0xfff0, len: 32 });
     d.desc(DESC, 0, u64::MAX - 4, 8, R, 0);
@@ -110,14 +97,14 @@ fn an_address_out_of_range_is_refused() {
 
 #[test]
 fn zero_length_is_refused() {
-    let mut d = Driver::new(false);
+    let mut d = Fixture::new(false);
     d.desc(DESC, 0, BUF, 0, R, 0);
     assert_eq!(d.refused(0), QueueError::ZeroLength);
 }
 
 #[test]
 fn indices_out_of_range_are_refused() {
-    let mut d = Driver::new(false);
+    let mut d = Fixture::new(false);
     assert_eq!(d.refused(8), QueueError::IndexOutOfRange { index: 8 });
     d.desc(DESC, 0, BUF, 8, N, 9);
     assert_eq!(d.refused(0), QueueError::IndexOutOfRange { index: 9 });
@@ -125,7 +112,7 @@ fn indices_out_of_range_are_refused() {
 
 #[test]
 fn a_chain_longer_than_an_indirect_table_is_refused() {
-    let mut d = Driver::new(false);
+    let mut d = Fixture::new(false);
     let table = 0x4000;
     // A table of 4 whose last entry points back to the first.
     for i in 0..4 {
@@ -140,7 +127,7 @@ fn a_chain_longer_than_an_indirect_table_is_refused() {
 
 #[test]
 fn an_indirect_table_inside_an_indirect_table_is_refused() {
-    let mut d = Driver::new(false);
+    let mut d = Fixture::new(false);
     d.desc(0x4000, 0, 0x5000, 16, DescFlags::INDIRECT, 0);
     d.desc(0x5000, 0, BUF, 8, R, 0);
     d.desc(DESC, 0, 0x4000, 16, DescFlags::INDIRECT, 0);
@@ -149,7 +136,7 @@ fn an_indirect_table_inside_an_indirect_table_is_refused() {
 
 #[test]
 fn malformed_indirect_descriptors_are_refused() {
-    let mut d = Driver::new(false);
+    let mut d = Fixture::new(false);
     d.desc(DESC, 0, 0x4000, 16, DescFlags::INDIRECT.union(N), 1);
     assert_eq!(d.refused(0), QueueError::IndirectWithNext);
     for len in [0, 15, 16 * 9] {
@@ -162,8 +149,7 @@ fn malformed_indirect_descriptors_are_refused() {
 
 #[test]
 fn a_length_sum_that_overflows_is_refused() {
-    let mut d = Driver::new(false);
-    d.mem.claim = 1 << 40;
+    let mut d = Fixture::with_claim(false, 1 << 40);
     d.desc(DESC, 0, 0x1_0000_0000, 0x8000_0000, N, 1);
     d.desc(DESC, 1, 0x2_0000_0000, 0x8000_0000, W, 0);
     assert_eq!(d.refused(0), QueueError::LengthOverflow);
@@ -175,7 +161,7 @@ fn a_length_sum_that_overflows_is_refused() {
 
 #[test]
 fn readable_after_writable_is_refused() {
-    let mut d = Driver::new(false);
+    let mut d = Fixture::new(false);
     d.desc(DESC, 0, BUF, 8, W.union(N), 1);
     d.desc(DESC, 1, BUF, 8, R, 0);
     assert_eq!(d.refused(0), QueueError::ReadableAfterWritable);
@@ -183,8 +169,8 @@ fn readable_after_writable_is_refused() {
 
 #[test]
 fn vq3_an_available_index_too_far_ahead_breaks_the_queue() {
-    let mut d = Driver::new(false);
-    d.mem.inner.write_bytes(AVAIL + 2, &9u16.to_le_bytes());
+    let mut d = Fixture::new(false);
+    d.driver.set_avail_idx(&d.mem, 9);
     let err = d.pop().unwrap_err();
     assert_eq!(err, PopError { head: None, error: QueueError::AvailIndexTooFar { avail: 9, next: 0 } });
 }
@@ -202,13 +188,13 @@ fn vq1_misplaced_rings_are_refused() {
 
 #[test]
 fn vq5_event_index_suppresses_interrupts() {
-    let mut d = Driver::new(true);
+    let mut d = Fixture::new(true);
     d.desc(DESC, 0, BUF, 8, W, 0);
     for _ in 0..3 {
         d.publish(0);
     }
     // The driver asks for an interrupt only once the used index passes 2.
-    d.mem.inner.write_bytes(AVAIL + 4 + 16, &2u16.to_le_bytes());
+    d.driver.set_used_event(&d.mem, 2);
     let mut interrupts = Vec::new();
     for _ in 0..3 {
         let chain = d.pop().unwrap().unwrap();
@@ -216,15 +202,15 @@ fn vq5_event_index_suppresses_interrupts() {
         interrupts.push(d.queue.needs_interrupt(&d.mem).unwrap());
     }
     assert_eq!(interrupts, [true, false, true], "the first, then only when used_event (2) is passed");
-    assert_eq!(d.mem.inner.read_bytes(USED + 4 + 64, 2), 3u16.to_le_bytes(), "avail_event follows the device");
+    assert_eq!(d.driver.avail_event(&d.mem), 3, "avail_event follows the device");
     assert!(!d.queue.needs_interrupt(&d.mem).unwrap(), "nothing new, no interrupt");
 }
 
 #[test]
 fn no_interrupt_flag_is_honoured_without_event_index() {
-    let mut d = Driver::new(false);
+    let mut d = Fixture::new(false);
     d.desc(DESC, 0, BUF, 8, W, 0);
-    d.mem.inner.write_bytes(AVAIL, &1u16.to_le_bytes());
+    d.driver.set_avail_flags(&d.mem, AvailFlags::NO_INTERRUPT);
     d.publish(0);
     let chain = d.pop().unwrap().unwrap();
     d.queue.add_used(&d.mem, chain.head(), 8).unwrap();
@@ -247,14 +233,14 @@ impl XorShift {
 fn garbage_never_panics() {
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
     for round in 0..2_000 {
-        let mut d = Driver::new(round % 2 == 0);
+        let mut d = Fixture::new(round % 2 == 0);
         let mut garbage = [0u8; 0x3010];
         for chunk in garbage.chunks_mut(8) {
             chunk.copy_from_slice(&rng.next().to_le_bytes()[..chunk.len()]);
         }
         // Descriptor table, an indirect area and the available ring: garbage.
-        d.mem.inner.write_bytes(DESC, &garbage[..0x2010]);
-        d.mem.inner.write_bytes(0x4000, &garbage[0x2010..]);
+        d.mem.write_bytes(DESC, &garbage[..0x2010]);
+        d.mem.write_bytes(0x4000, &garbage[0x2010..]);
         for _ in 0..16 {
             match d.pop() {
                 Ok(Some(chain)) => d.queue.add_used(&d.mem, chain.head(), 0).unwrap(),

@@ -6,7 +6,7 @@ use zerocopy::IntoBytes;
 use zerocopy::little_endian::{U32, U64};
 
 use super::*;
-use crate::memory::VecMemory;
+use crate::test_utils::VecMemory;
 
 const HEADER: u64 = 0x1000;
 const DATA: u64 = 0x2000;
@@ -119,23 +119,12 @@ fn blk7_a_chain_without_status_byte_or_header_is_malformed() {
 
 #[test]
 fn a_header_that_cannot_be_read_is_malformed() {
-    /// Memory that holds the status byte but fails every read.
-    struct Unreadable;
-    impl GuestMemory for Unreadable {
-        fn contains(&self, _: u64, _: u64) -> bool {
-            true
-        }
-        fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
-            Err(MemoryError { addr, len: buf.len() as u64 })
-        }
-        fn write(&self, _: u64, _: &[u8]) -> Result<(), MemoryError> {
-            Ok(())
-        }
-    }
-    let r = |addr, len| GuestRange::new(&Unreadable, addr, len).unwrap();
-    let chain = Chain::new(0, vec![r(HEADER, 16)], vec![r(STATUS, 1)]).unwrap();
-    let err = Request::parse(&chain, &Unreadable, DISK).unwrap_err();
-    assert_eq!(err, ParseError::Malformed(Malformed::UnreadableHeader(MemoryError { addr: HEADER, len: 16 })));
+    // Memory that claims the header's address but cannot reach it.
+    let mem = VecMemory::with_claim(0x10000, 1 << 40);
+    let r = |addr, len| GuestRange::new(&mem, addr, len).unwrap();
+    let chain = Chain::new(0, vec![r(1 << 32, 16)], vec![r(STATUS, 1)]).unwrap();
+    let err = Request::parse(&chain, &mem, DISK).unwrap_err();
+    assert_eq!(err, ParseError::Malformed(Malformed::UnreadableHeader(MemoryError { addr: 1 << 32, len: 16 })));
 }
 
 #[test]
@@ -165,21 +154,9 @@ fn blk2_transfers_must_be_whole_sectors_inside_the_disk() {
 
 #[test]
 fn sec2_a_transfer_over_the_cap_is_refused() {
-    /// Memory that claims a terabyte, for buffers that are never touched.
-    struct Claims(VecMemory);
-    impl GuestMemory for Claims {
-        fn contains(&self, addr: u64, len: u64) -> bool {
-            addr.checked_add(len).is_some_and(|end| end <= 1 << 40)
-        }
-        fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
-            self.0.read(addr, buf)
-        }
-        fn write(&self, addr: u64, data: &[u8]) -> Result<(), MemoryError> {
-            self.0.write(addr, data)
-        }
-    }
-    let mem = Claims(VecMemory::new(0x10000));
-    mem.0.write_bytes(HEADER, RequestHeader::new(RequestType::In, 0).as_bytes());
+    // Memory that claims a terabyte, for buffers that are never touched.
+    let mem = VecMemory::with_claim(0x10000, 1 << 40);
+    mem.write_bytes(HEADER, RequestHeader::new(RequestType::In, 0).as_bytes());
     let r = |addr, len| GuestRange::new(&mem, addr, len).unwrap();
     let big = MAX_REQUEST_BYTES + 512;
     let chain = Chain::new(0, vec![r(HEADER, 16)], vec![r(1 << 32, big), r(STATUS, 1)]).unwrap();
