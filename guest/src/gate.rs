@@ -20,6 +20,15 @@ pub unsafe trait Gate {
     unsafe fn call(&self, call: HypercallArgs) -> HypercallReturn;
 }
 
+// SAFETY: forwards every call, unchanged, to a gate that performs it as
+// given, and returns that gate's answer.
+unsafe impl<G: Gate + ?Sized> Gate for &G {
+    unsafe fn call(&self, call: HypercallArgs) -> HypercallReturn {
+        // SAFETY: the caller's promise for `call` is passed on unchanged.
+        unsafe { (**self).call(call) }
+    }
+}
+
 /// The hypercall gate: a 32-bit `out` to the port CPUID names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PortGate {

@@ -16,6 +16,7 @@
 //! | [`console`] | [`PvConsole`], `core::fmt::Write` over the early console |
 //! | [`logger`] | [`PvLogger`], a `log::Log` over the early console |
 //! | [`virtio`] | virtio-mmio drivers: block, entropy, console, over a [`virtio::Hal`] |
+//! | `test_utils` | with the `test-utils` feature: fakes of the HAL, the transport, the device and the gate, and a small PRNG |
 //!
 //! On bare metal or another hypervisor, [`detect`] answers [`NotPresent`]
 //! with the reason and touches nothing else.
@@ -37,6 +38,12 @@
 //! ```
 #![no_std]
 #![deny(missing_docs)]
+// What a device or the host wrote is hostile input: no panicking shortcut,
+// no unchecked index, no arithmetic that could overflow on it.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
 
 pub mod clock;
 pub mod console;
@@ -46,12 +53,15 @@ pub mod error;
 pub mod gate;
 pub mod hypercall;
 pub mod logger;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod test_utils;
 pub mod timer;
 pub mod translate;
 pub mod virtio;
 
-// Unit tests use std's collections and cells.
-#[cfg(test)]
+// Unit tests, and the test doubles on hosted targets, use std's collections,
+// cells, locks and heap.
+#[cfg(any(test, all(feature = "test-utils", not(target_os = "none"))))]
 extern crate std;
 
 pub use console::PvConsole;

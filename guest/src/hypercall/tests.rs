@@ -1,35 +1,13 @@
 //! The wrappers against a fake host that answers whatever the test says.
 
-use core::cell::RefCell;
 use std::vec::Vec;
 
 use pvkit_spec::HypercallError;
 use pvkit_spec::discovery::Leaves;
-use pvkit_spec::hypercall::HypercallReturn;
 
 use super::*;
+use crate::test_utils::FakeGate;
 use crate::translate::{IdentityMap, PAGE_SIZE};
-
-/// Records every call and answers from a script, in order.
-struct FakeGate {
-    calls: RefCell<Vec<HypercallArgs>>,
-    answers: RefCell<Vec<HypercallReturn>>,
-}
-
-impl FakeGate {
-    fn new(answers: &[(u64, [u64; 2])]) -> Self {
-        let answers = answers.iter().rev().map(|&(status, results)| HypercallReturn { status, results }).collect();
-        Self { calls: RefCell::new(Vec::new()), answers: RefCell::new(answers) }
-    }
-}
-
-// SAFETY: a fake: it performs nothing and returns what the test scripted.
-unsafe impl Gate for &FakeGate {
-    unsafe fn call(&self, call: HypercallArgs) -> HypercallReturn {
-        self.calls.borrow_mut().push(call);
-        self.answers.borrow_mut().pop().expect("a scripted answer")
-    }
-}
 
 fn host(gate: &FakeGate, features: Features) -> Pvkit<&FakeGate, IdentityMap> {
     let found = Found {
@@ -74,7 +52,7 @@ fn console_writes_are_split_at_pages_and_retried() {
     let gate = FakeGate::new(&[(0, [10, 0]), (0, [5, 0]), (0, [15, 0])]);
     let h = host(&gate, Features::CONSOLE);
     h.console_write_all(text).unwrap();
-    let calls = gate.calls.borrow();
+    let calls = gate.calls();
     let lens: Vec<u64> = calls.iter().map(|c| c.args[1]).collect();
     assert_eq!(lens, [10, 20, 15]);
     assert_eq!(calls[1].args[0], calls[0].args[0] + 10);
@@ -97,7 +75,7 @@ fn calls_of_features_not_offered_are_not_made() {
     // SAFETY: the call is refused before any gate access.
     let refused = unsafe { h.vcpu_start(1, 0x1000, 0) };
     assert_eq!(refused, Err(Error::NotOffered("VCPU_START")));
-    assert!(gate.calls.borrow().is_empty());
+    assert!(gate.calls().is_empty());
 }
 
 #[test]
@@ -122,7 +100,7 @@ fn stop_calls_report_a_refusal() {
     let h = host(&gate, Features::empty());
     assert_eq!(h.shutdown(7), Error::Host(HypercallError::InvalidArgument));
     assert!(matches!(h.panic(b"msg", 9), Error::Protocol { .. }));
-    let calls = gate.calls.borrow();
+    let calls = gate.calls();
     assert_eq!(calls[0].args[0], 7);
     assert_eq!((calls[1].args[1], calls[1].args[2]), (3, 9));
 }
@@ -142,7 +120,7 @@ fn timer_vectors_are_encoded_as_the_spec_says() {
     let h = host(&gate, Features::TIMER);
     h.set_timer_vector(3, Some(0x40)).unwrap();
     h.set_timer_vector(3, None).unwrap();
-    let calls = gate.calls.borrow();
+    let calls = gate.calls();
     assert_eq!(calls[0].args, [0, 0x40, 3, 0]);
     assert_eq!(calls[1].args, [0, 0, 3, 0]);
 }
@@ -153,7 +131,7 @@ fn clock_registration_passes_the_physical_address() {
     let gate = FakeGate::new(&[(0, [0, 0])]);
     let h = host(&gate, Features::CLOCK);
     h.clock_register(&AREA).unwrap();
-    let calls = gate.calls.borrow();
+    let calls = gate.calls();
     assert_eq!(calls[0].args[0], AREA.as_ptr() as u64);
     assert_eq!(calls[0].args[0] % 32, 0);
 }

@@ -5,8 +5,6 @@
 //! flight. [`Blk::read`], [`Blk::write`] and [`Blk::flush`] wait for their
 //! request; [`Blk::submit`] and [`Blk::poll`] keep many in flight.
 
-use core::ptr::NonNull;
-
 use pvkit_spec::virtio::blk::{
     BlkConfig, BlkFeatures, DiscardSegment, ID_BYTES, RequestHeader, RequestStatus, RequestType, SECTOR_SIZE,
 };
@@ -14,6 +12,8 @@ use pvkit_spec::virtio::{DeviceId, Features};
 use zerocopy::{FromBytes, IntoBytes};
 
 use super::VirtioError;
+use super::control::Control;
+use super::dma::Dma;
 use super::hal::{Hal, PAGE_SIZE};
 use super::queue::{Buffer, SplitQueue};
 use super::transport::Transport;
@@ -24,6 +24,12 @@ pub const QUEUE_SIZE: usize = 128;
 pub const MAX_IN_FLIGHT: usize = QUEUE_SIZE / 3;
 /// Bytes of one request slot: a header and a status byte, padded.
 const SLOT: usize = 32;
+/// Where the status byte lies in a slot, after the 16-byte header.
+const STATUS_AT: usize = size_of::<RequestHeader>();
+/// What a status byte holds until the device writes it.
+const NOT_WRITTEN: u8 = 0xff;
+/// Pages of request slots.
+const SLOT_PAGES: usize = (MAX_IN_FLIGHT * SLOT).div_ceil(PAGE_SIZE);
 
 /// A request the driver has handed to the device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,12 +42,16 @@ pub struct Token {
 pub type Completion = (Token, Result<(), VirtioError>);
 
 /// A block device.
+///
+/// Dropping it resets the device, then frees the queue and the request
+/// slots; requests still in flight never complete, and their buffers are
+/// the caller's again.
 #[derive(Debug)]
 pub struct Blk<H: Hal, T: Transport> {
-    transport: T,
+    control: Control<T>,
     queue: SplitQueue<H, QUEUE_SIZE>,
-    slots_paddr: u64,
-    slots: NonNull<u8>,
+    /// One slot per request in flight: its header and status byte.
+    slots: Dma<H>,
     free: [bool; MAX_IN_FLIGHT],
     /// The slot of each queue head in flight.
     slot_of: [u16; QUEUE_SIZE],
@@ -51,9 +61,6 @@ pub struct Blk<H: Hal, T: Transport> {
     features: u64,
     notifications: u64,
 }
-
-// SAFETY: the driver owns its DMA memory and transport; `&mut self` serializes.
-unsafe impl<H: Hal, T: Transport + Send> Send for Blk<H, T> {}
 
 impl<H: Hal, T: Transport> Blk<H, T> {
     /// Initializes the block device behind `transport`.
@@ -65,17 +72,16 @@ impl<H: Hal, T: Transport> Blk<H, T> {
         let wanted = (BlkFeatures::RO | BlkFeatures::FLUSH | BlkFeatures::BLK_SIZE | BlkFeatures::DISCARD).bits()
             | (Features::EVENT_IDX).bits();
         let features = transport.begin_init(wanted)?;
-        let queue = SplitQueue::new(&mut transport, 0, features & Features::EVENT_IDX.bits() != 0)?;
-        let pages = (MAX_IN_FLIGHT * SLOT).div_ceil(PAGE_SIZE);
-        let (slots_paddr, slots) = H::dma_alloc(pages).ok_or(VirtioError::NoMemory)?;
-        let mut config = [0u8; core::mem::size_of::<BlkConfig>()];
+        let queue = SplitQueue::new(0, features & Features::EVENT_IDX.bits() != 0)?;
+        let slots = Dma::new(SLOT_PAGES)?;
+        let mut config = [0u8; size_of::<BlkConfig>()];
         transport.read_config(0, &mut config);
         let capacity = BlkConfig::read_from_bytes(&config).map(|c| c.capacity.get()).unwrap_or(0);
-        transport.finish_init();
-        Ok(Self {
-            transport,
+        // From here on, dropping `blk` (on an error below too) resets the
+        // device before the queue and the slots go.
+        let mut blk = Self {
+            control: Control::new(transport),
             queue,
-            slots_paddr,
             slots,
             free: [true; MAX_IN_FLIGHT],
             slot_of: [0; QUEUE_SIZE],
@@ -83,7 +89,13 @@ impl<H: Hal, T: Transport> Blk<H, T> {
             capacity,
             features,
             notifications: 0,
-        })
+        };
+        let transport = blk.control.running()?;
+        // SAFETY: `Drop` resets the device before the queue goes, and leaks
+        // the queue if the reset is not confirmed.
+        unsafe { blk.queue.attach(transport) }?;
+        transport.finish_init();
+        Ok(blk)
     }
 
     /// Capacity in 512-byte sectors.
@@ -101,9 +113,10 @@ impl<H: Hal, T: Transport> Blk<H, T> {
         self.free.contains(&true) && self.queue.free() >= 3
     }
 
-    fn slot_addr(&self, slot: u16) -> (u64, *mut u8) {
-        let offset = usize::from(slot) * SLOT;
-        (self.slots_paddr + offset as u64, self.slots.as_ptr().wrapping_add(offset))
+    /// Where slot `slot` lies in the slots' DMA area: offset and guest-physical address.
+    fn slot_at(&self, slot: u16) -> Option<(usize, u64)> {
+        let offset = usize::from(slot).checked_mul(SLOT)?;
+        Some((offset, self.slots.paddr_at(offset)?))
     }
 
     /// Notifications sent to the device so far: each is one VM exit.
@@ -114,8 +127,9 @@ impl<H: Hal, T: Transport> Blk<H, T> {
     /// Tells the device about the requests submitted since the last kick, if
     /// it asked to be told (`EVENT_IDX`); returns whether it notified.
     pub fn kick(&mut self) -> bool {
-        let notified = self.queue.kick(&mut self.transport);
-        self.notifications += u64::from(notified);
+        let Ok(transport) = self.control.running() else { return false };
+        let notified = self.queue.kick(transport);
+        self.notifications = self.notifications.saturating_add(u64::from(notified));
         notified
     }
 
@@ -126,13 +140,16 @@ impl<H: Hal, T: Transport> Blk<H, T> {
     /// # Safety
     ///
     /// `data` (physical address and length) must stay valid, and untouched
-    /// by anyone else, until [`Blk::poll`] returns the token.
+    /// by anyone else, until [`Blk::poll`] returns the token, or returns
+    /// [`VirtioError::DeviceMisbehaved`] (the device is reset then), or the
+    /// driver is dropped.
     pub unsafe fn submit(
         &mut self,
         kind: RequestType,
         sector: u64,
         data: Option<Buffer>,
     ) -> Result<Token, VirtioError> {
+        self.control.running()?;
         if let Some(buffer) = data {
             let len = u64::from(buffer.len);
             let whole = len.is_multiple_of(SECTOR_SIZE) || matches!(kind, RequestType::GetId | RequestType::Discard);
@@ -143,56 +160,85 @@ impl<H: Hal, T: Transport> Blk<H, T> {
         }
         let slot = self.free.iter().position(|&f| f).ok_or(VirtioError::QueueFull)?;
         let slot = u16::try_from(slot).map_err(|_| VirtioError::QueueFull)?;
-        let (paddr, vaddr) = self.slot_addr(slot);
+        // Every slot below MAX_IN_FLIGHT lies in the area (SLOT_PAGES).
+        let (offset, paddr) = self.slot_at(slot).ok_or(VirtioError::QueueFull)?;
         let header = RequestHeader::new(kind, sector);
-        // SAFETY: the slot is this driver's DMA memory, not in flight.
-        unsafe {
-            core::ptr::copy_nonoverlapping(header.as_bytes().as_ptr(), vaddr, 16);
-        }
-        // SAFETY: as above; the status byte starts as "not done" (0xff).
-        unsafe { vaddr.wrapping_add(16).write_volatile(0xff) };
+        let status_at = offset.checked_add(STATUS_AT).ok_or(VirtioError::QueueFull)?;
+        // The slot is not in flight: the device does not use it now.
+        self.slots.copy_in(offset, header.as_bytes()).map_err(|_| VirtioError::QueueFull)?;
+        self.slots.write(status_at, NOT_WRITTEN).map_err(|_| VirtioError::QueueFull)?;
+        let status_paddr = paddr.checked_add(16).ok_or(VirtioError::QueueFull)?;
         let head_buf = Buffer { addr: paddr, len: 16 };
-        let status_buf = Buffer { addr: paddr + 16, len: 1 };
+        let status_buf = Buffer { addr: status_paddr, len: 1 };
         let device_writes = !matches!(kind, RequestType::Out | RequestType::Discard);
         let head = match data {
-            // SAFETY: forwarded from the caller; the slot lives as long as the driver.
+            // SAFETY: `d` is forwarded from the caller, who keeps it valid;
+            // the slot is the driver's DMA memory, which lives until `Drop`
+            // has reset the device.
             Some(d) if device_writes => unsafe { self.queue.add(&[head_buf], &[d, status_buf]) }?,
-            // SAFETY: as above.
+            // SAFETY: `d` is forwarded from the caller, who keeps it valid;
+            // the slot is the driver's DMA memory, which lives until `Drop`
+            // has reset the device.
             Some(d) => unsafe { self.queue.add(&[head_buf, d], &[status_buf]) }?,
-            // SAFETY: as above.
+            // SAFETY: only the slot, the driver's DMA memory, which lives
+            // until `Drop` has reset the device.
             None => unsafe { self.queue.add(&[head_buf], &[status_buf]) }?,
         };
-        self.free[usize::from(slot)] = false;
-        self.writes[usize::from(slot)] = kind == RequestType::Out;
-        self.slot_of[usize::from(head)] = slot;
+        let (Some(free), Some(write), Some(slot_of)) = (
+            self.free.get_mut(usize::from(slot)),
+            self.writes.get_mut(usize::from(slot)),
+            self.slot_of.get_mut(usize::from(head)),
+        ) else {
+            // `slot` < MAX_IN_FLIGHT and `head` < QUEUE_SIZE: never here.
+            return Err(self.control.stop("a request the driver cannot track"));
+        };
+        *free = false;
+        *write = kind == RequestType::Out;
+        *slot_of = slot;
         Ok(Token { head, slot })
     }
 
     /// Takes one finished request, if any: its token and its outcome. A write
     /// the device refused on a read-only disk is [`VirtioError::ReadOnly`].
+    ///
+    /// [`VirtioError::DeviceMisbehaved`] means the device broke the protocol
+    /// and was reset: no request in flight will complete, and their buffers
+    /// are the caller's again.
     pub fn poll(&mut self) -> Result<Option<Completion>, VirtioError> {
-        let Some((head, _len)) = self.queue.pop_used()? else { return Ok(None) };
-        let slot = self.slot_of[usize::from(head)];
-        let (_, vaddr) = self.slot_addr(slot);
-        // SAFETY: the device has returned the chain; the status byte is ours again.
-        let status = unsafe { vaddr.wrapping_add(16).read_volatile() };
+        self.control.running()?;
+        let popped = self.queue.pop_used();
+        let Some((head, _len)) = self.control.check(popped)? else { return Ok(None) };
+        // `pop_used` gives back only heads in flight, below QUEUE_SIZE.
+        let slot = self.slot_of.get(usize::from(head)).copied().unwrap_or(0);
+        let status_at = self.slot_at(slot).and_then(|(offset, _)| offset.checked_add(STATUS_AT));
+        // The device has returned the chain: the status byte is ours again.
+        let status = status_at.and_then(|at| self.slots.read::<u8>(at).ok()).unwrap_or(NOT_WRITTEN);
         if let Some(f) = self.free.get_mut(usize::from(slot)) {
             *f = true;
         }
-        let was_write = self.writes[usize::from(slot)];
+        let was_write = self.writes.get(usize::from(slot)).copied().unwrap_or(false);
         let outcome = match RequestStatus::from_raw(status) {
             Some(RequestStatus::Ok) => Ok(()),
             Some(RequestStatus::Unsupp) => Err(VirtioError::Unsupported),
             Some(RequestStatus::IoErr) if was_write && self.read_only() => Err(VirtioError::ReadOnly),
             Some(RequestStatus::IoErr) => Err(VirtioError::IoError),
-            _ => Err(VirtioError::DeviceMisbehaved("status byte not written")),
+            _ => return Err(self.control.stop("status byte not written")),
         };
         Ok(Some((Token { head, slot }, outcome)))
     }
 
-    /// Submits and waits for one request.
+    /// Submits and waits for one request; [`VirtioError::Busy`] while
+    /// requests from [`Blk::submit`] are in flight, whose completions this
+    /// would take.
     fn wait_for(&mut self, kind: RequestType, sector: u64, data: Option<Buffer>) -> Result<(), VirtioError> {
-        // SAFETY: the caller's buffer outlives this call, which waits for the request.
+        self.control.running()?;
+        if self.free.contains(&false) {
+            return Err(VirtioError::Busy);
+        }
+        // SAFETY: the caller's buffer is borrowed for this call, which
+        // returns when the request completed, or when the device misbehaved
+        // and `poll` reset it (a device that does not confirm the reset may
+        // write anything, the buffer included, whatever the driver does).
         let token = unsafe { self.submit(kind, sector, data) }?;
         self.kick();
         loop {
@@ -200,7 +246,8 @@ impl<H: Hal, T: Transport> Blk<H, T> {
                 if done == token {
                     return outcome;
                 }
-                return Err(VirtioError::DeviceMisbehaved("completed a request not asked for"));
+                // Nothing else was in flight.
+                return Err(self.control.stop("completed a request not asked for"));
             }
             core::hint::spin_loop();
         }
@@ -264,10 +311,16 @@ impl<H: Hal, T: Transport> Blk<H, T> {
 }
 
 impl<H: Hal, T: Transport> Drop for Blk<H, T> {
+    /// Resets the device first: the queue and the slots, the memory it could
+    /// write, are fields, dropped (freed) only after this body. When the
+    /// device does not confirm the reset they are leaked instead.
     fn drop(&mut self) {
-        self.transport.set_status(0);
-        let pages = (MAX_IN_FLIGHT * SLOT).div_ceil(PAGE_SIZE);
-        // SAFETY: allocated in `new`; the device is reset and uses nothing.
-        unsafe { H::dma_dealloc(self.slots_paddr, self.slots, pages) };
+        if !self.control.shut_down() {
+            self.queue.leak();
+            self.slots.leak();
+        }
     }
 }
+
+#[cfg(test)]
+mod tests;

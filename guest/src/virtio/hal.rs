@@ -9,9 +9,11 @@ pub const PAGE_SIZE: usize = 4096;
 ///
 /// # Safety
 ///
-/// `dma_alloc` must return zeroed memory of the requested size, mapped at the
-/// returned pointer, physically contiguous at the returned guest-physical
-/// address, and not used for anything else until `dma_dealloc`.
+/// `dma_alloc` must return zeroed memory of the requested size, page-aligned,
+/// mapped at the returned pointer, physically contiguous at the returned
+/// guest-physical address, and not used for anything else until
+/// `dma_dealloc`. Drivers take their memory through [`Dma`](super::Dma),
+/// which frees it when dropped.
 /// `virt_to_phys` and `mmio_phys_to_virt` must translate correctly in the
 /// address space the drivers run in.
 pub unsafe trait Hal {

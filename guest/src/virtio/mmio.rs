@@ -92,7 +92,14 @@ impl Transport for MmioTransport {
         self.read(Register::QueueSizeMax)
     }
 
-    fn queue_setup(&mut self, index: u16, size: u16, desc: u64, avail: u64, used: u64) -> Result<(), VirtioError> {
+    unsafe fn queue_setup(
+        &mut self,
+        index: u16,
+        size: u16,
+        desc: u64,
+        avail: u64,
+        used: u64,
+    ) -> Result<(), VirtioError> {
         self.write(Register::QueueSel, index.into());
         self.write(Register::QueueSize, size.into());
         for (low, high, addr) in [
@@ -122,13 +129,15 @@ impl Transport for MmioTransport {
     }
 
     fn read_config(&self, offset: usize, buf: &mut [u8]) {
+        // Bytes past the window (or past the address space) read as 0.
+        let start = usize::try_from(CONFIG_OFFSET).ok().and_then(|c| c.checked_add(offset));
         for (i, byte) in buf.iter_mut().enumerate() {
-            let at = CONFIG_OFFSET as usize + offset + i;
-            *byte = if at < self.size {
-                // SAFETY: inside the window; configuration space takes byte reads.
-                unsafe { self.base.as_ptr().wrapping_add(at).read_volatile() }
-            } else {
-                0
+            let at = start.and_then(|s| s.checked_add(i)).filter(|&at| at < self.size);
+            *byte = match at {
+                // SAFETY: `at` is below the window's size, inside the window
+                // `new` was given; configuration space takes byte reads.
+                Some(at) => unsafe { self.base.as_ptr().wrapping_add(at).read_volatile() },
+                None => 0,
             };
         }
     }

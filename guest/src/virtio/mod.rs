@@ -5,10 +5,18 @@
 //! The kernel supplies DMA memory and address translation through [`Hal`];
 //! drivers are generic over it and over a [`Transport`], allocate nothing
 //! else, and check everything the device writes (clauses VQ-6 and SEC-7).
+//!
+//! Memory shared with a device is owned through [`Dma`], which frees itself.
+//! Every driver resets its device before that memory goes: in its `Drop`,
+//! and as soon as the device breaks the protocol, before the
+//! [`VirtioError::DeviceMisbehaved`] goes back to the caller with the
+//! caller's buffer. After that the driver takes no more requests.
 
 pub mod blk;
 pub mod console;
+mod control;
 pub mod devices;
+pub mod dma;
 pub mod hal;
 pub mod mmio;
 pub mod queue;
@@ -17,6 +25,7 @@ pub mod transport;
 
 use core::fmt;
 
+pub use dma::Dma;
 pub use hal::Hal;
 pub use transport::Transport;
 
@@ -49,8 +58,17 @@ pub enum VirtioError {
     /// A request needs more descriptors than the queue has.
     TooManyBuffers,
     /// The device broke the protocol: a used entry with an unknown id, or a
-    /// length beyond the buffers (clause VQ-6). The driver did not act on it.
+    /// length beyond the buffers (clause VQ-6), or a completion no request
+    /// asked for. The driver did not act on it, and reset the device before
+    /// returning: every buffer it was given is the caller's again, and the
+    /// driver fails every later request with this error. (A device that
+    /// does not confirm the reset, [`Transport::reset`], may write anything
+    /// it likes, as it could all along; the driver then never frees its own
+    /// memory.)
     DeviceMisbehaved(&'static str),
+    /// Requests handed over with `submit` are in flight: the calls that wait
+    /// for their own request run only when none are.
+    Busy,
     /// The device completed the request with an error status.
     IoError,
     /// The device does not support the request.
@@ -73,6 +91,7 @@ impl fmt::Display for VirtioError {
             Self::QueueFull => f.write_str("the queue is full"),
             Self::TooManyBuffers => f.write_str("more buffers than the queue has descriptors"),
             Self::DeviceMisbehaved(what) => write!(f, "the device misbehaved: {what}"),
+            Self::Busy => f.write_str("other requests are in flight"),
             Self::IoError => f.write_str("the device reported an I/O error"),
             Self::Unsupported => f.write_str("the device does not support the request"),
             Self::InvalidRequest => f.write_str("the request does not fit the device"),

@@ -6,13 +6,15 @@
 //! ring, is checked before it is acted on: the id must be the head of a chain
 //! in flight, and the length within that chain's writable buffers (VQ-6).
 
-use core::marker::PhantomData;
-use core::ptr::NonNull;
+use core::mem::size_of;
 use core::sync::atomic::{Ordering, fence};
 
-use pvkit_spec::virtio::queue::{DescFlags, QueueSize, SplitQueueLayout, need_event};
+use pvkit_spec::virtio::queue::{
+    AvailFlags, DescFlags, Descriptor, QueueSize, SplitQueueLayout, UsedFlags, need_event,
+};
 
 use super::VirtioError;
+use super::dma::Dma;
 use super::hal::{Hal, PAGE_SIZE};
 use super::transport::Transport;
 
@@ -34,19 +36,59 @@ struct Shadow {
     next: u16,
 }
 
-/// A split queue of `SIZE` entries in DMA memory from `H`.
+/// What the driver remembers of a chain in flight, to check and free it.
+#[derive(Clone, Copy, Debug)]
+struct InFlight {
+    /// The total length of its writable buffers.
+    writable: u32,
+    /// How many descriptors it holds.
+    descriptors: u16,
+    /// Its last descriptor.
+    last: u16,
+}
+
+/// Bytes of one descriptor in the table.
+const DESC_BYTES: usize = size_of::<Descriptor>();
+
+/// `base + add`. An offset past `usize` saturates, and the queue's DMA area
+/// refuses it like any other offset outside it.
+fn at(base: usize, add: u64) -> usize {
+    usize::try_from(add).map_or(usize::MAX, |add| base.saturating_add(add))
+}
+
+/// Where the parts of the rings lie in the queue's DMA area.
+#[derive(Clone, Copy, Debug)]
+struct Offsets {
+    /// The available ring (the descriptor table is at 0).
+    avail: usize,
+    /// The used ring, 4-byte aligned.
+    used: usize,
+    /// Bytes of the whole area.
+    end: usize,
+}
+
+impl Offsets {
+    fn new(layout: SplitQueueLayout) -> Option<Self> {
+        let avail = usize::try_from(layout.desc_table_bytes()).ok()?;
+        let used = avail.checked_add(usize::try_from(layout.avail_ring_bytes()).ok()?)?.checked_next_multiple_of(4)?;
+        let end = used.checked_add(usize::try_from(layout.used_ring_bytes()).ok()?)?;
+        Some(Self { avail, used, end })
+    }
+}
+
+/// A split queue of `SIZE` entries, its rings in one [`Dma`] area from `H`.
+///
+/// Dropping the queue frees the rings: whoever [attached](SplitQueue::attach)
+/// it to a device resets that device first.
 #[derive(Debug)]
 pub struct SplitQueue<H: Hal, const SIZE: usize> {
     index: u16,
-    paddr: u64,
-    vaddr: NonNull<u8>,
-    pages: usize,
+    ring: Dma<H>,
     layout: SplitQueueLayout,
-    avail_offset: usize,
-    used_offset: usize,
+    at: Offsets,
     shadow: [Shadow; SIZE],
-    /// For each head in flight, the total length of its writable buffers.
-    in_flight: [Option<u32>; SIZE],
+    /// For each head in flight, what the driver needs to check and free it.
+    in_flight: [Option<InFlight>; SIZE],
     free_head: u16,
     num_free: u16,
     avail_idx: u16,
@@ -54,47 +96,29 @@ pub struct SplitQueue<H: Hal, const SIZE: usize> {
     kicked_idx: u16,
     last_used: u16,
     event_idx: bool,
-    _hal: PhantomData<H>,
-}
-
-// SAFETY: the queue owns its DMA memory; `&mut self` serializes access.
-unsafe impl<H: Hal, const SIZE: usize> Send for SplitQueue<H, SIZE> {}
-
-/// A ring offset or size as a `usize`: the layout's values are at most a few
-/// hundred KiB.
-#[expect(clippy::cast_possible_truncation, reason = "queue layouts are below 1 MiB")]
-const fn off(x: u64) -> usize {
-    x as usize
-}
-
-const fn align_up(x: usize, align: usize) -> usize {
-    x.div_ceil(align) * align
 }
 
 impl<H: Hal, const SIZE: usize> SplitQueue<H, SIZE> {
-    /// Allocates the queue and sets up queue `index` of `transport` with it.
-    pub fn new<T: Transport>(transport: &mut T, index: u16, event_idx: bool) -> Result<Self, VirtioError> {
-        let size = u32::try_from(SIZE).ok().and_then(QueueSize::new).ok_or(VirtioError::QueueUnavailable { index })?;
-        if transport.queue_max(index) < size.get().into() {
-            return Err(VirtioError::QueueUnavailable { index });
-        }
+    /// Allocates the rings of queue `index`, with interrupts suppressed (the
+    /// drivers poll). The device knows nothing of them until
+    /// [`SplitQueue::attach`].
+    pub fn new(index: u16, event_idx: bool) -> Result<Self, VirtioError> {
+        let unavailable = VirtioError::QueueUnavailable { index };
+        let size = u32::try_from(SIZE).ok().and_then(QueueSize::new).ok_or(unavailable)?;
         let layout = SplitQueueLayout::new(size);
-        let avail_offset = off(layout.desc_table_bytes());
-        let used_offset = align_up(avail_offset + off(layout.avail_ring_bytes()), 4);
-        let pages = (used_offset + off(layout.used_ring_bytes())).div_ceil(PAGE_SIZE);
-        let (paddr, vaddr) = H::dma_alloc(pages).ok_or(VirtioError::NoMemory)?;
+        let at = Offsets::new(layout).ok_or(unavailable)?;
+        let ring = Dma::new(at.end.div_ceil(PAGE_SIZE))?;
         let mut shadow = [Shadow::default(); SIZE];
-        for (i, d) in shadow.iter_mut().enumerate() {
-            d.next = u16::try_from(i + 1).unwrap_or(0);
+        // The free list: 0, 1, ..., SIZE - 1, then SIZE (never followed: `num_free`
+        // is 0 by then).
+        for (next, d) in (1u16..).zip(shadow.iter_mut()) {
+            d.next = next;
         }
         let mut queue = Self {
             index,
-            paddr,
-            vaddr,
-            pages,
+            ring,
             layout,
-            avail_offset,
-            used_offset,
+            at,
             shadow,
             in_flight: [None; SIZE],
             free_head: 0,
@@ -103,44 +127,55 @@ impl<H: Hal, const SIZE: usize> SplitQueue<H, SIZE> {
             kicked_idx: 0,
             last_used: 0,
             event_idx,
-            _hal: PhantomData,
         };
-        let result =
-            transport.queue_setup(index, size.get(), paddr, paddr + avail_offset as u64, paddr + used_offset as u64);
-        if let Err(e) = result {
-            queue.release();
-            return Err(e);
-        }
         queue.suppress_interrupts();
         Ok(queue)
     }
 
-    fn release(&mut self) {
-        if self.pages > 0 {
-            // SAFETY: from our `dma_alloc`; the device no longer has the queue.
-            unsafe { H::dma_dealloc(self.paddr, self.vaddr, self.pages) };
-            self.pages = 0;
+    /// Sets the queue up as queue `index` of `transport`'s device and makes
+    /// it live.
+    ///
+    /// # Safety
+    ///
+    /// The device may then use the rings until it is reset: the caller
+    /// resets it ([`Transport::reset`]) before the queue is dropped, and if
+    /// the reset fails, keeps the rings from being freed ([`SplitQueue::leak`]).
+    pub unsafe fn attach<T: Transport>(&mut self, transport: &mut T) -> Result<(), VirtioError> {
+        let index = self.index;
+        if transport.queue_max(index) < self.layout.size().get().into() {
+            return Err(VirtioError::QueueUnavailable { index });
         }
+        let (desc, avail, used) =
+            (self.ring.paddr_at(0), self.ring.paddr_at(self.at.avail), self.ring.paddr_at(self.at.used));
+        let (Some(desc), Some(avail), Some(used)) = (desc, avail, used) else {
+            return Err(VirtioError::QueueUnavailable { index });
+        };
+        // SAFETY: the three rings lie in this queue's DMA area, sized for
+        // `SIZE` entries; the caller keeps them alive until the device is reset.
+        unsafe { transport.queue_setup(index, self.layout.size().get(), desc, avail, used) }
     }
 
-    fn ptr<T>(&self, offset: usize) -> *mut T {
-        self.vaddr.as_ptr().wrapping_add(offset).cast::<T>()
+    /// Keeps the rings allocated for ever: for a queue whose device did not
+    /// confirm its reset and may still write them.
+    pub fn leak(&mut self) {
+        self.ring.leak();
     }
 
-    fn write16(&self, offset: usize, value: u16) {
-        // SAFETY: `offset` is inside the queue's DMA area (computed from the
-        // layout) and 2-byte aligned.
-        unsafe { self.ptr::<u16>(offset).write_volatile(value.to_le()) };
+    /// Writes `value` (little-endian) at `offset` of the rings.
+    fn put16(&mut self, offset: usize, value: u16) {
+        let written = self.ring.write(offset, value.to_le());
+        // Every offset comes from the layout the area was sized for (`new`).
+        debug_assert!(written.is_ok(), "{written:?}");
     }
 
-    fn read16(&self, offset: usize) -> u16 {
-        // SAFETY: as in `write16`.
-        u16::from_le(unsafe { self.ptr::<u16>(offset).read_volatile() })
+    /// Reads a little-endian `u16` at `offset` of the rings.
+    fn get16(&self, offset: usize) -> Option<u16> {
+        self.ring.read::<u16>(offset).ok().map(u16::from_le)
     }
 
-    fn read32(&self, offset: usize) -> u32 {
-        // SAFETY: inside the DMA area, 4-byte aligned (used ring entries).
-        u32::from_le(unsafe { self.ptr::<u32>(offset).read_volatile() })
+    /// Reads a little-endian `u32` at `offset` of the rings.
+    fn get32(&self, offset: usize) -> Option<u32> {
+        self.ring.read::<u32>(offset).ok().map(u32::from_le)
     }
 
     /// The queue index.
@@ -155,12 +190,12 @@ impl<H: Hal, const SIZE: usize> SplitQueue<H, SIZE> {
 
     /// Asks the device not to interrupt: the drivers poll (`used_event` half
     /// the index space away with `EVENT_IDX`, `NO_INTERRUPT` without).
-    fn suppress_interrupts(&self) {
+    fn suppress_interrupts(&mut self) {
         if self.event_idx {
-            let at = self.avail_offset + off(self.layout.used_event_offset());
-            self.write16(at, self.last_used.wrapping_add(0x8000));
+            let used_event = at(self.at.avail, self.layout.used_event_offset());
+            self.put16(used_event, self.last_used.wrapping_add(0x8000));
         } else {
-            self.write16(self.avail_offset, 1);
+            self.put16(self.at.avail, AvailFlags::NO_INTERRUPT.bits());
         }
     }
 
@@ -171,65 +206,60 @@ impl<H: Hal, const SIZE: usize> SplitQueue<H, SIZE> {
     /// # Safety
     ///
     /// The buffers must stay valid, and the outputs unused by anyone else,
-    /// until the token comes back from `pop_used`.
+    /// until the token comes back from `pop_used` or the device is reset.
     pub unsafe fn add(&mut self, inputs: &[Buffer], outputs: &[Buffer]) -> Result<u16, VirtioError> {
-        let count = inputs.len() + outputs.len();
-        if count == 0 || count > SIZE {
-            return Err(VirtioError::TooManyBuffers);
-        }
-        if count > usize::from(self.num_free) {
-            return Err(VirtioError::QueueFull);
-        }
-        let writable: u64 = outputs.iter().map(|b| u64::from(b.len)).sum();
-        let writable = u32::try_from(writable).map_err(|_| VirtioError::InvalidRequest)?;
+        let count = inputs.len().checked_add(outputs.len()).filter(|&c| c > 0 && c <= SIZE);
+        let count = count.and_then(|c| u16::try_from(c).ok()).ok_or(VirtioError::TooManyBuffers)?;
+        let num_free = self.num_free.checked_sub(count).ok_or(VirtioError::QueueFull)?;
+        let writable = outputs.iter().try_fold(0u32, |sum, b| sum.checked_add(b.len));
+        let writable = writable.ok_or(VirtioError::InvalidRequest)?;
         let head = self.free_head;
-        let mut at = head;
-        let mut last = head;
-        for (i, (buffer, write)) in
-            inputs.iter().map(|b| (b, false)).chain(outputs.iter().map(|b| (b, true))).enumerate()
-        {
-            let slot = usize::from(at);
-            let next = self.shadow[slot].next;
-            let mut flags = if write { DescFlags::WRITE } else { DescFlags::empty() };
-            if i + 1 < count {
-                flags |= DescFlags::NEXT;
-            }
-            self.shadow[slot] = Shadow { addr: buffer.addr, len: buffer.len, flags: flags.bits(), next };
-            self.publish_descriptor(slot);
-            last = at;
-            at = next;
+        let (mut next_slot, mut last) = (head, head);
+        let buffers =
+            inputs.iter().map(|b| (b, DescFlags::empty())).chain(outputs.iter().map(|b| (b, DescFlags::WRITE)));
+        for (left, (buffer, flags)) in (1..=count).rev().zip(buffers) {
+            let slot = next_slot;
+            // The free list holds `num_free` >= `count` descriptors below SIZE;
+            // were it broken, nothing has been made available yet.
+            let d = self.shadow.get_mut(usize::from(slot)).ok_or(VirtioError::QueueFull)?;
+            let flags = if left > 1 { flags | DescFlags::NEXT } else { flags };
+            // Keep `next` as it was: it links the free list through the last
+            // descriptor, which the device ignores without NEXT.
+            *d = Shadow { addr: buffer.addr, len: buffer.len, flags: flags.bits(), next: d.next };
+            let d = *d;
+            self.publish_descriptor(slot, d);
+            last = slot;
+            next_slot = d.next;
         }
-        self.free_head = at;
-        self.num_free -= u16::try_from(count).map_err(|_| VirtioError::TooManyBuffers)?;
-        // Keep the free list in the last descriptor's `next`, which the
-        // device ignores without NEXT.
-        let _ = last;
-        self.in_flight[usize::from(head)] = Some(writable);
-        let ring = self.avail_offset + off(self.layout.avail_entry_offset(self.avail_idx));
-        self.write16(ring, head);
+        let flight = self.in_flight.get_mut(usize::from(head)).ok_or(VirtioError::QueueFull)?;
+        *flight = Some(InFlight { writable, descriptors: count, last });
+        self.free_head = next_slot;
+        self.num_free = num_free;
+        let entry = at(self.at.avail, self.layout.avail_entry_offset(self.avail_idx));
+        self.put16(entry, head);
         // VQ-4: the descriptors and the ring entry before the index.
         fence(Ordering::Release);
         self.avail_idx = self.avail_idx.wrapping_add(1);
-        self.write16(self.avail_offset + 2, self.avail_idx);
+        self.put16(self.at.avail.saturating_add(2), self.avail_idx);
         Ok(head)
     }
 
-    fn publish_descriptor(&self, slot: usize) {
-        let d = self.shadow[slot];
-        let base = slot * 16;
-        // SAFETY: descriptor `slot` < SIZE lies in the table at the start of
-        // the DMA area, 16-byte aligned.
-        unsafe {
-            self.ptr::<u64>(base).write_volatile(d.addr.to_le());
-        }
-        // SAFETY: as above.
-        unsafe { self.ptr::<u32>(base + 8).write_volatile(d.len.to_le()) };
-        self.write16(base + 12, d.flags);
-        self.write16(base + 14, d.next);
+    /// Writes the shadow `d` to descriptor `slot` of the table.
+    fn publish_descriptor(&mut self, slot: u16, d: Shadow) {
+        let base = usize::from(slot).saturating_mul(DESC_BYTES);
+        let written = [
+            self.ring.write(base, d.addr.to_le()),
+            self.ring.write(base.saturating_add(8), d.len.to_le()),
+            self.ring.write(base.saturating_add(12), d.flags.to_le()),
+            self.ring.write(base.saturating_add(14), d.next.to_le()),
+        ];
+        // `slot` < SIZE: the descriptor lies in the table at the area's start.
+        debug_assert!(written.iter().all(Result::is_ok), "{written:?}");
     }
 
     /// Whether the device wants to be notified of what was added since the
-    /// last notification (clause VQ-5).
+    /// last notification (clause VQ-5). When its answer cannot be read, it
+    /// is notified.
     pub fn should_notify(&mut self) -> bool {
         fence(Ordering::SeqCst);
         let (old, new) = (self.kicked_idx, self.avail_idx);
@@ -238,10 +268,10 @@ impl<H: Hal, const SIZE: usize> SplitQueue<H, SIZE> {
             return false;
         }
         if self.event_idx {
-            let at = self.used_offset + off(self.layout.avail_event_offset());
-            need_event(self.read16(at), new, old)
+            let avail_event = at(self.at.used, self.layout.avail_event_offset());
+            self.get16(avail_event).is_none_or(|event| need_event(event, new, old))
         } else {
-            self.read16(self.used_offset) & 1 == 0
+            self.get16(self.at.used).is_none_or(|flags| flags & UsedFlags::NO_NOTIFY.bits() == 0)
         }
     }
 
@@ -256,7 +286,7 @@ impl<H: Hal, const SIZE: usize> SplitQueue<H, SIZE> {
 
     /// Whether a used entry is waiting.
     pub fn can_pop(&self) -> bool {
-        self.read16(self.used_offset + 2) != self.last_used
+        self.get16(self.at.used.saturating_add(2)).is_some_and(|idx| idx != self.last_used)
     }
 
     /// Takes the next used entry: the request's token and the bytes the
@@ -267,44 +297,31 @@ impl<H: Hal, const SIZE: usize> SplitQueue<H, SIZE> {
             return Ok(None);
         }
         fence(Ordering::Acquire);
-        let entry = self.used_offset + off(self.layout.used_entry_offset(self.last_used));
-        let id = self.read32(entry);
-        let len = self.read32(entry + 4);
+        let entry = at(self.at.used, self.layout.used_entry_offset(self.last_used));
+        let (id, len) = (self.get32(entry), self.get32(entry.saturating_add(4)));
+        let (Some(id), Some(len)) = (id, len) else {
+            return Err(VirtioError::DeviceMisbehaved("used entry outside the ring"));
+        };
         let head = u16::try_from(id).ok().filter(|&h| usize::from(h) < SIZE);
         let head = head.ok_or(VirtioError::DeviceMisbehaved("used id out of range"))?;
-        let writable =
-            self.in_flight[usize::from(head)].ok_or(VirtioError::DeviceMisbehaved("used id not in flight"))?;
-        if len > writable {
+        let slot = self.in_flight.get_mut(usize::from(head));
+        let slot = slot.ok_or(VirtioError::DeviceMisbehaved("used id out of range"))?;
+        let flight = slot.ok_or(VirtioError::DeviceMisbehaved("used id not in flight"))?;
+        if len > flight.writable {
             return Err(VirtioError::DeviceMisbehaved("used length beyond the buffers"));
         }
-        self.in_flight[usize::from(head)] = None;
+        *slot = None;
         self.last_used = self.last_used.wrapping_add(1);
-        self.free_chain(head);
+        // Back on the free list: the chain's descriptors are still linked by
+        // their shadows' `next`; its last one now links to the old free head.
+        if let Some(last) = self.shadow.get_mut(usize::from(flight.last)) {
+            last.next = self.free_head;
+        }
+        self.free_head = head;
+        // Never saturates: gives back exactly what `add` took.
+        self.num_free = self.num_free.saturating_add(flight.descriptors);
         self.suppress_interrupts();
         Ok(Some((head, len)))
-    }
-
-    /// Returns a chain's descriptors to the free list, walking the shadow.
-    fn free_chain(&mut self, head: u16) {
-        let mut at = head;
-        loop {
-            let slot = usize::from(at);
-            let d = self.shadow[slot];
-            let has_next = d.flags & DescFlags::NEXT.bits() != 0;
-            self.num_free += 1;
-            if !has_next {
-                self.shadow[slot].next = self.free_head;
-                self.free_head = head;
-                return;
-            }
-            at = d.next;
-        }
-    }
-}
-
-impl<H: Hal, const SIZE: usize> Drop for SplitQueue<H, SIZE> {
-    fn drop(&mut self) {
-        self.release();
     }
 }
 
