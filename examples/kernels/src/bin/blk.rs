@@ -11,6 +11,7 @@
 
 use core::cell::UnsafeCell;
 
+use pvkit_guest::test_utils::XorShift64;
 use pvkit_guest::virtio::VirtioError;
 use pvkit_guest::virtio::blk::Blk;
 use pvkit_spec::virtio::DeviceId;
@@ -64,17 +65,6 @@ fn stamp(buf: &mut [u8; CHUNK], first: u64) {
     }
 }
 
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 fn read_write(disk: &mut Blk<RtHal, pvkit_guest::virtio::mmio::MmioTransport>, boot: &Boot) -> Result<u8, VirtioError> {
     let chunks: u64 = rt::option(boot, "blk.chunks").and_then(|c| c.parse().ok()).unwrap_or(64);
     let seed: u64 = rt::option(boot, "blk.seed").and_then(|c| c.parse().ok()).unwrap_or(1).max(1);
@@ -83,11 +73,11 @@ fn read_write(disk: &mut Blk<RtHal, pvkit_guest::virtio::mmio::MmioTransport>, b
         println!("blk: the disk is too small ({capacity} sectors)");
         return Ok(2);
     }
-    let mut rng = XorShift(seed);
+    let mut rng = XorShift64::new(seed);
     let mut starts = [0u64; 256];
     let chunks = chunks.min(starts.len() as u64) as usize;
     for start in starts.iter_mut().take(chunks) {
-        *start = (rng.next() % (capacity - SECTORS_PER_CHUNK)) & !7;
+        *start = rng.below(capacity - SECTORS_PER_CHUNK) & !7;
     }
     let expected = buffer(&EXPECTED);
     fill(expected, FILLER);

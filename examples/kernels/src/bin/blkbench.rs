@@ -8,6 +8,7 @@
 use core::cell::UnsafeCell;
 
 use pvkit_guest::clock::rdtsc;
+use pvkit_guest::test_utils::XorShift64;
 use pvkit_guest::virtio::VirtioError;
 use pvkit_guest::virtio::blk::Blk;
 use pvkit_guest::virtio::mmio::MmioTransport;
@@ -35,21 +36,10 @@ fn area() -> *mut u8 {
     AREA.0.get().cast::<u8>()
 }
 
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 type Disk = Blk<RtHal, MmioTransport>;
 
 /// `count` random 4 KiB reads with `depth` in flight; returns TSC ticks.
-fn random_reads(disk: &mut Disk, count: u64, depth: usize, rng: &mut XorShift) -> Result<u64, VirtioError> {
+fn random_reads(disk: &mut Disk, count: u64, depth: usize, rng: &mut XorShift64) -> Result<u64, VirtioError> {
     let slots = disk.capacity() / 8;
     let start = rdtsc();
     let (mut submitted, mut done) = (0u64, 0u64);
@@ -60,7 +50,7 @@ fn random_reads(disk: &mut Disk, count: u64, depth: usize, rng: &mut XorShift) -
             if token.is_none() && submitted < count {
                 let buf = Buffer { addr: area() as u64 + (BIG + i * SMALL) as u64, len: SMALL as u32 };
                 // SAFETY: slot i's buffer is not in flight; it lives for ever.
-                *token = Some(unsafe { disk.submit(RequestType::In, (rng.next() % slots) * 8, Some(buf)) }?);
+                *token = Some(unsafe { disk.submit(RequestType::In, rng.below(slots) * 8, Some(buf)) }?);
                 submitted += 1;
             }
         }
@@ -89,7 +79,7 @@ fn sequential(disk: &mut Disk, write: bool, count: u64) -> Result<u64, VirtioErr
 }
 
 fn run(disk: &mut Disk) -> Result<(), VirtioError> {
-    let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
+    let mut rng = XorShift64::new(0x2545_f491_4f6c_dd1d);
     let qd1 = 1_000;
     let n0 = disk.notifications();
     let ticks = random_reads(disk, qd1, 1, &mut rng)?;
