@@ -1,7 +1,8 @@
 //! What the fuzz targets share: guest memory from fuzzer bytes, and a
 //! queue laid out in it.
 
-use pvkit_host::memory::{GuestMemory, VecMemory};
+use pvkit_host::GuestMemory;
+use pvkit_host::test_utils::VecMemory;
 use pvkit_host::virtio::queue::QueueConfig;
 use pvkit_spec::virtio::queue::QueueSize;
 

@@ -1,0 +1,80 @@
+//! The block device's request parser alone, on arbitrary chains over
+//! arbitrary guest memory and disks: it never panics, what it accepts is
+//! checked (data inside the chain and flowing the right way, whole sectors
+//! inside the disk, within the device's caps, nothing that writes a
+//! read-only disk), and what it refuses names the chain's status byte.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use pvkit_fuzz::RAM;
+use pvkit_host::GuestMemory;
+use pvkit_host::memory::GuestRange;
+use pvkit_host::test_utils::VecMemory;
+use pvkit_host::virtio::blk::request::{Disk, Malformed, Op, ParseError, Request};
+use pvkit_host::virtio::blk::{MAX_DISCARD_SECTORS, MAX_REQUEST_BYTES};
+use pvkit_host::virtio::chain::{Chain, split_ranges, total_len};
+
+/// Guest RAM the chains may name: far more than the bytes behind it, so
+/// buffers can be larger than the caps and headers can be unreadable.
+const CLAIM: u64 = 1 << 34;
+/// One buffer: address (4 bytes), length (4), flags (1: bit 0 writable).
+const BUFFER: usize = 9;
+const SECTOR: u64 = 512;
+
+fuzz_target!(|data: &[u8]| {
+    let [disk, count, rest @ ..] = data else { return };
+    let Some((buffers, image)) = rest.split_at_checked(usize::from(count % 8) * BUFFER) else { return };
+    let disk =
+        Disk { sectors: if disk & 0x40 != 0 { 1 << 40 } else { u64::from(disk & 0x3f) }, read_only: disk & 0x80 != 0 };
+    let mem = VecMemory::with_claim(RAM, CLAIM);
+    let _ = mem.write(0, image.get(..image.len().min(RAM)).unwrap_or_default());
+    let (mut readable, mut writable) = (Vec::new(), Vec::new());
+    for b in buffers.chunks_exact(BUFFER) {
+        let addr = u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        let len = u64::from(u32::from_le_bytes([b[4], b[5], b[6], b[7]]));
+        let Ok(range) = GuestRange::new(&mem, addr, len) else { continue };
+        if b[8] & 1 == 0 { readable.push(range) } else { writable.push(range) }
+    }
+    let Ok(chain) = Chain::new(0, readable, writable) else { return };
+    let (readable, writable) = (chain.readable_len(), chain.writable_len());
+    // The status byte, if the chain has one: its last writable byte.
+    let status = split_ranges(chain.writable(), writable.saturating_sub(1)).1.first().copied();
+    match Request::parse(&chain, &mem, disk) {
+        Ok(request) => {
+            assert_eq!(Some(request.status()), status);
+            assert_eq!(request.status().len(), 1);
+            let on_disk = |offset: u64, len: u64| {
+                assert!(offset.is_multiple_of(SECTOR) && len.is_multiple_of(SECTOR));
+                assert!(offset.checked_add(len).is_some_and(|end| end <= disk.sectors * SECTOR));
+            };
+            match request.op() {
+                Op::Read { offset, len, data } => {
+                    on_disk(*offset, *len as u64);
+                    assert!(*len as u64 <= MAX_REQUEST_BYTES && total_len(data) == *len as u64);
+                    assert_eq!((readable, writable), (16, *len as u64 + 1));
+                }
+                Op::Write { offset, len, data } => {
+                    on_disk(*offset, *len as u64);
+                    assert!(*len as u64 <= MAX_REQUEST_BYTES && total_len(data) == *len as u64);
+                    assert_eq!((readable, writable), (16 + *len as u64, 1));
+                    assert!(!disk.read_only);
+                }
+                Op::Flush => assert_eq!((readable, writable), (16, 1)),
+                Op::GetId { data } => {
+                    assert!(total_len(data) >= 20 && total_len(data) == writable - 1);
+                    assert_eq!(readable, 16);
+                }
+                Op::Discard { offset, len } => {
+                    on_disk(*offset, *len);
+                    assert!(*len <= u64::from(MAX_DISCARD_SECTORS) * SECTOR);
+                    assert_eq!((readable, writable), (32, 1));
+                    assert!(!disk.read_only);
+                }
+            }
+        }
+        Err(ParseError::Refused { status: at, .. }) => assert_eq!(Some(at), status),
+        Err(ParseError::Malformed(Malformed::NoStatusByte)) => assert_eq!(writable, 0),
+        Err(ParseError::Malformed(Malformed::ShortHeader { readable: n })) => assert!(n == readable && n < 16),
+        Err(ParseError::Malformed(Malformed::UnreadableHeader(_))) => assert!(readable > 0),
+    }
+});
