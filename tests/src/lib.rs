@@ -37,6 +37,24 @@ pub fn pvkit() -> &'static Path {
     })
 }
 
+/// The `embed-host` example VMM (`examples/embed-host`), built once per test
+/// process in the same target directory as [`pvkit()`], whose dependencies
+/// it shares.
+pub fn embed_host() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let target = root().join("target").join("it");
+        run_checked(
+            Command::new(env!("CARGO"))
+                .args(["build", "--release", "--locked", "-p", "pvkit-embed-host", "--bin", "embed-host"])
+                .env("CARGO_TARGET_DIR", &target)
+                .current_dir(root()),
+            "building embed-host",
+        );
+        target.join("release").join("embed-host")
+    })
+}
+
 /// The example kernel `name`, with every example kernel built once per test
 /// process (adding the bare-metal target first when it is missing).
 pub fn kernel(name: &str) -> PathBuf {
