@@ -48,12 +48,13 @@ pub struct Used {
 /// indirect table): entry `i` holds buffer `i` and, but for the last, links
 /// to entry `i + 1`.
 pub fn linked(buffers: &[Buffer]) -> Vec<Descriptor> {
-    link(buffers, 0, None)
+    link(buffers, 0, None).into_iter().map(|(_, desc)| desc).collect()
 }
 
-/// The descriptors of `buffers` at indices `first, first + 1, ...` of a
-/// table, wrapping at `wrap` when given.
-fn link(buffers: &[Buffer], first: u16, wrap: Option<QueueSize>) -> Vec<Descriptor> {
+/// The descriptors of `buffers` with their indices `first, first + 1, ...`
+/// in a table, wrapping at `wrap` when given; each but the last links to the
+/// next.
+fn link(buffers: &[Buffer], first: u16, wrap: Option<QueueSize>) -> Vec<(u16, Descriptor)> {
     let index = |i: usize| {
         let i = first.wrapping_add(u16::try_from(i).unwrap_or(u16::MAX));
         wrap.map_or(i, |size| i.checked_rem(size.get()).unwrap_or(i))
@@ -65,7 +66,7 @@ fn link(buffers: &[Buffer], first: u16, wrap: Option<QueueSize>) -> Vec<Descript
         .map(|(i, b)| {
             let (flags, next) =
                 if i < last { (b.flags() | DescFlags::NEXT, index(i.saturating_add(1))) } else { (b.flags(), 0) };
-            Descriptor::new(b.addr, b.len, flags, next)
+            (index(i), Descriptor::new(b.addr, b.len, flags, next))
         })
         .collect()
 }
@@ -181,9 +182,8 @@ impl DriverQueue {
     /// of the queue's table (wrapping at its size), without publishing it;
     /// returns its head, `first`.
     pub fn write_chain<M: GuestMemory + ?Sized>(&self, mem: &M, first: u16, buffers: &[Buffer]) -> u16 {
-        for (i, desc) in link(buffers, first, Some(self.config.size)).into_iter().enumerate() {
-            let index = first.wrapping_add(u16::try_from(i).unwrap_or(u16::MAX));
-            self.set_descriptor(mem, index.checked_rem(self.config.size.get()).unwrap_or(index), desc);
+        for (index, desc) in link(buffers, first, Some(self.config.size)) {
+            self.set_descriptor(mem, index, desc);
         }
         first
     }
