@@ -1,8 +1,10 @@
 //! The driver side of a split virtqueue (`virtio.md`, clauses VQ-1 and
 //! VQ-4 to VQ-7).
 //!
-//! The queue keeps a private shadow of every descriptor it writes and never
-//! reads one back from shared memory (VQ-7). What the device writes, the used
+//! The queue keeps privately what it needs of the descriptors it writes
+//! (each one's `next`, and per chain in flight its length and last
+//! descriptor) and never reads one back from shared memory (VQ-7). It keeps
+//! no more than that: a kernel's stack holds the drivers. What the device writes, the used
 //! ring, is checked before it is acted on: the id must be the head of a chain
 //! in flight, and the length within that chain's writable buffers (VQ-6).
 
@@ -25,15 +27,6 @@ pub struct Buffer {
     pub addr: u64,
     /// Length in bytes.
     pub len: u32,
-}
-
-/// A descriptor as the driver keeps it.
-#[derive(Clone, Copy, Debug, Default)]
-struct Shadow {
-    addr: u64,
-    len: u32,
-    flags: u16,
-    next: u16,
 }
 
 /// What the driver remembers of a chain in flight, to check and free it.
@@ -86,7 +79,9 @@ pub struct SplitQueue<H: Hal, const SIZE: usize> {
     ring: Dma<H>,
     layout: SplitQueueLayout,
     at: Offsets,
-    shadow: [Shadow; SIZE],
+    /// Each descriptor's `next`, as the driver wrote it: it links the
+    /// chains in flight and, through their last descriptors, the free list.
+    next: [u16; SIZE],
     /// For each head in flight, what the driver needs to check and free it.
     in_flight: [Option<InFlight>; SIZE],
     free_head: u16,
@@ -108,18 +103,18 @@ impl<H: Hal, const SIZE: usize> SplitQueue<H, SIZE> {
         let layout = SplitQueueLayout::new(size);
         let at = Offsets::new(layout).ok_or(unavailable)?;
         let ring = Dma::new(at.end.div_ceil(PAGE_SIZE))?;
-        let mut shadow = [Shadow::default(); SIZE];
+        let mut next = [0u16; SIZE];
         // The free list: 0, 1, ..., SIZE - 1, then SIZE (never followed: `num_free`
         // is 0 by then).
-        for (next, d) in (1u16..).zip(shadow.iter_mut()) {
-            d.next = next;
+        for (value, slot) in (1u16..).zip(next.iter_mut()) {
+            *slot = value;
         }
         let mut queue = Self {
             index,
             ring,
             layout,
             at,
-            shadow,
+            next,
             in_flight: [None; SIZE],
             free_head: 0,
             num_free: size.get(),
@@ -221,15 +216,14 @@ impl<H: Hal, const SIZE: usize> SplitQueue<H, SIZE> {
             let slot = next_slot;
             // The free list holds `num_free` >= `count` descriptors below SIZE;
             // were it broken, nothing has been made available yet.
-            let d = self.shadow.get_mut(usize::from(slot)).ok_or(VirtioError::QueueFull)?;
+            let next = *self.next.get(usize::from(slot)).ok_or(VirtioError::QueueFull)?;
             let flags = if left > 1 { flags | DescFlags::NEXT } else { flags };
-            // Keep `next` as it was: it links the free list through the last
-            // descriptor, which the device ignores without NEXT.
-            *d = Shadow { addr: buffer.addr, len: buffer.len, flags: flags.bits(), next: d.next };
-            let d = *d;
-            self.publish_descriptor(slot, d);
+            // `next` stays as it was: the free list's order is the chain's,
+            // and the last descriptor's `next` (ignored without NEXT) keeps
+            // linking the rest of the free list.
+            self.publish_descriptor(slot, buffer, flags, next);
             last = slot;
-            next_slot = d.next;
+            next_slot = next;
         }
         let flight = self.in_flight.get_mut(usize::from(head)).ok_or(VirtioError::QueueFull)?;
         *flight = Some(InFlight { writable, descriptors: count, last });
@@ -244,14 +238,14 @@ impl<H: Hal, const SIZE: usize> SplitQueue<H, SIZE> {
         Ok(head)
     }
 
-    /// Writes the shadow `d` to descriptor `slot` of the table.
-    fn publish_descriptor(&mut self, slot: u16, d: Shadow) {
+    /// Writes descriptor `slot` of the table.
+    fn publish_descriptor(&mut self, slot: u16, buffer: &Buffer, flags: DescFlags, next: u16) {
         let base = usize::from(slot).saturating_mul(DESC_BYTES);
         let written = [
-            self.ring.write(base, d.addr.to_le()),
-            self.ring.write(base.saturating_add(8), d.len.to_le()),
-            self.ring.write(base.saturating_add(12), d.flags.to_le()),
-            self.ring.write(base.saturating_add(14), d.next.to_le()),
+            self.ring.write(base, buffer.addr.to_le()),
+            self.ring.write(base.saturating_add(8), buffer.len.to_le()),
+            self.ring.write(base.saturating_add(12), flags.bits().to_le()),
+            self.ring.write(base.saturating_add(14), next.to_le()),
         ];
         // `slot` < SIZE: the descriptor lies in the table at the area's start.
         debug_assert!(written.iter().all(Result::is_ok), "{written:?}");
@@ -313,9 +307,9 @@ impl<H: Hal, const SIZE: usize> SplitQueue<H, SIZE> {
         *slot = None;
         self.last_used = self.last_used.wrapping_add(1);
         // Back on the free list: the chain's descriptors are still linked by
-        // their shadows' `next`; its last one now links to the old free head.
-        if let Some(last) = self.shadow.get_mut(usize::from(flight.last)) {
-            last.next = self.free_head;
+        // their `next`; its last one now links to the old free head.
+        if let Some(last) = self.next.get_mut(usize::from(flight.last)) {
+            *last = self.free_head;
         }
         self.free_head = head;
         // Never saturates: gives back exactly what `add` took.
