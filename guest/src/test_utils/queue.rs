@@ -4,6 +4,7 @@ use core::mem::size_of;
 use std::vec::Vec;
 
 use pvkit_spec::virtio::queue::DescFlags;
+use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 use super::hal::FakeHal;
 
@@ -34,18 +35,18 @@ impl Chain {
     }
 }
 
-/// Reads a `T` (`u16`, `u32` or `u64`, little-endian) at `addr` of live
-/// [`FakeHal`] memory.
+/// Reads a `T` (an integer, or a wire struct such as a request header) at
+/// `addr` of live [`FakeHal`] memory.
 ///
 /// # Panics
 ///
 /// When the bytes are not inside one live `FakeHal` allocation: the memory
 /// was freed under a device that could still use it, or never was DMA memory.
-pub fn read_dma<T: Copy>(addr: u64) -> T {
+pub fn read_dma<T: FromBytes>(addr: u64) -> T {
     assert!(FakeHal::is_live(addr, size_of::<T>()), "the device read {addr:#x}, which is not live DMA memory");
     // SAFETY: the bytes lie in a live FakeHal allocation, mapped at their
-    // physical address; the read needs no alignment, and the callers read
-    // plain integers, for which any bytes are valid.
+    // physical address; the read needs no alignment, and any bytes are a
+    // valid `T` (`FromBytes`).
     unsafe { (addr as *const T).read_unaligned() }
 }
 
@@ -54,11 +55,12 @@ pub fn read_dma<T: Copy>(addr: u64) -> T {
 /// # Panics
 ///
 /// As [`read_dma`].
-pub fn write_dma<T: Copy>(addr: u64, value: T) {
+pub fn write_dma<T: IntoBytes + Immutable>(addr: u64, value: T) {
     assert!(FakeHal::is_live(addr, size_of::<T>()), "the device wrote {addr:#x}, which is not live DMA memory");
     // SAFETY: the bytes lie in a live FakeHal allocation, mapped at their
     // physical address; the driver reaches that memory only through
-    // volatile accesses, never through references.
+    // volatile accesses, never through references; `T` has no padding
+    // (`IntoBytes`), so every byte written is initialized.
     unsafe { (addr as *mut T).write_unaligned(value) };
 }
 
