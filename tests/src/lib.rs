@@ -3,6 +3,7 @@
 //! test may skip (never under `CI=true`).
 
 pub mod elf;
+pub mod loopback;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};

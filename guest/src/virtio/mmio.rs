@@ -7,28 +7,106 @@ use pvkit_spec::virtio::mmio::{CONFIG_OFFSET, MAGIC_VALUE, Register, VERSION};
 use super::VirtioError;
 use super::transport::Transport;
 
-/// A device's register window, accessed with volatile 32-bit loads and stores.
+/// How a virtio-mmio transport reaches its device's register window: the
+/// registers as 32-bit words, configuration space as bytes. A kernel uses
+/// [`MappedWindow`], the memory-mapped registers; a test can put anything
+/// behind it, such as a device model in the same process.
+pub trait Window {
+    /// The window's size in bytes.
+    fn size(&self) -> usize;
+    /// Reads the 32-bit register at `offset` (below [`CONFIG_OFFSET`], aligned).
+    fn read32(&self, offset: usize) -> u32;
+    /// Writes the 32-bit register at `offset` (below [`CONFIG_OFFSET`], aligned).
+    fn write32(&mut self, offset: usize, value: u32);
+    /// Reads the byte at `offset`, in configuration space (below [`Window::size`]).
+    fn read8(&self, offset: usize) -> u8;
+}
+
+/// A register window mapped into the kernel's address space, read and
+/// written with volatile loads and stores.
 #[derive(Debug)]
-pub struct MmioTransport {
+pub struct MappedWindow {
     base: NonNull<u8>,
     size: usize,
 }
 
-// SAFETY: the window is device memory; accesses are volatile and the driver
-// that owns the transport serializes them.
-unsafe impl Send for MmioTransport {}
+// SAFETY: the window is device memory, not shared with anything else (the
+// contract of `MappedWindow::new`); accesses are volatile, and the transport
+// that owns the window takes `&mut self` to write, so a thread that has it
+// moved to it is its only user.
+unsafe impl Send for MappedWindow {}
 
-impl MmioTransport {
-    /// Probes the window at `base` (`size` bytes): magic value and version 2.
+impl MappedWindow {
+    /// The window at `base`, `size` bytes.
     ///
     /// # Safety
     ///
     /// `base` must map a virtio-mmio register window of `size` bytes (or
     /// memory where reading and writing 32-bit words is harmless), for as
-    /// long as the transport lives, used by nothing else.
+    /// long as the window lives, used by nothing else.
+    pub unsafe fn new(base: NonNull<u8>, size: usize) -> Self {
+        Self { base, size }
+    }
+}
+
+impl Window for MappedWindow {
+    fn size(&self) -> usize {
+        self.size
+    }
+
+    fn read32(&self, offset: usize) -> u32 {
+        debug_assert!(offset.is_multiple_of(4) && offset < self.size);
+        // SAFETY: the transport passes register offsets only, aligned and
+        // below CONFIG_OFFSET, which it checked is inside the window that
+        // `new`'s caller promised is mapped registers.
+        u32::from_le(unsafe { self.base.as_ptr().wrapping_add(offset).cast::<u32>().read_volatile() })
+    }
+
+    fn write32(&mut self, offset: usize, value: u32) {
+        debug_assert!(offset.is_multiple_of(4) && offset < self.size);
+        // SAFETY: the offset is an aligned register inside the mapped window,
+        // as in `read32`; `&mut self` makes this the window's only access.
+        unsafe { self.base.as_ptr().wrapping_add(offset).cast::<u32>().write_volatile(value.to_le()) };
+    }
+
+    fn read8(&self, offset: usize) -> u8 {
+        if offset >= self.size {
+            return 0;
+        }
+        // SAFETY: `offset` is below the window's size, inside the mapped
+        // window; configuration space takes byte reads.
+        unsafe { self.base.as_ptr().wrapping_add(offset).read_volatile() }
+    }
+}
+
+/// The virtio-mmio transport over a register window: the memory-mapped one
+/// by default.
+#[derive(Debug)]
+pub struct MmioTransport<W: Window = MappedWindow> {
+    window: W,
+}
+
+impl MmioTransport {
+    /// Probes the mapped window at `base` (`size` bytes): magic value and
+    /// version 2.
+    ///
+    /// # Safety
+    ///
+    /// As for [`MappedWindow::new`]: `base` must map a virtio-mmio register
+    /// window of `size` bytes (or memory where reading and writing 32-bit
+    /// words is harmless), for as long as the transport lives, used by nothing
+    /// else.
     pub unsafe fn new(base: NonNull<u8>, size: usize) -> Result<Self, VirtioError> {
-        let t = Self { base, size };
-        if size < CONFIG_OFFSET as usize
+        // SAFETY: the caller's promise is `MappedWindow::new`'s contract.
+        Self::with_window(unsafe { MappedWindow::new(base, size) })
+    }
+}
+
+impl<W: Window> MmioTransport<W> {
+    /// Probes the device behind `window`: magic value and version 2.
+    pub fn with_window(window: W) -> Result<Self, VirtioError> {
+        let t = Self { window };
+        if t.window.size() < CONFIG_OFFSET as usize
             || t.read(Register::MagicValue) != MAGIC_VALUE
             || t.read(Register::Version) != VERSION
         {
@@ -37,19 +115,18 @@ impl MmioTransport {
         Ok(t)
     }
 
-    fn reg(&self, r: Register) -> *mut u32 {
-        // The offsets are below CONFIG_OFFSET, inside the window.
-        self.base.as_ptr().wrapping_add(r.raw() as usize).cast::<u32>()
+    /// The window the transport reaches its device through.
+    pub fn window(&self) -> &W {
+        &self.window
     }
 
     fn read(&self, r: Register) -> u32 {
-        // SAFETY: an aligned register inside the window `new` was given.
-        u32::from_le(unsafe { self.reg(r).read_volatile() })
+        // Register offsets are below CONFIG_OFFSET, inside the window.
+        self.window.read32(r.raw() as usize)
     }
 
     fn write(&mut self, r: Register, value: u32) {
-        // SAFETY: as in `read`.
-        unsafe { self.reg(r).write_volatile(value.to_le()) };
+        self.window.write32(r.raw() as usize, value);
     }
 
     fn split(value: u64) -> (u32, u32) {
@@ -58,7 +135,7 @@ impl MmioTransport {
     }
 }
 
-impl Transport for MmioTransport {
+impl<W: Window> Transport for MmioTransport<W> {
     fn device_id(&self) -> u32 {
         self.read(Register::DeviceId)
     }
@@ -132,13 +209,8 @@ impl Transport for MmioTransport {
         // Bytes past the window (or past the address space) read as 0.
         let start = usize::try_from(CONFIG_OFFSET).ok().and_then(|c| c.checked_add(offset));
         for (i, byte) in buf.iter_mut().enumerate() {
-            let at = start.and_then(|s| s.checked_add(i)).filter(|&at| at < self.size);
-            *byte = match at {
-                // SAFETY: `at` is below the window's size, inside the window
-                // `new` was given; configuration space takes byte reads.
-                Some(at) => unsafe { self.base.as_ptr().wrapping_add(at).read_volatile() },
-                None => 0,
-            };
+            let at = start.and_then(|s| s.checked_add(i)).filter(|&at| at < self.window.size());
+            *byte = at.map_or(0, |at| self.window.read8(at));
         }
     }
 }
