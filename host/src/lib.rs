@@ -24,6 +24,17 @@
 //! hypervisor, `pvkit` (the `pvkit-vmm` crate under `host/vmm/`), is one user
 //! of this library.
 //!
+//! # Embedding it
+//!
+//! `examples/embed-host/` in the repository is the smallest VMM that embeds
+//! this crate in its own KVM run loop (kvm-ioctls and vm-memory, a few hundred
+//! lines, only this crate's public API): read it to see exactly what a
+//! hypervisor supplies (guest memory, the [`Platform`] hooks, interrupt
+//! delivery through [`timer::InterruptSink`] and the device's interrupt status)
+//! and what it gets (hypercall dispatch, the PV clock and timers, a block device
+//! behind the virtio-mmio transport). The integration tests boot the `hello` and
+//! `blk` example kernels on it.
+//!
 //! # Example
 //!
 //! A VMM's exit loop sees a 4-byte port write at the gate, reads the vCPU's

@@ -313,7 +313,8 @@ fn pvh_entry<S: Source + ?Sized>(src: &S, phdrs: &[Phdr]) -> Result<u32, ElfErro
             let mut words = header.chunks_exact(4).map(|b| b.try_into().map_or(0, u32::from_le_bytes));
             let (namesz, descsz, kind) =
                 (words.next().unwrap_or(0), words.next().unwrap_or(0), words.next().unwrap_or(0));
-            let (namesz, descsz) = (usize::try_from(namesz).unwrap_or(usize::MAX), usize::try_from(descsz).unwrap_or(usize::MAX));
+            let (namesz, descsz) =
+                (usize::try_from(namesz).unwrap_or(usize::MAX), usize::try_from(descsz).unwrap_or(usize::MAX));
             let bad = || not_elf(format!("a malformed note at offset {at:#x} of its segment"));
             let name_at = at.checked_add(12).ok_or_else(bad)?;
             let desc_at = pad(namesz, align).and_then(|n| name_at.checked_add(n)).ok_or_else(bad)?;
