@@ -15,8 +15,10 @@
 
 /// vCPUs the runtime has stacks for.
 pub(crate) const MAX_CPUS: u64 = 8;
-/// Bytes of stack per vCPU.
-pub(crate) const STACK_SIZE: u64 = 16 * 1024;
+/// Bytes of stack per vCPU. There is no guard page, so an overflow would
+/// corrupt memory silently: `blk`'s deepest frame is about 11 KiB, and this
+/// leaves room for several times that.
+pub(crate) const STACK_SIZE: u64 = 64 * 1024;
 
 core::arch::global_asm!(
     r#"
