@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
-use pvkit_fuzz::{memory, queue_config};
+use pvkit_fuzz::{features, memory, queue_config};
 use pvkit_host::virtio::blk::Blk;
 use pvkit_host::virtio::console::Console;
 use pvkit_host::virtio::device::VirtioDevice;
@@ -37,7 +37,7 @@ fuzz_target!(|data: &[u8]| {
             Box::new(Console::new(Box::new(std::io::sink()), input))
         }
     };
-    let Ok(mut queue) = Queue::new(queue_config(selector >> 2), &mem, selector & 0x80 != 0) else { return };
+    let Ok(mut queue) = Queue::new(queue_config(selector >> 2), &mem, features(selector)) else { return };
     let queues = u16::try_from(device.queue_max_sizes().len()).unwrap_or(0);
     for round in 0..4u16 {
         let _ = device.process(round % queues.max(1), &mut queue, &mem);

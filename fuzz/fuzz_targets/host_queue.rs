@@ -4,13 +4,13 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pvkit_fuzz::{RAM, memory, queue_config};
+use pvkit_fuzz::{RAM, features, memory, queue_config};
 use pvkit_host::virtio::queue::Queue;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, image)) = data.split_first() else { return };
     let mem = memory(image);
-    let Ok(mut queue) = Queue::new(queue_config(selector), &mem, selector & 0x80 != 0) else { return };
+    let Ok(mut queue) = Queue::new(queue_config(selector), &mem, features(selector)) else { return };
     // More rounds than entries: the walker must make progress or stop.
     for _ in 0..600 {
         match queue.pop(&mem) {

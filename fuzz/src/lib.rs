@@ -4,6 +4,7 @@
 use pvkit_host::GuestMemory;
 use pvkit_host::test_utils::VecMemory;
 use pvkit_host::virtio::queue::QueueConfig;
+use pvkit_spec::virtio::Features;
 use pvkit_spec::virtio::queue::QueueSize;
 
 /// Guest RAM of every host-side target.
@@ -27,4 +28,17 @@ pub fn memory(image: &[u8]) -> VecMemory {
 pub fn queue_config(selector: u8) -> QueueConfig {
     let size = QueueSize::new(1 << (selector % 9)).unwrap_or(QueueSize::new(8).unwrap());
     QueueConfig { size, desc: DESC, avail: AVAIL, used: USED }
+}
+
+/// The ring features a driver negotiated, from two bits of `selector`:
+/// `EVENT_IDX` (0x80) and `INDIRECT_DESC` (0x40).
+pub fn features(selector: u8) -> Features {
+    let mut features = Features::VERSION_1;
+    if selector & 0x80 != 0 {
+        features |= Features::EVENT_IDX;
+    }
+    if selector & 0x40 != 0 {
+        features |= Features::INDIRECT_DESC;
+    }
+    features
 }

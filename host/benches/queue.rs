@@ -14,6 +14,7 @@ use std::time::Instant;
 use pvkit_host::GuestMemory;
 use pvkit_host::test_utils::{Buffer, DriverQueue, VecMemory, linked};
 use pvkit_host::virtio::queue::{Queue, QueueConfig};
+use pvkit_spec::virtio::Features;
 use pvkit_spec::virtio::queue::{DescFlags, Descriptor, QueueSize};
 
 const SIZE: u16 = 256;
@@ -76,7 +77,9 @@ impl Bench {
         for (slot, &head) in (0..).zip(&heads) {
             driver.set_avail_entry(&mem, slot, head);
         }
-        let queue = Queue::new(driver.config(), &mem, true).expect("the rings are in memory");
+        // A driver that negotiated both ring features, as Linux does.
+        let features = Features::VERSION_1 | Features::INDIRECT_DESC | Features::EVENT_IDX;
+        let queue = Queue::new(driver.config(), &mem, features).expect("the rings are in memory");
         Self { mem, queue, driver }
     }
 

@@ -76,7 +76,7 @@ fn driver<D: VirtioDevice>(device: D) -> MmioDriver<D> {
 
 /// Checks a device backend behind pvkit's virtio-mmio transport: the
 /// transport clauses (MMIO-1 to MMIO-7), what it offers (DEVC-1), and how it
-/// treats hostile chains on queue 0 (VQ-2, VQ-3). `make` builds a fresh
+/// treats hostile chains on queue 0 (VQ-2, VQ-3, VQ-8). `make` builds a fresh
 /// device for each group of checks.
 pub fn check_device<D: VirtioDevice>(make: impl Fn() -> D) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -149,6 +149,18 @@ pub fn check_device<D: VirtioDevice>(make: impl Fn() -> D) -> Vec<Finding> {
         let used = d.offer(0, 0);
         out.push(finding("VQ-2", used.is_some_and(|u| u.len == 0), format!("{what}: returned {used:?}")));
     }
+    // A well-formed indirect table the driver did not negotiate: refused,
+    // its buffer untouched.
+    let mut d = driver(make());
+    d.start(VirtioFeatures::VERSION_1.bits());
+    d.mem().write_bytes(BUF, &[0xee; 64]);
+    let used = d.submit_indirect(0, BUF + 0x1000, &[Buffer::writable(BUF, 64)]);
+    let untouched = d.mem().read_bytes(BUF, 64) == [0xee; 64];
+    out.push(finding(
+        "VQ-8",
+        used.is_some_and(|u| u.len == 0) && untouched,
+        format!("an indirect table without INDIRECT_DESC: returned {used:?}, buffer untouched: {untouched}"),
+    ));
     let mut d = driver(make());
     d.start(VirtioFeatures::VERSION_1.bits());
     if let Some((queue, mem)) = d.queue_mut(0) {

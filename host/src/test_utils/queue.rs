@@ -112,11 +112,12 @@ fn get<const N: usize, M: GuestMemory + ?Sized>(mem: &M, addr: u64) -> [u8; N] {
 /// ```
 /// use pvkit_host::test_utils::{Buffer, DriverQueue, Used, VecMemory};
 /// use pvkit_host::virtio::queue::Queue;
+/// use pvkit_spec::virtio::Features;
 /// use pvkit_spec::virtio::queue::QueueSize;
 ///
 /// let mem = VecMemory::new(0x10000);
 /// let mut driver = DriverQueue::at(0x1000, QueueSize::new(8).unwrap());
-/// let mut device = Queue::new(driver.config(), &mem, false).unwrap();
+/// let mut device = Queue::new(driver.config(), &mem, Features::VERSION_1 | Features::INDIRECT_DESC).unwrap();
 ///
 /// let head = driver.add_chain(&mem, &[Buffer::readable(0x8000, 16), Buffer::writable(0x9000, 512)]);
 /// let chain = device.pop(&mem).unwrap().unwrap();
@@ -124,7 +125,7 @@ fn get<const N: usize, M: GuestMemory + ?Sized>(mem: &M, addr: u64) -> [u8; N] {
 /// device.add_used(&mem, chain.head(), 512).unwrap();
 /// assert_eq!(driver.pop_used(&mem), Some(Used { id: head.into(), len: 512 }));
 ///
-/// // The same through an indirect table.
+/// // The same through an indirect table (negotiated above, clause VQ-8).
 /// let head = driver.add_indirect(&mem, 0x4000, &[Buffer::readable(0x8000, 16), Buffer::writable(0x9000, 1)]);
 /// let chain = device.pop(&mem).unwrap().unwrap();
 /// assert_eq!((chain.head(), chain.readable_len(), chain.writable_len()), (head, 16, 1));

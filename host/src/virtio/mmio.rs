@@ -59,6 +59,10 @@ pub struct MmioTransport<D> {
     device_features_sel: u32,
     driver_features_sel: u32,
     driver_features: u64,
+    /// What the driver accepted when the device last took `FEATURES_OK`:
+    /// all the queues work with (clause VQ-8); later `DriverFeatures`
+    /// writes do not change it.
+    negotiated: Features,
     queue_sel: u32,
     queues: Vec<QueueRegs>,
     interrupt_status: u32,
@@ -84,6 +88,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
             device_features_sel: 0,
             driver_features_sel: 0,
             driver_features: 0,
+            negotiated: Features::empty(),
             queue_sel: 0,
             queues,
             interrupt_status: 0,
@@ -116,6 +121,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
         self.device_features_sel = 0;
         self.driver_features_sel = 0;
         self.driver_features = 0;
+        self.negotiated = Features::empty();
         self.queue_sel = 0;
         self.interrupt_status = 0;
         for q in &mut self.queues {
@@ -219,8 +225,14 @@ impl<D: VirtioDevice> MmioTransport<D> {
         }
     }
 
+    /// The features negotiated: what the driver accepted at `FEATURES_OK`
+    /// (empty before, or when the device refused them).
+    pub fn negotiated_features(&self) -> Features {
+        self.negotiated
+    }
+
     fn queue_ready<M: GuestMemory + ?Sized>(&mut self, value: u32, mem: &M) {
-        let event_idx = self.driver_features & Features::EVENT_IDX.bits() != 0;
+        let features = self.negotiated;
         let Some((q, max)) = self.selected() else {
             self.bad();
             return;
@@ -235,7 +247,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
         let size = QueueSize::new(q.size).filter(|s| s.get() <= max);
         q.live = size.and_then(|size| {
             let config = QueueConfig { size, desc: q.desc, avail: q.avail, used: q.used };
-            Queue::new(config, mem, event_idx).ok()
+            Queue::new(config, mem, features).ok()
         });
         if q.live.is_none() {
             self.stats.refused_queues.fetch_add(1, Ordering::Relaxed);
@@ -255,9 +267,19 @@ impl<D: VirtioDevice> MmioTransport<D> {
             let accepted = self.driver_features;
             if accepted & !offered != 0 || accepted & Features::VERSION_1.bits() == 0 {
                 status.remove(DeviceStatus::FEATURES_OK);
+                self.negotiated = Features::empty();
+            } else {
+                self.negotiated = Features::from_bits_retain(accepted);
             }
         }
         self.status = status.bits();
+        // A queue made live before negotiation ended works with what was
+        // negotiated by the time the driver sets DRIVER_OK, before the device
+        // reads a chain of it (clauses MMIO-7, VQ-8).
+        let negotiated = self.negotiated;
+        for queue in self.queues.iter_mut().filter_map(|q| q.live.as_mut()) {
+            queue.set_features(negotiated);
+        }
     }
 
     /// Serves queue `index` after a notification. Returns whether the

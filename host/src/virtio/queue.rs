@@ -6,15 +6,23 @@
 //! the event-index rule (VQ-5). Guest memory is read once per field, into
 //! local copies (clause SEC-3).
 //!
+//! A queue works with the features the driver negotiated, and only those
+//! (clause VQ-8): an indirect descriptor without `INDIRECT_DESC` is refused
+//! like any malformed chain, and `used_event` and `avail_event` are touched
+//! only with `EVENT_IDX`. The transport hands the queue the features
+//! accepted at `FEATURES_OK` when it makes the queue live and again at
+//! `DRIVER_OK` ([`Queue::set_features`]).
+//!
 //! ```
 //! use pvkit_host::test_utils::{Buffer, DriverQueue, Used, VecMemory};
 //! use pvkit_host::virtio::queue::Queue;
+//! use pvkit_spec::virtio::Features;
 //! use pvkit_spec::virtio::queue::QueueSize;
 //!
 //! let mem = VecMemory::new(0x10000);
 //! // The driver's side (a test double) lays the rings out at 0x1000.
 //! let mut driver = DriverQueue::at(0x1000, QueueSize::new(4).unwrap());
-//! let mut queue = Queue::new(driver.config(), &mem, false).unwrap();
+//! let mut queue = Queue::new(driver.config(), &mem, Features::VERSION_1).unwrap();
 //! // The driver makes one 512-byte writable buffer available.
 //! let head = driver.add_chain(&mem, &[Buffer::writable(0x8000, 512)]);
 //! let chain = queue.pop(&mem).unwrap().unwrap();
@@ -26,6 +34,7 @@
 
 use std::fmt;
 
+use pvkit_spec::virtio::Features;
 use pvkit_spec::virtio::queue::{
     AVAIL_RING_ALIGN, DESC_TABLE_ALIGN, DescFlags, Descriptor, QueueSize, SplitQueueLayout, USED_RING_ALIGN, need_event,
 };
@@ -74,6 +83,9 @@ pub enum QueueError {
     ChainTooLong,
     /// A descriptor sets both `INDIRECT` and `NEXT`.
     IndirectWithNext,
+    /// An indirect descriptor, though the driver did not negotiate
+    /// `INDIRECT_DESC` (clause VQ-8).
+    IndirectNotNegotiated,
     /// An indirect descriptor inside an indirect table.
     NestedIndirect,
     /// An indirect table whose length is 0 or not a multiple of 16.
@@ -108,6 +120,7 @@ impl fmt::Display for QueueError {
             Self::IndexOutOfRange { index } => write!(f, "descriptor index {index} is not below the queue size"),
             Self::ChainTooLong => f.write_str("the chain is longer than its table (a loop?)"),
             Self::IndirectWithNext => f.write_str("a descriptor sets both INDIRECT and NEXT"),
+            Self::IndirectNotNegotiated => f.write_str("an indirect descriptor, but INDIRECT_DESC was not negotiated"),
             Self::NestedIndirect => f.write_str("an indirect table holds an indirect descriptor"),
             Self::BadIndirectTable { len } => write!(f, "indirect table length {len} is not a positive multiple of 16"),
             Self::ZeroLength => f.write_str("a buffer has length 0"),
@@ -126,7 +139,8 @@ impl std::error::Error for QueueError {}
 pub struct Queue {
     config: QueueConfig,
     layout: SplitQueueLayout,
-    event_idx: bool,
+    /// The features the driver negotiated (clause VQ-8).
+    features: Features,
     next_avail: u16,
     next_used: u16,
     /// `next_used` when the driver was last interrupted.
@@ -144,13 +158,30 @@ fn ring<M: GuestMemory + ?Sized>(
 }
 
 impl Queue {
-    /// Checks the three areas (clause VQ-1) and starts the queue at index 0.
-    pub fn new<M: GuestMemory + ?Sized>(config: QueueConfig, mem: &M, event_idx: bool) -> Result<Self, QueueError> {
+    /// Checks the three areas (clause VQ-1) and starts the queue at index 0,
+    /// working with the `features` the driver negotiated (clause VQ-8).
+    pub fn new<M: GuestMemory + ?Sized>(config: QueueConfig, mem: &M, features: Features) -> Result<Self, QueueError> {
         let layout = SplitQueueLayout::new(config.size);
         ring(mem, "descriptor", config.desc, layout.desc_table_bytes(), DESC_TABLE_ALIGN)?;
         ring(mem, "available", config.avail, layout.avail_ring_bytes(), AVAIL_RING_ALIGN)?;
         ring(mem, "used", config.used, layout.used_ring_bytes(), USED_RING_ALIGN)?;
-        Ok(Self { config, layout, event_idx, next_avail: 0, next_used: 0, signalled_used: None })
+        Ok(Self { config, layout, features, next_avail: 0, next_used: 0, signalled_used: None })
+    }
+
+    /// The features the queue works with.
+    pub fn features(&self) -> Features {
+        self.features
+    }
+
+    /// Replaces the features the queue works with: the transport calls it
+    /// when the driver sets `DRIVER_OK`, so that a queue made live before
+    /// negotiation ended works with what was negotiated (clause VQ-8).
+    pub fn set_features(&mut self, features: Features) {
+        self.features = features;
+    }
+
+    fn event_idx(&self) -> bool {
+        self.features.contains(Features::EVENT_IDX)
     }
 
     /// The queue's size.
@@ -197,7 +228,7 @@ impl Queue {
         let slot = self.config.avail.saturating_add(self.layout.avail_entry_offset(self.next_avail));
         let head = Self::read_u16(mem, slot).map_err(PopError::queue)?;
         self.next_avail = self.next_avail.wrapping_add(1);
-        if self.event_idx {
+        if self.event_idx() {
             let at = self.config.used.saturating_add(self.layout.avail_event_offset());
             Self::write_u16(mem, at, self.next_avail).map_err(PopError::queue)?;
         }
@@ -233,6 +264,9 @@ impl Queue {
             let desc = Self::descriptor(mem, table, index)?;
             let flags = desc.flags();
             if flags.contains(DescFlags::INDIRECT) {
+                if !self.features.contains(Features::INDIRECT_DESC) {
+                    return Err(QueueError::IndirectNotNegotiated);
+                }
                 if in_indirect {
                     return Err(QueueError::NestedIndirect);
                 }
@@ -298,7 +332,7 @@ impl Queue {
         if old == Some(new) {
             return Ok(false);
         }
-        if self.event_idx {
+        if self.event_idx() {
             let event = Self::read_u16(mem, self.config.avail.saturating_add(self.layout.used_event_offset()))?;
             Ok(old.is_none_or(|old| need_event(event, new, old)))
         } else {

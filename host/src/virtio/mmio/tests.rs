@@ -4,6 +4,7 @@ use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
+use pvkit_spec::virtio::DeviceStatus;
 use pvkit_spec::virtio::blk::{RequestHeader, RequestStatus, RequestType};
 use pvkit_spec::virtio::mmio::Register;
 use pvkit_spec::virtio::queue::{DescFlags, Descriptor};
@@ -129,6 +130,71 @@ fn rng1_entropy_fills_the_buffer_and_raises_the_interrupt() {
     assert_eq!(d.submit(0, &[Buffer::readable(DATA, 8), Buffer::writable(DATA, 8)]), used(1, 0), "RNG-2");
     let head = d.submit_indirect(0, 0x8000, &[Buffer::writable(DATA, 100), Buffer::writable(DATA + 0x1000, 28)]);
     assert_eq!(head, used(3, 128), "through an indirect table");
+}
+
+/// The low 32 bits of a feature set, for `DriverFeatures` with
+/// `DriverFeaturesSel` 0.
+fn low(features: Features) -> u32 {
+    u32::try_from(features.bits() & 0xffff_ffff).unwrap()
+}
+
+/// A well-formed indirect table of one 64-byte writable buffer, on an
+/// entropy device: returns what the device used and whether it wrote the
+/// buffer.
+fn entropy_through_a_table(d: &mut MmioDriver<Rng>) -> (Option<Used>, bool) {
+    d.mem().write_bytes(DATA, &[0xee; 64]);
+    let used = d.submit_indirect(0, 0x8000, &[Buffer::writable(DATA, 64)]);
+    (used, d.mem().read_bytes(DATA, 64) != [0xee; 64])
+}
+
+#[test]
+fn vq8_an_indirect_table_is_used_only_when_negotiated() {
+    let mut d = rng();
+    assert!(d.start(Features::VERSION_1.bits()));
+    assert_eq!(entropy_through_a_table(&mut d), (used(0, 0), false), "refused, its buffer untouched");
+    assert_eq!(d.submit(0, &[Buffer::writable(DATA, 8)]), used(1, 8), "and the queue goes on");
+    assert!(d.start((Features::VERSION_1 | Features::INDIRECT_DESC).bits()));
+    assert_eq!(entropy_through_a_table(&mut d), (used(0, 64), true));
+}
+
+#[test]
+fn vq8_features_written_after_features_ok_are_not_negotiated() {
+    let mut d = rng();
+    assert!(d.negotiate(Features::VERSION_1.bits()));
+    // The driver accepts more once FEATURES_OK is set: too late.
+    d.write(Register::DriverFeaturesSel, 0);
+    d.write(Register::DriverFeatures, low(Features::INDIRECT_DESC | Features::EVENT_IDX));
+    assert!(d.setup_queue(0, 8, DESC, AVAIL, USED));
+    d.driver_ok();
+    assert_eq!(d.transport().negotiated_features(), Features::VERSION_1);
+    assert_eq!(entropy_through_a_table(&mut d), (used(0, 0), false));
+    assert_eq!(d.queue(0).unwrap().avail_event(d.mem()), 0, "no EVENT_IDX: avail_event is not written");
+}
+
+#[test]
+fn vq8_a_queue_set_up_before_features_ok_gets_the_negotiated_features() {
+    let mut d = rng();
+    d.reset();
+    d.write(Register::Status, (DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER).bits());
+    // Queue first (out of order, but the device must cope), features after.
+    assert!(d.setup_queue(0, 8, DESC, AVAIL, USED));
+    d.write(Register::DriverFeaturesSel, 0);
+    d.write(Register::DriverFeatures, low(Features::INDIRECT_DESC));
+    d.write(Register::DriverFeaturesSel, 1);
+    d.write(Register::DriverFeatures, 1);
+    d.driver_ok();
+    assert!(d.status().contains(DeviceStatus::FEATURES_OK | DeviceStatus::DRIVER_OK));
+    assert_eq!(entropy_through_a_table(&mut d), (used(0, 64), true));
+    // And the reverse: a queue made live with INDIRECT_DESC accepted but
+    // before FEATURES_OK, whose negotiation then fails.
+    d.reset();
+    d.write(Register::Status, (DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER).bits());
+    d.write(Register::DriverFeatures, low(Features::INDIRECT_DESC));
+    assert!(d.setup_queue(0, 8, DESC, AVAIL, USED));
+    d.driver_ok();
+    assert!(!d.status().contains(DeviceStatus::FEATURES_OK), "VERSION_1 was not accepted");
+    assert_eq!(d.transport().negotiated_features(), Features::empty());
+    assert_eq!(entropy_through_a_table(&mut d), (used(0, 0), false));
 }
 
 struct Shared(Arc<Mutex<Vec<u8>>>);

@@ -4,12 +4,18 @@
 use pvkit_spec::virtio::queue::{AvailFlags, DescFlags, Descriptor, QueueSize};
 
 use super::*;
-use crate::test_utils::{DriverQueue, VecMemory};
+use crate::test_utils::{Buffer, DriverQueue, VecMemory};
 
 const DESC: u64 = 0x1000;
 const AVAIL: u64 = 0x2000;
 const USED: u64 = 0x3000;
 const BUF: u64 = 0x8000;
+
+/// What a driver negotiates: no ring feature; indirect tables; indirect
+/// tables and event indices.
+const PLAIN: Features = Features::VERSION_1;
+const INDIRECT: Features = PLAIN.union(Features::INDIRECT_DESC);
+const EVENT_IDX: Features = INDIRECT.union(Features::EVENT_IDX);
 
 /// A queue of 8 in 64 KiB of guest memory: the device side under test, and
 /// the driver side that writes what it reads.
@@ -20,16 +26,16 @@ struct Fixture {
 }
 
 impl Fixture {
-    fn new(event_idx: bool) -> Self {
-        Self::with_claim(event_idx, 0x10000)
+    fn new(features: Features) -> Self {
+        Self::with_claim(features, 0x10000)
     }
 
     /// Memory of 64 KiB that claims `claim` bytes of RAM: for chains that
     /// name huge buffers without touching them.
-    fn with_claim(event_idx: bool, claim: u64) -> Self {
+    fn with_claim(features: Features, claim: u64) -> Self {
         let mem = VecMemory::with_claim(0x10000, claim);
         let config = QueueConfig { size: QueueSize::new(8).unwrap(), desc: DESC, avail: AVAIL, used: USED };
-        let queue = Queue::new(config, &mem, event_idx).unwrap();
+        let queue = Queue::new(config, &mem, features).unwrap();
         Self { mem, queue, driver: DriverQueue::new(config) }
     }
 
@@ -65,7 +71,7 @@ const N: DescFlags = DescFlags::NEXT;
 
 #[test]
 fn a_good_chain_is_readable_then_writable() {
-    let mut d = Fixture::new(false);
+    let mut d = Fixture::new(INDIRECT);
     d.desc(DESC, 0, BUF, 16, N, 3);
     d.desc(DESC, 3, BUF + 16, 512, W.union(N), 5);
     d.desc(DESC, 5, BUF + 528, 1, W, 0);
@@ -78,7 +84,7 @@ fn a_good_chain_is_readable_then_writable() {
 
 #[test]
 fn a_loop_is_refused() {
-    let mut d = Fixture::new(false);
+    let mut d = Fixture::new(INDIRECT);
     d.desc(DESC, 0, BUF, 8, N, 1);
     d.desc(DESC, 1, BUF, 8, N, 0);
     assert_eq!(d.refused(0), QueueError::ChainTooLong);
@@ -88,7 +94,7 @@ fn a_loop_is_refused() {
 
 #[test]
 fn an_address_out_of_range_is_refused() {
-    let mut d = Fixture::new(false);
+    let mut d = Fixture::new(INDIRECT);
     d.desc(DESC, 0, 0xfff0, 32, R, 0);
     assert_eq!(d.refused(0), QueueError::BadBuffer { addr: 0xfff0, len: 32 });
     d.desc(DESC, 0, u64::MAX - 4, 8, R, 0);
@@ -97,14 +103,14 @@ fn an_address_out_of_range_is_refused() {
 
 #[test]
 fn zero_length_is_refused() {
-    let mut d = Fixture::new(false);
+    let mut d = Fixture::new(INDIRECT);
     d.desc(DESC, 0, BUF, 0, R, 0);
     assert_eq!(d.refused(0), QueueError::ZeroLength);
 }
 
 #[test]
 fn indices_out_of_range_are_refused() {
-    let mut d = Fixture::new(false);
+    let mut d = Fixture::new(INDIRECT);
     assert_eq!(d.refused(8), QueueError::IndexOutOfRange { index: 8 });
     d.desc(DESC, 0, BUF, 8, N, 9);
     assert_eq!(d.refused(0), QueueError::IndexOutOfRange { index: 9 });
@@ -112,7 +118,7 @@ fn indices_out_of_range_are_refused() {
 
 #[test]
 fn a_chain_longer_than_an_indirect_table_is_refused() {
-    let mut d = Fixture::new(false);
+    let mut d = Fixture::new(INDIRECT);
     let table = 0x4000;
     // A table of 4 whose last entry points back to the first.
     for i in 0..4 {
@@ -127,7 +133,7 @@ fn a_chain_longer_than_an_indirect_table_is_refused() {
 
 #[test]
 fn an_indirect_table_inside_an_indirect_table_is_refused() {
-    let mut d = Fixture::new(false);
+    let mut d = Fixture::new(INDIRECT);
     d.desc(0x4000, 0, 0x5000, 16, DescFlags::INDIRECT, 0);
     d.desc(0x5000, 0, BUF, 8, R, 0);
     d.desc(DESC, 0, 0x4000, 16, DescFlags::INDIRECT, 0);
@@ -136,7 +142,7 @@ fn an_indirect_table_inside_an_indirect_table_is_refused() {
 
 #[test]
 fn malformed_indirect_descriptors_are_refused() {
-    let mut d = Fixture::new(false);
+    let mut d = Fixture::new(INDIRECT);
     d.desc(DESC, 0, 0x4000, 16, DescFlags::INDIRECT.union(N), 1);
     assert_eq!(d.refused(0), QueueError::IndirectWithNext);
     for len in [0, 15, 16 * 9] {
@@ -149,7 +155,7 @@ fn malformed_indirect_descriptors_are_refused() {
 
 #[test]
 fn a_length_sum_that_overflows_is_refused() {
-    let mut d = Fixture::with_claim(false, 1 << 40);
+    let mut d = Fixture::with_claim(INDIRECT, 1 << 40);
     d.desc(DESC, 0, 0x1_0000_0000, 0x8000_0000, N, 1);
     d.desc(DESC, 1, 0x2_0000_0000, 0x8000_0000, W, 0);
     assert_eq!(d.refused(0), QueueError::LengthOverflow);
@@ -161,7 +167,7 @@ fn a_length_sum_that_overflows_is_refused() {
 
 #[test]
 fn readable_after_writable_is_refused() {
-    let mut d = Fixture::new(false);
+    let mut d = Fixture::new(INDIRECT);
     d.desc(DESC, 0, BUF, 8, W.union(N), 1);
     d.desc(DESC, 1, BUF, 8, R, 0);
     assert_eq!(d.refused(0), QueueError::ReadableAfterWritable);
@@ -169,7 +175,7 @@ fn readable_after_writable_is_refused() {
 
 #[test]
 fn vq3_an_available_index_too_far_ahead_breaks_the_queue() {
-    let mut d = Fixture::new(false);
+    let mut d = Fixture::new(INDIRECT);
     d.driver.set_avail_idx(&d.mem, 9);
     let err = d.pop().unwrap_err();
     assert_eq!(err, PopError { head: None, error: QueueError::AvailIndexTooFar { avail: 9, next: 0 } });
@@ -179,7 +185,7 @@ fn vq3_an_available_index_too_far_ahead_breaks_the_queue() {
 fn vq1_misplaced_rings_are_refused() {
     let mem = VecMemory::new(0x10000);
     let size = QueueSize::new(8).unwrap();
-    let bad = |desc, avail, used| Queue::new(QueueConfig { size, desc, avail, used }, &mem, false).unwrap_err();
+    let bad = |desc, avail, used| Queue::new(QueueConfig { size, desc, avail, used }, &mem, PLAIN).unwrap_err();
     assert!(matches!(bad(0x1008, AVAIL, USED), QueueError::BadRing { area: "descriptor", .. }));
     assert!(matches!(bad(DESC, 0x2001, USED), QueueError::BadRing { area: "available", .. }));
     assert!(matches!(bad(DESC, AVAIL, 0x3002), QueueError::BadRing { area: "used", .. }));
@@ -188,7 +194,7 @@ fn vq1_misplaced_rings_are_refused() {
 
 #[test]
 fn vq5_event_index_suppresses_interrupts() {
-    let mut d = Fixture::new(true);
+    let mut d = Fixture::new(EVENT_IDX);
     d.desc(DESC, 0, BUF, 8, W, 0);
     for _ in 0..3 {
         d.publish(0);
@@ -207,8 +213,45 @@ fn vq5_event_index_suppresses_interrupts() {
 }
 
 #[test]
+fn vq8_an_indirect_table_is_refused_unless_negotiated() {
+    let mut d = Fixture::new(PLAIN.union(Features::EVENT_IDX));
+    // A well-formed table: a header to read, a sector and a status byte to write.
+    let chain = [Buffer::readable(BUF, 16), Buffer::writable(BUF + 0x100, 512), Buffer::writable(BUF + 0x400, 1)];
+    let head = d.driver.add_indirect(&d.mem, 0x4000, &chain);
+    let err = d.pop().expect_err("INDIRECT_DESC was not negotiated");
+    assert_eq!(err, PopError { head: Some(head), error: QueueError::IndirectNotNegotiated });
+    d.queue.add_used(&d.mem, head, 0).unwrap();
+    // The same table, once the feature is negotiated.
+    d.queue.set_features(INDIRECT);
+    let head = d.driver.add_indirect(&d.mem, 0x4000, &chain);
+    let chain = d.pop().unwrap().unwrap();
+    assert_eq!((chain.head(), chain.readable_len(), chain.writable_len()), (head, 16, 513));
+    assert_eq!(d.queue.features(), INDIRECT);
+}
+
+#[test]
+fn vq8_without_event_index_the_event_fields_are_not_used() {
+    let mut d = Fixture::new(INDIRECT);
+    d.desc(DESC, 0, BUF, 8, W, 0);
+    // Fields a device without EVENT_IDX must leave alone: avail_event keeps
+    // what the driver left there, used_event asks for no interrupt at all.
+    let avail_event = USED + 4 + 8 * 8;
+    d.mem.write_bytes(avail_event, &0xabcdu16.to_le_bytes());
+    d.driver.set_used_event(&d.mem, 0x8000);
+    let mut interrupts = Vec::new();
+    for _ in 0..2 {
+        d.publish(0);
+        let chain = d.pop().unwrap().unwrap();
+        d.queue.add_used(&d.mem, chain.head(), 8).unwrap();
+        interrupts.push(d.queue.needs_interrupt(&d.mem).unwrap());
+    }
+    assert_eq!(interrupts, [true, true], "each used chain interrupts: no NO_INTERRUPT flag, used_event ignored");
+    assert_eq!(d.driver.avail_event(&d.mem), 0xabcd, "avail_event untouched");
+}
+
+#[test]
 fn no_interrupt_flag_is_honoured_without_event_index() {
-    let mut d = Fixture::new(false);
+    let mut d = Fixture::new(INDIRECT);
     d.desc(DESC, 0, BUF, 8, W, 0);
     d.driver.set_avail_flags(&d.mem, AvailFlags::NO_INTERRUPT);
     d.publish(0);
@@ -233,7 +276,7 @@ impl XorShift {
 fn garbage_never_panics() {
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
     for round in 0..2_000 {
-        let mut d = Fixture::new(round % 2 == 0);
+        let mut d = Fixture::new([PLAIN, INDIRECT, EVENT_IDX][round % 3]);
         let mut garbage = [0u8; 0x3010];
         for chunk in garbage.chunks_mut(8) {
             chunk.copy_from_slice(&rng.next().to_le_bytes()[..chunk.len()]);
