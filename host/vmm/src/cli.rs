@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::config::{self, BootConfig, ConfigError, DevicesConfig, DiskConfig, MachineConfig, VmConfig};
 use crate::layout::{self, MemSize};
 
 /// pvkit: the reference hypervisor of the pvkit paravirtualization interface.
@@ -37,33 +38,49 @@ pub(crate) enum Command {
     Conformance(crate::conformance::ConformanceArgs),
 }
 
+/// The options that describe the machine; a VM description file gives the
+/// same (`--config`), and `--print-config` writes the file they mean.
+const MACHINE_OPTIONS: [&str; 8] =
+    ["kernel", "mem", "allow_overcommit", "cpus", "cmdline", "disks", "rng", "virtio_console"];
+
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
-    /// The kernel: an x86-64 ELF file with a PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY).
-    pub(crate) kernel: PathBuf,
+    /// The kernel: an executable ELF file (x86-64 or i386) with a PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY).
+    #[arg(required_unless_present = "config")]
+    pub(crate) kernel: Option<PathBuf>,
 
-    /// Guest RAM, in bytes or with a K, M or G suffix (powers of 1024).
-    #[arg(long, default_value = "64M", value_parser = parse_mem)]
-    pub(crate) mem: MemSize,
+    /// Boot the machine a VM description file describes (TOML, docs/config.md)
+    /// instead of one given by the options below, which it excludes.
+    #[arg(long, value_name = "FILE", conflicts_with_all = MACHINE_OPTIONS)]
+    pub(crate) config: Option<PathBuf>,
+
+    /// Print the VM description file that the command line (or --config)
+    /// means, with absolute paths, and exit without booting.
+    #[arg(long)]
+    pub(crate) print_config: bool,
+
+    /// Guest RAM, in bytes or with a K, M or G suffix (powers of 1024) [default: 64M].
+    #[arg(long, value_parser = parse_mem)]
+    pub(crate) mem: Option<MemSize>,
 
     /// Run even when --mem is more than the host's RAM (guest memory is only
     /// backed as the guest touches it).
     #[arg(long)]
     pub(crate) allow_overcommit: bool,
 
-    /// Number of vCPUs. vCPU 0 boots; the guest starts the others with VCPU_START.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=layout::MAX_VCPUS as i64))]
-    pub(crate) cpus: u32,
+    /// Number of vCPUs [default: 1]. vCPU 0 boots; the guest starts the others with VCPU_START.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=layout::MAX_VCPUS as i64))]
+    pub(crate) cpus: Option<u32>,
 
     /// The kernel command line, passed in hvm_start_info (at most 4095 bytes).
     /// pvkit appends a virtio_mmio.device= entry for each device.
-    #[arg(long, default_value = "")]
-    pub(crate) cmdline: String,
+    #[arg(long)]
+    pub(crate) cmdline: Option<String>,
 
     /// A virtio block device on a raw image file (PATH, PATH,ro or PATH,rw);
     /// its size must be a multiple of 512 bytes. Repeat for more disks.
-    #[arg(long = "disk", value_name = "PATH[,ro]", value_parser = crate::devices::DiskArg::parse)]
-    pub(crate) disks: Vec<crate::devices::DiskArg>,
+    #[arg(long = "disk", value_name = "PATH[,ro]", value_parser = parse_disk)]
+    pub(crate) disks: Vec<DiskConfig>,
 
     /// A virtio entropy device serving the host's random pool.
     #[arg(long)]
@@ -85,6 +102,57 @@ pub(crate) struct RunArgs {
     pub(crate) break_clause: Option<String>,
 }
 
+impl RunArgs {
+    /// The machine these options describe: the file `--config` names, or the
+    /// command line's options.
+    pub(crate) fn machine(&self) -> Result<VmConfig, ConfigError> {
+        if let Some(path) = &self.config {
+            return VmConfig::load(path);
+        }
+        let kernel = self.kernel.clone().ok_or_else(|| ConfigError("no kernel given".into()))?;
+        Ok(VmConfig {
+            pvkit: config::FORMAT_VERSION,
+            machine: MachineConfig {
+                vcpus: self.cpus.unwrap_or(1),
+                memory: self.mem.unwrap_or(MemSize::DEFAULT),
+                allow_overcommit: self.allow_overcommit,
+            },
+            boot: BootConfig { kernel, kernel_sha256: None, cmdline: self.cmdline.clone().unwrap_or_default() },
+            disks: self.disks.clone(),
+            devices: DevicesConfig { rng: self.rng, virtio_console: self.virtio_console },
+            api: None,
+            annotations: Default::default(),
+        })
+    }
+
+    /// What only the tests and the benchmark ask for.
+    pub(crate) fn hooks(&self) -> TestHooks {
+        TestHooks { boot_trace: self.boot_trace, break_unknown_call: self.break_clause.as_deref() == Some("HC-3") }
+    }
+}
+
+/// Switches for the tests and `pvkit bench`, never part of a machine's
+/// description.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct TestHooks {
+    /// Report the guest's first port I/O on standard error.
+    pub(crate) boot_trace: bool,
+    /// Answer unknown hypercalls with the wrong status (clause HC-3 broken).
+    pub(crate) break_unknown_call: bool,
+}
+
 fn parse_mem(text: &str) -> Result<MemSize, String> {
     MemSize::parse(text)
+}
+
+/// `PATH`, `PATH,ro` or `PATH,rw`.
+fn parse_disk(text: &str) -> Result<DiskConfig, String> {
+    let disk = |path: &str, readonly| DiskConfig { path: path.into(), readonly, sha256: None };
+    match text.rsplit_once(',') {
+        Some((path, "ro")) => Ok(disk(path, true)),
+        Some((path, "rw")) => Ok(disk(path, false)),
+        Some((_, other)) => Err(format!("unknown disk option {other:?} (use ro or rw)")),
+        None if text.is_empty() => Err("empty disk path".into()),
+        None => Ok(disk(text, false)),
+    }
 }

@@ -3,7 +3,6 @@
 //! MMIO-9), their interrupts (irqfds, or MSIs once the guest routes them),
 //! and the thread that serves their queues.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use kvm_bindings::kvm_msi;
@@ -22,6 +21,7 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 use zerocopy::little_endian::{U32, U64};
 
+use crate::config::DiskConfig;
 use crate::console::ConsoleWriter;
 use crate::error::{VmmError, kvm};
 
@@ -33,25 +33,6 @@ const FIRST_GSI: u32 = 5;
 pub(crate) const MAX_DEVICES: usize = 19;
 /// Epoll data for the console-input wake-up.
 const CONSOLE_WAKE: u64 = u64::MAX;
-
-/// A `--disk` option: an image and whether it is read-only.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct DiskArg {
-    pub(crate) path: PathBuf,
-    pub(crate) read_only: bool,
-}
-
-impl DiskArg {
-    pub(crate) fn parse(text: &str) -> Result<Self, String> {
-        match text.rsplit_once(',') {
-            Some((path, "ro")) => Ok(Self { path: path.into(), read_only: true }),
-            Some((path, "rw")) => Ok(Self { path: path.into(), read_only: false }),
-            Some((_, other)) => Err(format!("unknown disk option {other:?} (use ro or rw)")),
-            None if text.is_empty() => Err("empty disk path".into()),
-            None => Ok(Self { path: text.into(), read_only: false }),
-        }
-    }
-}
 
 /// One device on the machine.
 pub(crate) struct Device {
@@ -75,14 +56,14 @@ impl DeviceSet {
     /// Creates the devices the options ask for, with their ioeventfds and irqfds.
     pub(crate) fn new(
         vm: &Arc<VmFd>,
-        disks: &[DiskArg],
+        disks: &[DiskConfig],
         rng: bool,
         console: Option<(Arc<crate::console::Console>, ConsoleInput)>,
     ) -> Result<Self, VmmError> {
         let host = |what| move |source| VmmError::Host { what, source };
         let mut backends: Vec<Box<dyn VirtioDevice>> = Vec::new();
         for disk in disks {
-            let blk = Blk::open(&disk.path, disk.read_only).map_err(|e| VmmError::Disk(e.to_string()))?;
+            let blk = Blk::open(&disk.path, disk.readonly).map_err(|e| VmmError::Disk(e.to_string()))?;
             backends.push(Box::new(blk));
         }
         if rng {

@@ -33,6 +33,19 @@ pub(crate) const MAX_MEM: u64 = 64 << 30;
 pub(crate) struct MemSize(u64);
 
 impl MemSize {
+    /// What a machine gets when nothing says otherwise: 64 MiB.
+    pub(crate) const DEFAULT: Self = Self(64 << 20);
+
+    /// The size as `MemSize::parse` reads it back, in the largest unit that
+    /// divides it: `64M`, `1G`, `1540K`.
+    pub(crate) fn config_text(self) -> String {
+        match self.0 {
+            b if b.is_multiple_of(1 << 30) => format!("{}G", b >> 30),
+            b if b.is_multiple_of(1 << 20) => format!("{}M", b >> 20),
+            b => format!("{}K", b >> 10),
+        }
+    }
+
     /// The size in bytes.
     pub(crate) fn bytes(self) -> u64 {
         self.0

@@ -9,6 +9,7 @@
 
 mod bench;
 mod cli;
+mod config;
 mod conformance;
 mod console;
 mod cpuid;
@@ -36,7 +37,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).format_timestamp(None).init();
     match cli.command {
-        Command::Run(args) => match vm::run(&args) {
+        Command::Run(args) => match run(&args) {
             Ok(status) => ExitCode::from(status),
             Err(e) => {
                 eprintln!("pvkit: error: {e}");
@@ -58,4 +59,17 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// `pvkit run`: the machine the options or the file describe, printed or booted.
+fn run(args: &cli::RunArgs) -> Result<u8, error::VmmError> {
+    let machine = args.machine().map_err(|e| error::VmmError::Config(e.to_string()))?;
+    if args.print_config {
+        let machine = machine
+            .absolute()
+            .map_err(|source| error::VmmError::Host { what: "finding the current folder", source })?;
+        print!("{}", machine.to_toml());
+        return Ok(0);
+    }
+    vm::run(&machine, args.hooks())
 }

@@ -15,12 +15,13 @@ use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRe
 use vm_superio::Serial;
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
-use crate::cli::RunArgs;
+use crate::cli::TestHooks;
+use crate::config::VmConfig;
 use crate::console::{Console, ConsoleWriter, IrqTrigger, SERIAL_GSI};
 use crate::devices::DeviceSet;
 use crate::error::{VmmError, kvm};
 use crate::exit::GUEST_CRASHED;
-use crate::layout::{KVM_TSS_ADDR, START_INFO_EBX};
+use crate::layout::{KVM_TSS_ADDR, MemSize, START_INFO_EBX};
 use crate::machine::{Event, Machine, Start};
 use crate::sched::realtime_priority;
 use crate::time::{self, ApicSink, HostTime};
@@ -31,9 +32,8 @@ const RECALIBRATE_EVERY: std::time::Duration = std::time::Duration::from_secs(1)
 /// KVM's local APIC timer runs on a 1 GHz bus.
 const LAPIC_KHZ: u32 = 1_000_000;
 
-fn create_memory(vm: &VmFd, args: &RunArgs) -> Result<GuestMemoryMmap, VmmError> {
-    let ranges: Vec<(GuestAddress, usize)> = args
-        .mem
+fn create_memory(vm: &VmFd, mem: MemSize) -> Result<GuestMemoryMmap, VmmError> {
+    let ranges: Vec<(GuestAddress, usize)> = mem
         .regions()
         .into_iter()
         .map(|(start, size)| (GuestAddress(start), usize::try_from(size).unwrap_or(usize::MAX)))
@@ -61,13 +61,15 @@ fn create_memory(vm: &VmFd, args: &RunArgs) -> Result<GuestMemoryMmap, VmmError>
 }
 
 /// Boots the kernel and runs the machine; returns the process exit status.
-pub(crate) fn run(args: &RunArgs) -> Result<u8, VmmError> {
+pub(crate) fn run(config: &VmConfig, hooks: TestHooks) -> Result<u8, VmmError> {
+    let (mem, cpus) = (config.machine.memory, config.machine.vcpus);
     // Everything the operator gave is checked before KVM is touched.
-    limits::check_guest_ram(args.mem, args.allow_overcommit)?;
-    let kernel = loader::KernelImage::open(&args.kernel, args.mem)?;
+    limits::check_guest_ram(mem, config.machine.allow_overcommit)?;
+    config.check_digests().map_err(|e| VmmError::Config(e.to_string()))?;
+    let kernel = loader::KernelImage::open(&config.boot.kernel, mem)?;
     let kvm_fd = Kvm::new().map_err(kvm("opening /dev/kvm"))?;
     let vm = kvm_fd.create_vm().map_err(kvm("KVM_CREATE_VM"))?;
-    let guest = create_memory(&vm, args)?;
+    let guest = create_memory(&vm, mem)?;
     let entry = kernel.load(&guest)?;
 
     vm.set_tss_address(KVM_TSS_ADDR).map_err(kvm("KVM_SET_TSS_ADDR"))?;
@@ -75,22 +77,22 @@ pub(crate) fn run(args: &RunArgs) -> Result<u8, VmmError> {
     let vm = Arc::new(vm);
 
     let console = Arc::new(Console::default());
-    let virtio_console = args.virtio_console.then(|| (Arc::clone(&console), Arc::clone(&console.input)));
-    let devices = Arc::new(DeviceSet::new(&vm, &args.disks, args.rng, virtio_console)?);
+    let virtio_console = config.devices.virtio_console.then(|| (Arc::clone(&console), Arc::clone(&console.input)));
+    let devices = Arc::new(DeviceSet::new(&vm, &config.disks, config.devices.rng, virtio_console)?);
     *console.wake.lock().unwrap_or_else(PoisonError::into_inner) = devices.console_wake();
     let cmdline = match devices.cmdline() {
-        entries if entries.is_empty() => args.cmdline.clone(),
-        entries if args.cmdline.is_empty() => entries,
-        entries => format!("{} {entries}", args.cmdline),
+        entries if entries.is_empty() => config.boot.cmdline.clone(),
+        entries if config.boot.cmdline.is_empty() => entries,
+        entries => format!("{} {entries}", config.boot.cmdline),
     };
-    loader::write_boot_info(&guest, args.mem, &cmdline)?;
+    loader::write_boot_info(&guest, mem, &cmdline)?;
 
     let serial_irq = EventFd::new(EFD_NONBLOCK).map_err(|source| VmmError::Host { what: "eventfd", source })?;
     vm.register_irqfd(&serial_irq, SERIAL_GSI).map_err(kvm("KVM_IRQFD for the serial port"))?;
     let serial = Serial::new(IrqTrigger(serial_irq), ConsoleWriter(Arc::clone(&console)));
 
     let mut fds = Vec::new();
-    for index in 0..args.cpus {
+    for index in 0..cpus {
         fds.push(vm.create_vcpu(u64::from(index)).map_err(kvm("KVM_CREATE_VCPU"))?);
     }
     let tsc_khz = fds.first().and_then(|fd| fd.get_tsc_khz().ok()).unwrap_or(0);
@@ -106,7 +108,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<u8, VmmError> {
         | Features::WALLCLOCK
         | Features::TIMER
         | Features::DEVICES;
-    let dispatcher = Dispatcher::new(HostConfig::new(args.cpus, wanted), services);
+    let dispatcher = Dispatcher::new(HostConfig::new(cpus, wanted), services);
     let base_cpuid = cpuid::base(&kvm_fd, dispatcher.config(), tsc_khz, LAPIC_KHZ)?;
     for (index, fd) in (0u32..).zip(&fds) {
         fd.set_cpuid2(&cpuid::for_vcpu(&base_cpuid, index)).map_err(kvm("KVM_SET_CPUID2"))?;
@@ -115,14 +117,14 @@ pub(crate) fn run(args: &RunArgs) -> Result<u8, VmmError> {
     let (events_tx, events_rx) = mpsc::channel();
     let mut receivers = Vec::new();
     let mut starters = Vec::new();
-    for _ in 0..args.cpus {
+    for _ in 0..cpus {
         let (tx, rx) = mpsc::channel();
         starters.push(Mutex::new(Some(tx)));
         receivers.push(rx);
     }
     let machine = Arc::new(Machine {
-        break_unknown_call: args.break_clause.as_deref() == Some("HC-3"),
-        boot_trace: std::sync::atomic::AtomicBool::new(args.boot_trace),
+        break_unknown_call: hooks.break_unknown_call,
+        boot_trace: std::sync::atomic::AtomicBool::new(hooks.boot_trace),
         vm,
         guest,
         devices: Arc::clone(&devices),

@@ -1,0 +1,318 @@
+//! The VM description file (`docs/config.md`): one TOML document that says
+//! everything `pvkit run` can be told on its command line, with a format
+//! version, optional SHA-256 digests of the files it names, and free-form
+//! annotations. The same schema, as JSON, is what the management API reports
+//! as the machine's configuration, so a file can be written back from a
+//! running machine and boot it again.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::{Digest, Sha256};
+
+use crate::layout::{self, MemSize};
+
+/// The format version this pvkit reads and writes.
+pub(crate) const FORMAT_VERSION: u32 = 1;
+/// The largest description file pvkit reads.
+const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// A machine, as the file describes it. Paths are absolute once loaded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct VmConfig {
+    /// The format version: 1.
+    pub(crate) pvkit: u32,
+    /// vCPUs and memory.
+    #[serde(default)]
+    pub(crate) machine: MachineConfig,
+    /// The kernel and its command line.
+    pub(crate) boot: BootConfig,
+    /// Block devices, in the order the guest finds them.
+    #[serde(default, rename = "disk", skip_serializing_if = "Vec::is_empty")]
+    pub(crate) disks: Vec<DiskConfig>,
+    /// The other devices.
+    #[serde(default)]
+    pub(crate) devices: DevicesConfig,
+    /// The management API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) api: Option<ApiConfig>,
+    /// Free-form notes about the machine (owner, purpose, ...); pvkit keeps
+    /// them and reports them, and gives them no meaning.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) annotations: BTreeMap<String, String>,
+}
+
+/// `[machine]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MachineConfig {
+    /// vCPUs, 1 to 64.
+    #[serde(default = "one")]
+    pub(crate) vcpus: u32,
+    /// Guest RAM, like `64M` or `1G`.
+    #[serde(default = "default_memory")]
+    pub(crate) memory: MemSize,
+    /// Run even when `memory` is more than the host's RAM.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub(crate) allow_overcommit: bool,
+}
+
+impl Default for MachineConfig {
+    fn default() -> Self {
+        Self { vcpus: one(), memory: default_memory(), allow_overcommit: false }
+    }
+}
+
+/// `[boot]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BootConfig {
+    /// The PVH kernel.
+    pub(crate) kernel: PathBuf,
+    /// The kernel's SHA-256, checked before boot when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) kernel_sha256: Option<Sha256Digest>,
+    /// The kernel command line.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub(crate) cmdline: String,
+}
+
+/// One `[[disk]]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DiskConfig {
+    /// The raw image.
+    pub(crate) path: PathBuf,
+    /// Whether the guest may only read it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub(crate) readonly: bool,
+    /// The image's SHA-256, checked before boot when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) sha256: Option<Sha256Digest>,
+}
+
+/// `[devices]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DevicesConfig {
+    /// A virtio entropy device.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub(crate) rng: bool,
+    /// A virtio console on pvkit's standard input and output.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub(crate) virtio_console: bool,
+}
+
+/// `[api]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ApiConfig {
+    /// The Unix socket the management API listens on.
+    pub(crate) socket: PathBuf,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn default_memory() -> MemSize {
+    MemSize::DEFAULT
+}
+
+fn is_false(b: &bool) -> bool {
+    !b
+}
+
+/// A SHA-256 digest, written as 64 hexadecimal digits.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Sha256Digest([u8; 32]);
+
+impl Sha256Digest {
+    fn parse(text: &str) -> Result<Self, String> {
+        let bad = || format!("{text:?} is not a SHA-256 digest (64 hexadecimal digits)");
+        if text.len() != 64 || !text.is_ascii() {
+            return Err(bad());
+        }
+        let mut bytes = [0u8; 32];
+        for (byte, pair) in bytes.iter_mut().zip(text.as_bytes().chunks_exact(2)) {
+            let pair = std::str::from_utf8(pair).map_err(|_| bad())?;
+            *byte = u8::from_str_radix(pair, 16).map_err(|_| bad())?;
+        }
+        Ok(Self(bytes))
+    }
+
+    /// The digest of the file at `path`, read in 1 MiB pieces.
+    pub(crate) fn of_file(path: &Path) -> std::io::Result<Self> {
+        let mut file = std::fs::File::open(path)?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = file.read(&mut buf)?;
+            let Some(read) = buf.get(..n).filter(|r| !r.is_empty()) else { break };
+            hasher.update(read);
+        }
+        Ok(Self(hasher.finalize().into()))
+    }
+}
+
+impl fmt::Display for Sha256Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl fmt::Debug for Sha256Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Sha256Digest({self})")
+    }
+}
+
+impl Serialize for Sha256Digest {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Sha256Digest {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for MemSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.config_text())
+    }
+}
+
+impl<'de> Deserialize<'de> for MemSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        MemSize::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Why a description file cannot be used: one line, naming the file and,
+/// where there is one, the line.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct ConfigError(pub(crate) String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl VmConfig {
+    /// Reads the file at `path`: parsed, checked, and its relative paths
+    /// resolved against the file's folder. Digests are checked separately
+    /// ([`VmConfig::check_digests`]), just before boot.
+    pub(crate) fn load(path: &Path) -> Result<Self, ConfigError> {
+        let fail = |why: String| ConfigError(format!("{}: {why}", path.display()));
+        let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
+        let meta = file.metadata().map_err(|e| fail(e.to_string()))?;
+        if !meta.is_file() {
+            return Err(fail(format!("{}, not a regular file", crate::loader::file_kind(&meta))));
+        }
+        let mut text = String::new();
+        file.take(MAX_FILE_BYTES + 1).read_to_string(&mut text).map_err(|e| fail(e.to_string()))?;
+        if text.len() as u64 > MAX_FILE_BYTES {
+            return Err(fail(format!("larger than {MAX_FILE_BYTES} bytes")));
+        }
+        let mut config = Self::parse(&text).map_err(|e| ConfigError(format!("{}:{e}", path.display())))?;
+        let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        config.resolve_paths(&std::path::absolute(folder).map_err(|e| fail(e.to_string()))?);
+        Ok(config)
+    }
+
+    /// Parses and checks a file's text. Errors start with the line number
+    /// (`4: unknown field ...`) where the TOML parser gives one.
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
+        let config: Self = toml::from_str(text).map_err(|e| {
+            let line = e.span().map_or(0, |span| {
+                text.get(..span.start).map_or(0, |before| before.matches('\n').count().saturating_add(1))
+            });
+            let message = e.message().lines().next().unwrap_or("").trim().to_string();
+            if line == 0 { format!(" {message}") } else { format!("{line}: {message}") }
+        })?;
+        config.check().map_err(|e| format!(" {e}"))?;
+        Ok(config)
+    }
+
+    /// The checks serde cannot express.
+    fn check(&self) -> Result<(), String> {
+        if self.pvkit != FORMAT_VERSION {
+            return Err(format!(
+                "format version pvkit = {} is not one this pvkit reads (it reads {FORMAT_VERSION})",
+                self.pvkit
+            ));
+        }
+        if !(1..=layout::MAX_VCPUS).contains(&self.machine.vcpus) {
+            return Err(format!("machine.vcpus = {} is not within 1..={}", self.machine.vcpus, layout::MAX_VCPUS));
+        }
+        if self.boot.kernel.as_os_str().is_empty() {
+            return Err("boot.kernel is empty".into());
+        }
+        if self.disks.iter().any(|d| d.path.as_os_str().is_empty()) {
+            return Err("a disk's path is empty".into());
+        }
+        Ok(())
+    }
+
+    fn resolve_paths(&mut self, folder: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = folder.join(&*p);
+            }
+        };
+        resolve(&mut self.boot.kernel);
+        self.disks.iter_mut().for_each(|d| resolve(&mut d.path));
+        if let Some(api) = &mut self.api {
+            resolve(&mut api.socket);
+        }
+    }
+
+    /// Every path made absolute against the current folder, so the file
+    /// this configuration is written to boots the same machine wherever it
+    /// is kept.
+    pub(crate) fn absolute(mut self) -> std::io::Result<Self> {
+        let here = std::env::current_dir()?;
+        self.resolve_paths(&here);
+        Ok(self)
+    }
+
+    /// Checks the digests the file gives against the files.
+    pub(crate) fn check_digests(&self) -> Result<(), ConfigError> {
+        let files = std::iter::once((&self.boot.kernel, self.boot.kernel_sha256))
+            .chain(self.disks.iter().map(|d| (&d.path, d.sha256)));
+        for (path, want) in files {
+            let Some(want) = want else { continue };
+            let got = Sha256Digest::of_file(path)
+                .map_err(|e| ConfigError(format!("cannot check the digest of {}: {e}", path.display())))?;
+            if got != want {
+                return Err(ConfigError(format!(
+                    "{}: its SHA-256 is {got}, but the description says {want}",
+                    path.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The file's text: TOML, keys in the documented order.
+    pub(crate) fn to_toml(&self) -> String {
+        // Every field serializes to TOML (strings, integers, booleans,
+        // tables); an error here would be a bug in this schema.
+        toml::to_string(self).unwrap_or_else(|e| format!("# pvkit: cannot write this configuration: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests;
