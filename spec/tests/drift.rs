@@ -14,7 +14,7 @@ use pvkit_spec::device::{DeviceDescriptor, Transport};
 use pvkit_spec::virtio::blk::{BlkConfig, BlkFeatures, DiscardSegment, RequestHeader, RequestStatus, RequestType};
 use pvkit_spec::virtio::console::{ConsoleConfig, ConsoleFeatures, ControlMessage};
 use pvkit_spec::virtio::mmio::{InterruptStatus, Register};
-use pvkit_spec::virtio::net::{NetConfig, NetFeatures, NetHeader};
+use pvkit_spec::virtio::net::{NetConfig, NetFeatures, NetHeader, NetHeaderFlags, NetStatus};
 use pvkit_spec::virtio::queue::{AvailFlags, AvailHeader, DescFlags, Descriptor, UsedElem, UsedFlags, UsedHeader};
 use pvkit_spec::virtio::{DeviceId, DeviceStatus};
 use pvkit_spec::{Features, Hypercall, HypercallError, discovery, hypercall, irq, status};
@@ -164,10 +164,24 @@ fn expected() -> BTreeMap<String, Rows> {
         flags!("console-features", ConsoleFeatures),
         flags!("blk-features", BlkFeatures),
         flags!("net-features", NetFeatures),
+        flags!("net-status", NetStatus),
+        flags!("net-header-flags", NetHeaderFlags),
     ];
     for (name, rows) in flags {
         out.insert(format!("flags {name}"), rows);
     }
+    // What a pvkit host's network device offers: two kinds of feature bits
+    // in one table (NET-9).
+    let offered: Rows = net::HOST_FEATURES
+        .iter_names()
+        .map(|(name, f)| (name.to_string(), vec![num(f.bits().trailing_zeros())]))
+        .chain(
+            net::HOST_COMMON_FEATURES
+                .iter_names()
+                .map(|(name, f)| (name.to_string(), vec![num(f.bits().trailing_zeros())])),
+        )
+        .collect();
+    out.insert("flags net-host-features".into(), offered);
     let enums = [
         enumeration!("memory-types", MemoryType),
         enumeration!("transports", Transport),
@@ -180,7 +194,7 @@ fn expected() -> BTreeMap<String, Rows> {
         out.insert(format!("enum {name}"), rows);
     }
     let (sig_ebx, sig_ecx, sig_edx) = discovery::signature_words(&discovery::SIGNATURE);
-    use pvkit_spec::virtio::{blk, mmio, queue};
+    use pvkit_spec::virtio::{blk, mmio, net, queue};
     let constants = [
         constants!("boot", {
             "XEN_ELFNOTE_PHYS32_ENTRY" => pvkit_spec::boot::XEN_ELFNOTE_PHYS32_ENTRY,
@@ -239,6 +253,14 @@ fn expected() -> BTreeMap<String, Rows> {
         constants!("blk", {
             "SECTOR_SIZE" => blk::SECTOR_SIZE,
             "ID_BYTES" => blk::ID_BYTES as u64,
+        }),
+        constants!("net", {
+            "HEADER_LEN" => net::HEADER_LEN as u64,
+            "GSO_NONE" => net::GSO_NONE,
+            "MTU" => net::MTU,
+            "MIN_FRAME_LEN" => net::MIN_FRAME_LEN as u64,
+            "MAX_FRAME_LEN" => net::MAX_FRAME_LEN as u64,
+            "RX_BUFFER_LEN" => net::RX_BUFFER_LEN as u64,
         }),
         constants!("version", { "ABI_VERSION" => pvkit_spec::ABI_VERSION.to_raw() }),
     ];

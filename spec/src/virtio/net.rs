@@ -1,21 +1,42 @@
-//! The network device (virtio 1.2, 5.1): configuration, features and the
-//! header that starts every packet buffer.
+//! The network device (virtio 1.2, 5.1; `devices.md`, clauses NET-1 to
+//! NET-9): configuration, features, the header that starts every packet
+//! buffer, and the sizes and features a pvkit host works with.
 //!
-//! Queue 0 is receive, queue 1 transmit (queue pairs follow with `MQ`).
+//! Queue 0 is receive, queue 1 transmit (queue pairs follow with `MQ`, which
+//! a pvkit host does not offer).
 //!
 //! ```
-//! use pvkit_spec::virtio::net::{NetConfig, NetHeader};
-//! assert_eq!(core::mem::size_of::<NetHeader>(), 12);
+//! use pvkit_spec::virtio::net::{HEADER_LEN, MAX_FRAME_LEN, NetConfig, NetHeader, RX_BUFFER_LEN};
+//! assert_eq!(core::mem::size_of::<NetHeader>(), HEADER_LEN);
 //! assert_eq!(core::mem::size_of::<NetConfig>(), 24);
+//! assert_eq!(RX_BUFFER_LEN, HEADER_LEN + MAX_FRAME_LEN);
 //! ```
 
 use zerocopy::little_endian::{U16, U32};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
+use super::Features;
+
 /// Index of the first receive queue.
 pub const RECEIVEQ: u16 = 0;
 /// Index of the first transmit queue.
 pub const TRANSMITQ: u16 = 1;
+
+/// Bytes of [`NetHeader`] before every frame, in both directions (with
+/// `VERSION_1` the header always has `num_buffers`).
+pub const HEADER_LEN: usize = 12;
+/// `gso_type` of a frame with no segmentation offload.
+pub const GSO_NONE: u8 = 0;
+/// The largest payload of a frame: what `mtu` reads on a pvkit host.
+pub const MTU: u16 = 1500;
+/// The shortest frame: an Ethernet header (destination, source, EtherType).
+pub const MIN_FRAME_LEN: usize = 14;
+/// The longest frame: an Ethernet header, one 802.1Q tag and [`MTU`] bytes
+/// of payload (no preamble, no frame check sequence).
+pub const MAX_FRAME_LEN: usize = 1518;
+/// A receive chain of this many device-writable bytes holds any frame a
+/// pvkit host delivers: [`HEADER_LEN`] + [`MAX_FRAME_LEN`].
+pub const RX_BUFFER_LEN: usize = HEADER_LEN + MAX_FRAME_LEN;
 
 bitflags::bitflags! {
     /// Network device feature bits (the ones pvkit names; others keep their
@@ -48,6 +69,39 @@ bitflags::bitflags! {
         const MQ = 1 << 22;
         /// `speed` and `duplex` are valid.
         const SPEED_DUPLEX = 1 << 63;
+    }
+}
+
+/// The network features a pvkit host offers, and no others (clause NET-9).
+pub const HOST_FEATURES: NetFeatures = NetFeatures::MTU.union(NetFeatures::MAC).union(NetFeatures::STATUS);
+
+/// The device-independent features a pvkit network device offers beside
+/// [`HOST_FEATURES`] (clauses DEVC-1, MMIO-3, NET-9).
+pub const HOST_COMMON_FEATURES: Features =
+    Features::VERSION_1.union(Features::EVENT_IDX).union(Features::INDIRECT_DESC);
+
+bitflags::bitflags! {
+    /// The `status` field of [`NetConfig`] (with `STATUS`).
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct NetStatus: u16 {
+        /// The link is up.
+        const LINK_UP = 1 << 0;
+        /// The driver should announce its addresses (with `GUEST_ANNOUNCE`).
+        const ANNOUNCE = 1 << 1;
+    }
+}
+
+bitflags::bitflags! {
+    /// The `flags` field of [`NetHeader`].
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct NetHeaderFlags: u8 {
+        /// The checksum from `csum_start` is partial (with `CSUM` on
+        /// transmit, `GUEST_CSUM` on receive).
+        const NEEDS_CSUM = 1 << 0;
+        /// The device checked the checksum (receive, with `GUEST_CSUM`).
+        const DATA_VALID = 1 << 1;
+        /// Receive-side coalescing information (with `RSC_EXT`).
+        const RSC_INFO = 1 << 2;
     }
 }
 
@@ -89,6 +143,10 @@ assert_layout!(NetConfig, size = 24, {
 
 /// `struct virtio_net_hdr`: the header before every packet (with
 /// `VERSION_1`, `num_buffers` is always present).
+///
+/// Without offloads and merged receive buffers, which a pvkit host does not
+/// offer, every field is 0 but a received header's `num_buffers`, which is 1
+/// ([`NetHeader::received`], clause NET-2).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct NetHeader {
@@ -117,3 +175,26 @@ assert_layout!(NetHeader, size = 12, {
     csum_offset = 8,
     num_buffers = 10,
 });
+
+impl NetHeader {
+    /// The header a device writes before a received frame when neither
+    /// offloads nor `MRG_RXBUF` were negotiated: zeros, and `num_buffers` 1.
+    pub const fn received() -> Self {
+        Self {
+            flags: 0,
+            gso_type: GSO_NONE,
+            hdr_len: U16::ZERO,
+            gso_size: U16::ZERO,
+            csum_start: U16::ZERO,
+            csum_offset: U16::ZERO,
+            num_buffers: U16::new(1),
+        }
+    }
+
+    /// The `flags` field as flags (unknown bits kept).
+    pub const fn header_flags(&self) -> NetHeaderFlags {
+        NetHeaderFlags::from_bits_retain(self.flags)
+    }
+}
+
+const _: () = assert!(HEADER_LEN == core::mem::size_of::<NetHeader>());
