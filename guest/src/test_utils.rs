@@ -8,6 +8,7 @@
 //! | [`FakeHal`] | a [`Hal`](crate::virtio::Hal) over heap memory, physical = virtual, that counts and checks every allocation and free |
 //! | [`FakeTransport`], [`FakeDevice`] | a device's registers; the test plays the device, on each notification if it likes |
 //! | [`FakeQueue`] | the device's side of a split queue: take chains, write used entries, good or hostile |
+//! | [`net_device`], [`deliver_frame`], [`take_frames`], [`forward`] | a network device's side of the frames, and a wire between two drivers |
 //! | [`FakeGate`] | a host that answers hypercalls from a script |
 //! | [`Journal`] | what the fakes saw, in order: allocations, frees, status writes, resets, notifications |
 //!
@@ -65,6 +66,8 @@ mod hal;
 #[cfg(not(target_os = "none"))]
 mod journal;
 #[cfg(not(target_os = "none"))]
+mod net;
+#[cfg(not(target_os = "none"))]
 mod queue;
 #[cfg(not(target_os = "none"))]
 mod transport;
@@ -75,6 +78,8 @@ pub use gate::FakeGate;
 pub use hal::FakeHal;
 #[cfg(not(target_os = "none"))]
 pub use journal::{DmaCount, Event, Journal, record};
+#[cfg(not(target_os = "none"))]
+pub use net::{deliver_frame, forward, net_device, take_frames};
 #[cfg(not(target_os = "none"))]
 pub use queue::{Chain, ChainBuffer, FakeQueue, read_buffer, read_dma, write_buffer, write_dma};
 #[cfg(not(target_os = "none"))]

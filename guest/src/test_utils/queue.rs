@@ -134,6 +134,11 @@ impl FakeQueue {
         self.used_idx
     }
 
+    /// Whether the driver made a chain available that the device has not taken.
+    pub fn has_available(&self) -> bool {
+        self.avail_idx() != self.next_avail
+    }
+
     /// Takes the next chain the driver made available, if any, walking its
     /// descriptors.
     ///
@@ -177,6 +182,13 @@ impl FakeQueue {
     pub fn set_used_idx(&mut self, idx: u16) {
         self.used_idx = idx;
         write_dma(plus(self.used, 2), idx.to_le());
+    }
+
+    /// Writes `avail_event` (with `EVENT_IDX`): the device asks to be
+    /// notified once the available index passes `idx`.
+    pub fn set_avail_event(&mut self, idx: u16) {
+        let at = plus(self.used, plus(4, u64::from(self.size).saturating_mul(8)));
+        write_dma(at, idx.to_le());
     }
 
     /// Returns a chain: writes the used entry (`id`, `len`) and publishes it.

@@ -19,6 +19,7 @@ pub mod devices;
 pub mod dma;
 pub mod hal;
 pub mod mmio;
+pub mod net;
 pub mod queue;
 pub mod rng;
 pub mod transport;
@@ -66,8 +67,10 @@ pub enum VirtioError {
     /// it likes, as it could all along; the driver then never frees its own
     /// memory.)
     DeviceMisbehaved(&'static str),
-    /// Requests handed over with `submit` are in flight: the calls that wait
-    /// for their own request run only when none are.
+    /// Requests in flight keep the driver from taking this one now: the
+    /// block driver's waiting calls while requests handed over with
+    /// `submit` are in flight; the network driver's `try_send` while every
+    /// transmit buffer is.
     Busy,
     /// The device completed the request with an error status.
     IoError,

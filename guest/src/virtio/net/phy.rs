@@ -1,0 +1,191 @@
+//! The network driver as a [`smoltcp`] device (the `smoltcp` feature):
+//! [`NetDevice`] implements [`smoltcp::phy::Device`] over a [`Net`].
+//!
+//! Frames are copied, never lent: a received frame is copied out of its DMA
+//! buffer (which goes straight back to the device) into the device's own
+//! frame buffer, and the receive token lends that; a frame to send is built
+//! in a buffer on the stack and copied into a transmit buffer. The driver
+//! thus never makes a Rust reference to memory the device can write.
+//!
+//! A receive token comes only with a transmit token that has a free
+//! transmit buffer behind it, so a reply to a received frame (an ICMP echo,
+//! a TCP ACK) is never dropped for want of one. When the device breaks the
+//! protocol the driver resets it, the tokens stop coming, and
+//! [`NetDevice::error`] says why.
+//!
+//! # Example
+//!
+//! An interface with a static address, polled in a loop; `now_ms` is the
+//! kernel's clock.
+//!
+//! ```no_run
+//! # fn demo<H: pvkit_guest::virtio::Hal, T: pvkit_guest::virtio::Transport>(
+//! #     transport: T, now_ms: impl Fn() -> i64) -> Result<(), pvkit_guest::virtio::VirtioError> {
+//! use pvkit_guest::virtio::net::Net;
+//! use pvkit_guest::virtio::net::phy::NetDevice;
+//! use smoltcp::iface::{Config, Interface, SocketSet, SocketStorage};
+//! use smoltcp::time::Instant;
+//! use smoltcp::wire::{EthernetAddress, IpCidr, Ipv4Address};
+//!
+//! let mut device = NetDevice::new(Net::<H, _>::new(transport)?);
+//! let mac = device.net().mac().unwrap_or([0x02, 0, 0, 0, 0, 1]);
+//! let config = Config::new(EthernetAddress(mac).into());
+//! let mut iface = Interface::new(config, &mut device, Instant::from_millis(now_ms()));
+//! iface.update_ip_addrs(|addrs| {
+//!     let _ = addrs.push(IpCidr::new(Ipv4Address::new(10, 0, 2, 15).into(), 24));
+//! });
+//! let mut storage = [SocketStorage::EMPTY; 4];
+//! let mut sockets = SocketSet::new(&mut storage[..]);
+//! // ... add sockets ...
+//! while device.error().is_none() {
+//!     iface.poll(Instant::from_millis(now_ms()), &mut device, &mut sockets);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+use smoltcp::phy::{self, DeviceCapabilities, Medium};
+use smoltcp::time::Instant;
+
+use pvkit_spec::virtio::net::{MIN_FRAME_LEN, MTU};
+
+use super::{MAX_RECEIVED, Net, RX_BUFFERS};
+use crate::virtio::{Hal, Transport, VirtioError};
+
+/// The largest frame smoltcp builds: an Ethernet header and [`MTU`] bytes
+/// (smoltcp adds no 802.1Q tag), what it calls the MTU of an Ethernet device.
+pub const ETHERNET_MTU: usize = MIN_FRAME_LEN + MTU as usize;
+
+/// A [`Net`] as a [`smoltcp::phy::Device`].
+#[derive(Debug)]
+pub struct NetDevice<H: Hal, T: Transport> {
+    net: Net<H, T>,
+    /// The last frame taken, lent to its receive token.
+    frame: [u8; MAX_RECEIVED],
+    /// Why the device stopped, once it did.
+    error: Option<VirtioError>,
+    /// Frames a transmit token could not hand over.
+    dropped: u64,
+}
+
+impl<H: Hal, T: Transport> NetDevice<H, T> {
+    /// The device over `net`.
+    pub fn new(net: Net<H, T>) -> Self {
+        Self { net, frame: [0; MAX_RECEIVED], error: None, dropped: 0 }
+    }
+
+    /// The driver: its MAC address, its counters, frames outside smoltcp.
+    pub fn net(&mut self) -> &mut Net<H, T> {
+        &mut self.net
+    }
+
+    /// The driver back (dropping it resets the device).
+    pub fn into_inner(self) -> Net<H, T> {
+        self.net
+    }
+
+    /// The error that stopped the device, if it stopped: the tokens come no
+    /// more. Usually [`VirtioError::DeviceMisbehaved`].
+    pub fn error(&self) -> Option<VirtioError> {
+        self.error
+    }
+
+    /// Frames smoltcp built that could not be handed to the device (it
+    /// stopped, or every transmit buffer was in flight).
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// `result`'s value; an error is kept for [`NetDevice::error`].
+    fn note<V>(error: &mut Option<VirtioError>, result: Result<V, VirtioError>) -> Option<V> {
+        result.map_err(|e| *error = Some(e)).ok()
+    }
+}
+
+impl<H: Hal, T: Transport> phy::Device for NetDevice<H, T> {
+    type RxToken<'a>
+        = RxToken<'a>
+    where
+        Self: 'a;
+    type TxToken<'a>
+        = TxToken<'a, H, T>
+    where
+        Self: 'a;
+
+    fn receive(&mut self, _now: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        let Self { net, frame, error, dropped } = self;
+        if !Self::note(error, net.can_send())? {
+            return None;
+        }
+        let len = Self::note(error, net.receive_into(frame))??;
+        Some((RxToken { frame: frame.get(..len)? }, TxToken { net, error, dropped }))
+    }
+
+    fn transmit(&mut self, _now: Instant) -> Option<Self::TxToken<'_>> {
+        let Self { net, error, dropped, .. } = self;
+        Self::note(error, net.can_send())?.then_some(TxToken { net, error, dropped })
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ethernet;
+        caps.max_transmission_unit = ETHERNET_MTU;
+        // A peer may send no more than the receive buffers hold at once.
+        caps.max_burst_size = Some(RX_BUFFERS);
+        // No checksum offload is negotiated: smoltcp computes and checks
+        // every checksum (the default).
+        caps
+    }
+}
+
+/// A received frame, copied out of the device's memory.
+#[derive(Debug)]
+pub struct RxToken<'a> {
+    frame: &'a [u8],
+}
+
+impl phy::RxToken for RxToken<'_> {
+    fn consume<R, F>(self, f: F) -> R
+    where
+        F: FnOnce(&[u8]) -> R,
+    {
+        f(self.frame)
+    }
+}
+
+/// Leave to send one frame.
+#[derive(Debug)]
+pub struct TxToken<'a, H: Hal, T: Transport> {
+    net: &'a mut Net<H, T>,
+    error: &'a mut Option<VirtioError>,
+    dropped: &'a mut u64,
+}
+
+impl<H: Hal, T: Transport> phy::TxToken for TxToken<'_, H, T> {
+    /// Builds the frame on the stack and hands it over. smoltcp asks for no
+    /// more than the MTU ([`ETHERNET_MTU`]); a longer request gets
+    /// [`ETHERNET_MTU`] bytes, and a frame the driver refuses is dropped and
+    /// counted.
+    fn consume<R, F>(self, len: usize, f: F) -> R
+    where
+        F: FnOnce(&mut [u8]) -> R,
+    {
+        let mut frame = [0u8; ETHERNET_MTU];
+        let (built, len) = match frame.get_mut(..len) {
+            Some(buf) => (f(buf), len),
+            None => (f(&mut frame), ETHERNET_MTU),
+        };
+        match self.net.try_send(frame.get(..len).unwrap_or_default()) {
+            Ok(()) => {}
+            Err(e @ VirtioError::DeviceMisbehaved(_)) => {
+                *self.error = Some(e);
+                *self.dropped = self.dropped.saturating_add(1);
+            }
+            Err(_) => *self.dropped = self.dropped.saturating_add(1),
+        }
+        built
+    }
+}
+
+#[cfg(test)]
+mod tests;
