@@ -170,6 +170,9 @@ bitflags::bitflags! {
         const DEVICES = 1 << 5;
         /// Secondary vCPU start by hypercall (`VCPU_START`).
         const VCPU_START = 1 << 6;
+        /// Requests from the host to shut down or reboot (`HOST_REQUEST`)
+        /// and the host-request interrupt source.
+        const HOST_REQUESTS = 1 << 7;
     }
 }
 

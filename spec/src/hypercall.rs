@@ -83,6 +83,8 @@ abi_enum! {
         Reboot = 0x09 => "REBOOT",
         /// Reports a panic message and stops the VM with a failure code; does not return.
         Panic = 0x0a => "PANIC",
+        /// Returns and clears the pending host request (result 0; 0 when none).
+        HostRequest = 0x0b => "HOST_REQUEST",
         /// Writes a guest buffer to the host console.
         ConsoleWrite = 0x10 => "CONSOLE_WRITE",
         /// Reads pending host console input into a guest buffer, without blocking.
@@ -122,9 +124,11 @@ impl Hypercall {
             Self::ClockRegister | Self::ClockDisable => Some(Features::CLOCK),
             Self::Wallclock => Some(Features::WALLCLOCK),
             Self::TimerSet | Self::TimerCancel => Some(Features::TIMER),
-            // Its timer source needs TIMER and its device sources DEVICES;
-            // the host checks the source (clause IRQ-3).
+            // Its timer source needs TIMER, its host-request source
+            // HOST_REQUESTS and its device sources DEVICES; the host checks
+            // the source (clause IRQ-3).
             Self::IrqSetVector => None,
+            Self::HostRequest => Some(Features::HOST_REQUESTS),
             Self::DeviceEnum => Some(Features::DEVICES),
             Self::VcpuStart => Some(Features::VCPU_START),
         }

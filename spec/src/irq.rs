@@ -1,13 +1,15 @@
 //! Interrupt sources and vectors (`interrupts.md`).
 //!
-//! pvkit delivers its own interrupts (the per-vCPU timer, and device
-//! interrupts a guest routes away from their default GSI) as fixed-mode local
-//! APIC interrupts with the vector the guest chose through `IRQ_SET_VECTOR`.
+//! pvkit delivers its own interrupts (the per-vCPU timer, host requests, and
+//! device interrupts a guest routes away from their default GSI) as
+//! fixed-mode local APIC interrupts with the vector the guest chose through
+//! `IRQ_SET_VECTOR`.
 //!
 //! ```
 //! use pvkit_spec::irq::{IrqSource, Vector};
 //!
 //! assert_eq!(IrqSource::decode(0), Some(IrqSource::Timer));
+//! assert_eq!(IrqSource::decode(1), Some(IrqSource::HostRequest));
 //! assert_eq!(IrqSource::decode(0x1_0003), Some(IrqSource::Device(3)));
 //! assert_eq!(IrqSource::Device(3).encode(), 0x1_0003);
 //! assert!(Vector::new(0x20).is_some());
@@ -16,6 +18,8 @@
 
 /// Argument 0 of `IRQ_SET_VECTOR` for the per-vCPU timer.
 pub const SOURCE_TIMER: u64 = 0;
+/// Argument 0 of `IRQ_SET_VECTOR` for host requests (clause IRQ-8).
+pub const SOURCE_HOST_REQUEST: u64 = 1;
 /// Argument 0 of `IRQ_SET_VECTOR` for device `n` is `SOURCE_DEVICE_BASE + n`.
 pub const SOURCE_DEVICE_BASE: u64 = 0x1_0000;
 /// The highest device index a source can name.
@@ -31,6 +35,9 @@ pub const VECTOR_MIN: u8 = 32;
 pub enum IrqSource {
     /// The one-shot timer of the vCPU named by argument 2.
     Timer,
+    /// Host requests (`HOST_REQUEST`), delivered to the vCPU named by
+    /// argument 2.
+    HostRequest,
     /// The device at this `DEVICE_ENUM` index, delivered to the vCPU named by
     /// argument 2 instead of through its GSI.
     Device(u16),
@@ -43,6 +50,9 @@ impl IrqSource {
         if raw == SOURCE_TIMER {
             return Some(Self::Timer);
         }
+        if raw == SOURCE_HOST_REQUEST {
+            return Some(Self::HostRequest);
+        }
         match raw.checked_sub(SOURCE_DEVICE_BASE) {
             // CAST: the index is at most SOURCE_DEVICE_MAX_INDEX (0xffff).
             Some(index) if index <= SOURCE_DEVICE_MAX_INDEX => Some(Self::Device(index as u16)),
@@ -54,6 +64,7 @@ impl IrqSource {
     pub const fn encode(self) -> u64 {
         match self {
             Self::Timer => SOURCE_TIMER,
+            Self::HostRequest => SOURCE_HOST_REQUEST,
             Self::Device(index) => SOURCE_DEVICE_BASE + index as u64,
         }
     }
@@ -87,12 +98,12 @@ mod tests {
 
     #[test]
     fn source_bounds() {
-        assert_eq!(IrqSource::decode(1), None);
+        assert_eq!(IrqSource::decode(2), None);
         assert_eq!(IrqSource::decode(SOURCE_DEVICE_BASE - 1), None);
         assert_eq!(IrqSource::decode(SOURCE_DEVICE_BASE + 0xffff), Some(IrqSource::Device(0xffff)));
         assert_eq!(IrqSource::decode(SOURCE_DEVICE_BASE + 0x1_0000), None);
         assert_eq!(IrqSource::decode(u64::MAX), None);
-        for src in [IrqSource::Timer, IrqSource::Device(0), IrqSource::Device(0xffff)] {
+        for src in [IrqSource::Timer, IrqSource::HostRequest, IrqSource::Device(0), IrqSource::Device(0xffff)] {
             assert_eq!(IrqSource::decode(src.encode()), Some(src));
         }
     }

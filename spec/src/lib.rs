@@ -9,6 +9,7 @@
 //! |---|---|---|
 //! | [`discovery`] | CPUID leaves, signature, [`AbiVersion`], [`Features`] | `discovery.md`, `versioning.md` |
 //! | [`hypercall`] | the gate, the calling convention, [`Hypercall`] numbers | `hypercalls.md` |
+//! | [`host_request`] | what the host asks of the guest: shut down, reboot | `hypercalls.md` |
 //! | [`status`] | [`HypercallError`], the stable error codes | `hypercalls.md` |
 //! | [`clock`] | [`PvClockVcpuTimeInfo`] and the TSC-to-nanoseconds math | `clock-timer.md` |
 //! | [`irq`] | interrupt sources and vector rules | `interrupts.md` |
@@ -43,6 +44,7 @@ pub mod boot;
 pub mod clock;
 pub mod device;
 pub mod discovery;
+pub mod host_request;
 pub mod hypercall;
 pub mod irq;
 pub mod status;

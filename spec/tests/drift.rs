@@ -11,6 +11,7 @@ use std::mem::{offset_of, size_of};
 use pvkit_spec::boot::{MemmapEntry, MemoryType, ModlistEntry, StartInfo};
 use pvkit_spec::clock::{PvClockFlags, PvClockVcpuTimeInfo};
 use pvkit_spec::device::{DeviceDescriptor, Transport};
+use pvkit_spec::host_request::HostRequest;
 use pvkit_spec::virtio::blk::{BlkConfig, BlkFeatures, DiscardSegment, RequestHeader, RequestStatus, RequestType};
 use pvkit_spec::virtio::console::{ConsoleConfig, ConsoleFeatures, ControlMessage};
 use pvkit_spec::virtio::mmio::{InterruptStatus, Register};
@@ -189,6 +190,7 @@ fn expected() -> BTreeMap<String, Rows> {
         enumeration!("device-ids", DeviceId),
         enumeration!("blk-request-types", RequestType),
         enumeration!("blk-status", RequestStatus),
+        enumeration!("host-requests", HostRequest),
     ];
     for (name, rows) in enums {
         out.insert(format!("enum {name}"), rows);
@@ -229,8 +231,10 @@ fn expected() -> BTreeMap<String, Rows> {
             "PVCLOCK_ALIGN" => pvkit_spec::clock::PVCLOCK_ALIGN,
             "NSEC_PER_SEC" => pvkit_spec::clock::NSEC_PER_SEC,
         }),
+        constants!("host-request", { "REQUEST_NONE" => pvkit_spec::host_request::REQUEST_NONE }),
         constants!("irq", {
             "SOURCE_TIMER" => irq::SOURCE_TIMER,
+            "SOURCE_HOST_REQUEST" => irq::SOURCE_HOST_REQUEST,
             "SOURCE_DEVICE_BASE" => irq::SOURCE_DEVICE_BASE,
             "SOURCE_DEVICE_MAX_INDEX" => irq::SOURCE_DEVICE_MAX_INDEX,
             "VECTOR_MASKED" => irq::VECTOR_MASKED,
@@ -419,7 +423,7 @@ fn a_missing_or_extra_row_is_caught() {
     let problems = check(&edited(
         "versioning.md",
         "| 6 | VCPU_START | `VCPU_START` |",
-        "| 6 | VCPU_START | `VCPU_START` |\n| 7 | MIGRATION | live migration |",
+        "| 6 | VCPU_START | `VCPU_START` |\n| 8 | MIGRATION | live migration |",
     ));
     assert_eq!(problems.len(), 1, "{problems:#?}");
     assert!(problems[0].contains("MIGRATION"));
