@@ -7,6 +7,11 @@
 //! leaves ([`cpuid::pvkit_leaves`](crate::cpuid::pvkit_leaves)) advertise it,
 //! so the guest sees the same machine through both.
 //!
+//! Most features need a service ([`Services`](crate::Services)) as well;
+//! `CONSOLE` and `HOST_REQUESTS` need only the config. A VMM asks for
+//! `HOST_REQUESTS` when it will post shutdown or reboot requests through
+//! [`Dispatcher::host_requests`](crate::Dispatcher::host_requests).
+//!
 //! ```
 //! use pvkit_host::HostConfig;
 //! use pvkit_spec::Features;
@@ -27,7 +32,8 @@ pub const IMPLEMENTED_FEATURES: Features = Features::CONSOLE
     .union(Features::CLOCK_TSC_STABLE)
     .union(Features::WALLCLOCK)
     .union(Features::TIMER)
-    .union(Features::DEVICES);
+    .union(Features::DEVICES)
+    .union(Features::HOST_REQUESTS);
 
 /// What the host offers, fixed for the life of a machine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use pvkit_spec::device::{DESCRIPTOR_ALIGN, DeviceDescriptor};
+use pvkit_spec::host_request::REQUEST_NONE;
 use pvkit_spec::hypercall::{CONSOLE_MAX_LEN, EXIT_CODE_MAX, HypercallArgs, HypercallReturn, PANIC_MESSAGE_MAX_LEN};
 use pvkit_spec::irq::{IrqSource, Vector};
 use pvkit_spec::status::STATUS_SUCCESS;
@@ -20,12 +21,18 @@ use zerocopy::IntoBytes;
 
 use crate::clock::PvClock;
 use crate::config::HostConfig;
+use crate::host_request::HostRequests;
 use crate::irq::DeviceRoutes;
 use crate::memory::{GuestMemory, GuestRange, RangeError};
 use crate::timer::Timers;
 
 /// The services behind the optional features. A feature whose service is
 /// missing is not offered, whatever the [`HostConfig`] asks for.
+///
+/// `HOST_REQUESTS` needs nothing from the VMM but its interrupt sink at the
+/// moment it posts, so its state lives in the dispatcher
+/// ([`Dispatcher::host_requests`]) and the [`HostConfig`] alone decides
+/// whether it is offered.
 #[derive(Clone, Debug, Default)]
 pub struct Services {
     /// The clock: `CLOCK`, `WALLCLOCK`, and `CLOCK_TSC_STABLE` when it is stable.
@@ -131,6 +138,7 @@ pub struct Dispatcher {
     services: Services,
     started: Vec<AtomicBool>,
     negotiated: AtomicU64,
+    host_requests: HostRequests,
     stats: Stats,
 }
 
@@ -163,7 +171,14 @@ impl Dispatcher {
             f.remove(Features::DEVICES);
         }
         let started = (0..config.vcpu_count).map(|i| AtomicBool::new(i == 0)).collect();
-        Self { config, services, started, negotiated: AtomicU64::new(0), stats: Stats::default() }
+        Self {
+            config,
+            services,
+            started,
+            negotiated: AtomicU64::new(0),
+            host_requests: HostRequests::new(),
+            stats: Stats::default(),
+        }
     }
 
     /// The configuration.
@@ -174,6 +189,14 @@ impl Dispatcher {
     /// The counters.
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// The machine's host requests: where the VMM posts a shutdown or reboot
+    /// request for the guest ([`HostRequests::post`]), when the config
+    /// offers `HOST_REQUESTS`. `HOST_REQUEST` and the host-request source of
+    /// `IRQ_SET_VECTOR` are served from it.
+    pub fn host_requests(&self) -> &HostRequests {
+        &self.host_requests
     }
 
     /// The features the guest accepted with its last `NEGOTIATE`.
@@ -255,6 +278,8 @@ impl Dispatcher {
             }
             Hypercall::TimerCancel => Ok([Some(u64::from(self.timers()?.cancel(vcpu)?)), None]),
             Hypercall::DeviceEnum => self.device_enum(a0, a1, mem),
+            // r1 is reserved: zero (HC-40).
+            Hypercall::HostRequest => Ok([Some(self.host_requests.take().map_or(REQUEST_NONE, |r| r.raw())), Some(0)]),
             // The stop calls are handled by `handle`; the calls of features
             // this dispatcher does not implement never reach here, since a
             // config cannot offer them (`IMPLEMENTED_FEATURES`).
@@ -297,6 +322,7 @@ impl Dispatcher {
         let source = IrqSource::decode(source).ok_or(HypercallError::InvalidArgument)?;
         let feature = match source {
             IrqSource::Timer => Features::TIMER,
+            IrqSource::HostRequest => Features::HOST_REQUESTS,
             IrqSource::Device(_) => Features::DEVICES,
         };
         if !self.config.features.contains(feature) {
@@ -309,6 +335,7 @@ impl Dispatcher {
         let vcpu = u32::try_from(vcpu).ok().filter(|&v| v < self.config.vcpu_count).ok_or(HypercallError::NotFound)?;
         match source {
             IrqSource::Timer => self.timers()?.set_vector(vcpu, vector)?,
+            IrqSource::HostRequest => self.host_requests.set_route(vector.map(|v| (vcpu, v))),
             IrqSource::Device(index) => {
                 let devices = self.services.devices.as_ref().ok_or(HypercallError::Unsupported)?;
                 devices.routes.set(index, vector.map(|v| (vcpu, v)))?;

@@ -9,6 +9,7 @@
 //! | [`gate`] | how a port access at the hypercall gate is classified (clause HC-4) |
 //! | [`config`] | [`HostConfig`]: what the machine offers, read by the dispatcher and the CPUID leaves |
 //! | [`hypercall`] | the [`Dispatcher`]: one call in, one [`Outcome`] out |
+//! | [`host_request`] | [`HostRequests`](host_request::HostRequests): the shutdown or reboot request the VMM posts for the guest |
 //! | [`clock`] | [`PvClock`](clock::PvClock): the machine's PV clock and its per-vCPU structs |
 //! | [`timer`] | [`Timers`](timer::Timers): per-vCPU one-shot timers and the loop that fires them |
 //! | [`irq`] | where device interrupts go: their GSI, or a vector the guest chose |
@@ -81,6 +82,7 @@ pub mod config;
 pub mod conformance;
 pub mod cpuid;
 pub mod gate;
+pub mod host_request;
 pub mod hypercall;
 pub mod irq;
 pub mod memory;

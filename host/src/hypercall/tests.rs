@@ -78,7 +78,7 @@ fn hc20_query_matches_the_config() {
     let (d, m, p) = setup(2);
     let r = ret(&d, &m, &p, 0, Hypercall::Query, [0; 4]);
     assert_eq!(r.status, 0);
-    assert_eq!(r.results, [0x0001_0000, (Features::CONSOLE | Features::VCPU_START).bits()]);
+    assert_eq!(r.results, [0x0001_0000, (Features::CONSOLE | Features::VCPU_START | Features::HOST_REQUESTS).bits()]);
 }
 
 #[test]
@@ -86,7 +86,11 @@ fn config_never_offers_what_is_not_implemented() {
     let one = HostConfig::new(1, Features::all());
     assert_eq!(one.features, IMPLEMENTED_FEATURES - Features::VCPU_START);
     let none = Dispatcher::new(one, Services::default());
-    assert_eq!(none.config().features, Features::CONSOLE, "features without their service are withdrawn");
+    assert_eq!(
+        none.config().features,
+        Features::CONSOLE | Features::HOST_REQUESTS,
+        "features without their service are withdrawn; these two need none"
+    );
     let two = HostConfig::new(2, Features::empty());
     assert_eq!(two.features, Features::VCPU_START);
 }
@@ -102,6 +106,7 @@ fn ver5_unoffered_features_are_unsupported() {
         Hypercall::DeviceEnum,
         Hypercall::VcpuStart,
         Hypercall::Wallclock,
+        Hypercall::HostRequest,
     ] {
         let r = ret(&d, &m, &p, 0, call, [0x100, 1, 0, 0]);
         assert_eq!(r.status, err(HypercallError::Unsupported), "{call}");
@@ -112,8 +117,9 @@ fn ver5_unoffered_features_are_unsupported() {
 fn hc21_negotiate() {
     let (d, m, p) = setup(1);
     let r = ret(&d, &m, &p, 0, Hypercall::Negotiate, [0x0001_0007, u64::MAX, 0, 0]);
-    assert_eq!((r.status, r.results[0]), (0, Features::CONSOLE.bits()));
-    assert_eq!(d.negotiated(), Features::CONSOLE);
+    let offered = Features::CONSOLE | Features::HOST_REQUESTS;
+    assert_eq!((r.status, r.results[0]), (0, offered.bits()));
+    assert_eq!(d.negotiated(), offered);
     let r = ret(&d, &m, &p, 0, Hypercall::Negotiate, [0x0002_0000, 1, 0, 0]);
     assert_eq!(r.status, err(HypercallError::VersionMismatch));
     let r = ret(&d, &m, &p, 0, Hypercall::Negotiate, [1 << 40, 1, 0, 0]);
@@ -219,6 +225,65 @@ fn irq_sources_check_their_features_first() {
     assert_eq!(irq(7, 40, 0), err(HypercallError::InvalidArgument), "IRQ-2: undefined source");
     assert_eq!(irq(0, 40, 0), err(HypercallError::Unsupported), "IRQ-3: no TIMER");
     assert_eq!(irq(0x1_0000, 3, 9), err(HypercallError::Unsupported), "IRQ-3: no DEVICES");
+    let without = Dispatcher::new(HostConfig::new(1, Features::CONSOLE), Services::default());
+    let r = ret(&without, &m, &p, 0, Hypercall::IrqSetVector, [1, 0x41, 0, 0]);
+    assert_eq!(r.status, err(HypercallError::Unsupported), "IRQ-3: no HOST_REQUESTS");
+}
+
+mod with_host_requests {
+    use pvkit_spec::host_request::HostRequest;
+    use pvkit_spec::irq::{SOURCE_HOST_REQUEST, Vector};
+
+    use super::*;
+    use crate::host_request::Delivery;
+    use crate::timer::InterruptSink;
+
+    #[derive(Default)]
+    struct Lapics(Mutex<Vec<(u32, u8)>>);
+
+    impl InterruptSink for Lapics {
+        fn inject(&self, vcpu: u32, vector: Vector) -> Result<(), String> {
+            self.0.lock().unwrap().push((vcpu, vector.get()));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn hc40_host_request_returns_each_request_once_from_any_vcpu() {
+        let (d, m, p) = setup(2);
+        assert!(d.config().features.contains(Features::HOST_REQUESTS));
+        let r = ret(&d, &m, &p, 0, Hypercall::HostRequest, [5, 6, 0, 0]);
+        assert_eq!((r.status, r.results), (0, [0, 0]), "none pending; r1 reserved zero");
+        d.host_requests().post(HostRequest::Shutdown, &Lapics::default()).unwrap();
+        let r = ret(&d, &m, &p, 1, Hypercall::HostRequest, [5, 6, 0, 0]);
+        assert_eq!((r.status, r.results), (0, [1, 0]), "HC-41: taken by another vCPU than vCPU 0");
+        let r = ret(&d, &m, &p, 0, Hypercall::HostRequest, [5, 6, 0, 0]);
+        assert_eq!((r.status, r.results), (0, [0, 0]), "once only");
+        d.host_requests().post(HostRequest::Reboot, &Lapics::default()).unwrap();
+        let r = ret(&d, &m, &p, 0, Hypercall::HostRequest, [0; 4]);
+        assert_eq!(r.results, [2, 0]);
+    }
+
+    #[test]
+    fn irq8_the_host_request_source_routes_and_masks() {
+        let (d, m, p) = setup(2);
+        let irq = |vec, cpu| ret(&d, &m, &p, 0, Hypercall::IrqSetVector, [SOURCE_HOST_REQUEST, vec, cpu, 0]).status;
+        let lapics = Lapics::default();
+        assert_eq!(irq(31, 1), err(HypercallError::InvalidArgument), "IRQ-1");
+        assert_eq!(irq(0x41, 2), err(HypercallError::NotFound), "IRQ-2");
+        assert_eq!(d.host_requests().route(), None, "masked until set, and refused calls change nothing");
+        assert_eq!(d.host_requests().post(HostRequest::Shutdown, &lapics), Ok(Delivery::Pending));
+        assert_eq!(irq(0x41, 1), 0);
+        let vector = Vector::new(0x41).unwrap();
+        assert_eq!(d.host_requests().post(HostRequest::Shutdown, &lapics), Ok(Delivery::Raised { vcpu: 1, vector }));
+        assert_eq!(irq(0x42, 0), 0, "one route for the machine: the new one replaces it");
+        d.host_requests().post(HostRequest::Reboot, &lapics).unwrap();
+        assert_eq!(irq(0, 0), 0, "vector 0 masks");
+        d.host_requests().post(HostRequest::Shutdown, &lapics).unwrap();
+        assert_eq!(*lapics.0.lock().unwrap(), [(1, 0x41), (0, 0x42)]);
+        let r = ret(&d, &m, &p, 0, Hypercall::HostRequest, [0; 4]);
+        assert_eq!(r.results, [1, 0], "HC-41: the latest request, pending while masked");
+    }
 }
 
 #[test]
