@@ -2,6 +2,7 @@
 //! and their results checked after.
 
 use pvkit_spec::device::DeviceDescriptor;
+use pvkit_spec::host_request::HostRequest;
 use pvkit_spec::hypercall::{HypercallArgs, PANIC_MESSAGE_MAX_LEN};
 use pvkit_spec::{AbiVersion, Features, Hypercall};
 
@@ -264,6 +265,27 @@ impl<G: Gate, T: Translate> Pvkit<G, T> {
         self.require(Features::TIMER, "TIMER")?;
         let vector = vector.map_or(pvkit_spec::irq::VECTOR_MASKED, u64::from);
         self.call(Hypercall::IrqSetVector, [pvkit_spec::irq::SOURCE_TIMER, vector, vcpu.into(), 0]).map(drop)
+    }
+
+    /// `HOST_REQUEST`: takes the request the host has pending, if any: a
+    /// shutdown or a reboot the guest should carry out in an orderly way
+    /// (clause HC-43). Each request is returned once. A code this version
+    /// does not know counts as no request (HC-43), and r1, reserved, is
+    /// ignored (GEN-2).
+    pub fn host_request(&self) -> Result<Option<HostRequest>, Error> {
+        self.require(Features::HOST_REQUESTS, "HOST_REQUESTS")?;
+        let [code, _] = self.call(Hypercall::HostRequest, [0; 4])?;
+        Ok(HostRequest::from_result(code).unwrap_or(None))
+    }
+
+    /// `IRQ_SET_VECTOR` for host requests: `Some(vector)` (32 to 255) raises
+    /// it on `vcpu` for each request the host posts, `None` masks it. Call
+    /// [`Pvkit::host_request`] once after routing, for a request posted
+    /// before (clause HC-42).
+    pub fn set_host_request_vector(&self, vcpu: u32, vector: Option<u8>) -> Result<(), Error> {
+        self.require(Features::HOST_REQUESTS, "HOST_REQUESTS")?;
+        let vector = vector.map_or(pvkit_spec::irq::VECTOR_MASKED, u64::from);
+        self.call(Hypercall::IrqSetVector, [pvkit_spec::irq::SOURCE_HOST_REQUEST, vector, vcpu.into(), 0]).map(drop)
     }
 
     /// `DEVICE_ENUM`: the device count, and device `index`'s descriptor when

@@ -126,6 +126,37 @@ fn timer_vectors_are_encoded_as_the_spec_says() {
 }
 
 #[test]
+fn host_requests_are_taken_and_unknown_codes_are_none() {
+    use pvkit_spec::host_request::HostRequest;
+    let gate = FakeGate::new(&[(0, [1, 0]), (0, [2, 0xdead]), (0, [0, 0]), (0, [0x99, 0]), (5, [0, 0])]);
+    let h = host(&gate, Features::HOST_REQUESTS);
+    assert_eq!(h.host_request(), Ok(Some(HostRequest::Shutdown)));
+    assert_eq!(h.host_request(), Ok(Some(HostRequest::Reboot)), "GEN-2: r1 is reserved, ignored");
+    assert_eq!(h.host_request(), Ok(None));
+    assert_eq!(h.host_request(), Ok(None), "HC-43: a code of a later version is no request");
+    assert_eq!(h.host_request(), Err(Error::Host(HypercallError::Unsupported)));
+    let calls = gate.calls();
+    assert!(calls.iter().all(|c| c.number == Hypercall::HostRequest.raw() && c.args == [0; 4]), "HC-5");
+}
+
+#[test]
+fn host_request_routing_is_encoded_as_the_spec_says() {
+    let gate = FakeGate::new(&[(0, [0, 0]), (0, [0, 0])]);
+    let h = host(&gate, Features::HOST_REQUESTS);
+    h.set_host_request_vector(1, Some(0x41)).unwrap();
+    h.set_host_request_vector(1, None).unwrap();
+    let calls = gate.calls();
+    assert_eq!(calls[0].number, Hypercall::IrqSetVector.raw());
+    assert_eq!(calls[0].args, [1, 0x41, 1, 0]);
+    assert_eq!(calls[1].args, [1, 0, 1, 0]);
+    let gate = FakeGate::new(&[]);
+    let without = host(&gate, Features::empty());
+    assert_eq!(without.host_request(), Err(Error::NotOffered("HOST_REQUESTS")));
+    assert_eq!(without.set_host_request_vector(0, Some(0x41)), Err(Error::NotOffered("HOST_REQUESTS")));
+    assert!(gate.calls().is_empty(), "VER-7: calls of features not offered are not made");
+}
+
+#[test]
 fn clock_registration_passes_the_physical_address() {
     static AREA: crate::clock::ClockArea = crate::clock::ClockArea::new();
     let gate = FakeGate::new(&[(0, [0, 0])]);
