@@ -13,7 +13,7 @@
 //! | [`clock`] | [`PvClock`](clock::PvClock): the machine's PV clock and its per-vCPU structs |
 //! | [`timer`] | [`Timers`](timer::Timers): per-vCPU one-shot timers and the loop that fires them |
 //! | [`irq`] | where device interrupts go: their GSI, or a vector the guest chose |
-//! | [`virtio`] | split virtqueues, the virtio-mmio transport, block, entropy and console devices |
+//! | [`virtio`] | split virtqueues, the virtio-mmio transport, block, entropy, console and network devices |
 //! | [`cpuid`] | the pvkit CPUID leaves a VMM installs |
 //! | `vm_memory` (feature `vm-memory`) | [`GuestMemory`] for rust-vmm's `vm-memory` |
 //! | `test_utils` (feature `test-utils`) | test doubles: guest memory in a `Vec`, a simulated virtio driver over the queues and the virtio-mmio registers |

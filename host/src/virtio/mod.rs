@@ -10,6 +10,7 @@
 //! | [`device`] | [`VirtioDevice`], what a backend implements, and [`drain`](device::drain) to serve a queue |
 //! | [`blk`] | the block device; [`blk::request`] parses its requests |
 //! | [`rng`], [`console`] | the entropy and console devices |
+//! | [`net`] | the network device, its [`Backend`](net::Backend) trait and an in-process loopback backend |
 //!
 //! Nothing here trusts the guest: every descriptor chain is checked before a
 //! byte of it is used (clause VQ-2), every register write is checked against
@@ -21,6 +22,7 @@ pub mod chain;
 pub mod console;
 pub mod device;
 pub mod mmio;
+pub mod net;
 pub mod queue;
 pub mod rng;
 
