@@ -50,11 +50,13 @@ fuzz_target!(|data: &[u8]| {
             match request.op() {
                 Op::Read { offset, len, data } => {
                     on_disk(*offset, *len as u64);
+                    assert!(*len > 0, "a read of nothing is refused (BLK-11)");
                     assert!(*len as u64 <= MAX_REQUEST_BYTES && total_len(data) == *len as u64);
                     assert_eq!((readable, writable), (16, *len as u64 + 1));
                 }
                 Op::Write { offset, len, data } => {
                     on_disk(*offset, *len as u64);
+                    assert!(*len > 0, "a write of nothing is refused (BLK-11)");
                     assert!(*len as u64 <= MAX_REQUEST_BYTES && total_len(data) == *len as u64);
                     assert_eq!((readable, writable), (16 + *len as u64, 1));
                     assert!(!disk.read_only);

@@ -77,7 +77,10 @@ fn driver<D: VirtioDevice>(device: D) -> MmioDriver<D> {
 /// Checks a device backend behind pvkit's virtio-mmio transport: the
 /// transport clauses (MMIO-1 to MMIO-7), what it offers (DEVC-1), and how it
 /// treats hostile chains on queue 0 (VQ-2, VQ-3, VQ-8). `make` builds a fresh
-/// device for each group of checks.
+/// device for each group of checks, once the previous one is dropped, so
+/// that a device that locks its medium (a disk [`Image`]) can be made again.
+///
+/// [`Image`]: crate::virtio::blk::Image
 pub fn check_device<D: VirtioDevice>(make: impl Fn() -> D) -> Vec<Finding> {
     let mut out = Vec::new();
     let mut d = driver(make());
@@ -119,6 +122,7 @@ pub fn check_device<D: VirtioDevice>(make: impl Fn() -> D) -> Vec<Finding> {
     d.read_at(Register::MagicValue.raw().into(), &mut narrow);
     out.push(finding("MMIO-6", narrow == [0, 0], format!("a 2-byte read of MagicValue gave {narrow:?}")));
 
+    drop(d);
     let mut d = driver(make());
     d.negotiate(VirtioFeatures::VERSION_1.bits());
     d.setup_queue(0, 8, DESC, AVAIL, USED);
@@ -138,6 +142,7 @@ pub fn check_device<D: VirtioDevice>(make: impl Fn() -> D) -> Vec<Finding> {
         ("a zero length", &[(0, BUF, 0, DescFlags::WRITE, 0)]),
         ("INDIRECT with NEXT", &[(0, BUF, 16, DescFlags::INDIRECT.union(DescFlags::NEXT), 1)]),
     ];
+    drop(d);
     for (what, chain) in hostile {
         let mut d = driver(make());
         d.start(VirtioFeatures::VERSION_1.bits());
@@ -161,6 +166,7 @@ pub fn check_device<D: VirtioDevice>(make: impl Fn() -> D) -> Vec<Finding> {
         used.is_some_and(|u| u.len == 0) && untouched,
         format!("an indirect table without INDIRECT_DESC: returned {used:?}, buffer untouched: {untouched}"),
     ));
+    drop(d);
     let mut d = driver(make());
     d.start(VirtioFeatures::VERSION_1.bits());
     if let Some((queue, mem)) = d.queue_mut(0) {

@@ -7,6 +7,7 @@
 //! | [`VecMemory`] | guest RAM: a zeroed `Vec` at guest-physical address 0 |
 //! | [`DriverQueue`] | the driver's side of one split virtqueue: lays out the rings, adds chains (direct or through an indirect table), reads the used ring |
 //! | [`MmioDriver`] | a virtio driver in front of an [`MmioTransport`](crate::virtio::MmioTransport): negotiates, sets up queues, submits chains and notifies through the registers |
+//! | [`FaultyDisk`] | a block device's medium: bytes in memory that fail reads, writes and flushes on demand (errors, short transfers, a full file system) |
 //!
 //! Enable the feature from a dev-dependency, so that nothing here reaches a
 //! VMM's build:
@@ -33,10 +34,12 @@
 //! assert_eq!(used, Some(Used { id: 0, len: 64 }), "64 random bytes");
 //! ```
 
+mod disk;
 mod memory;
 mod mmio;
 mod queue;
 
+pub use self::disk::{DiskOp, Fault, FaultyDisk};
 pub use self::memory::VecMemory;
 pub use self::mmio::MmioDriver;
 pub use self::queue::{Buffer, DriverQueue, Used, linked};

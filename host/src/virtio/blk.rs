@@ -1,17 +1,26 @@
-//! The block device on a raw image file (`devices.md`, clauses BLK-1 to
-//! BLK-10).
+//! The block device (`devices.md`, clauses BLK-1 to BLK-12).
 //!
-//! The device works in two steps, so that nothing it does to the file
+//! The device works in two steps, so that nothing it does to the disk
 //! depends on a field it has not checked: [`request::Request::parse`] turns
 //! a chain into a typed request (or a refusal), and [`Blk`] then carries the
-//! request out against the image.
+//! request out against its [`DiskBackend`]: an [`Image`] file, or any other
+//! backend, such as the tests' `test_utils::FaultyDisk` (feature
+//! `test-utils`), which fails on demand. A request the medium fails
+//! completes with `IOERR`, is counted, and the device goes on (BLK-12).
+//!
+//! | module | holds |
+//! |---|---|
+//! | [`request`] | the parse of a chain into a [`request::Request`] |
+//! | [`backend`] | [`DiskBackend`], what the sectors live in, and the whole-request transfers |
+//! | [`image`] | [`Image`], a checked and locked image file or block device, and [`BlkError`] |
+//! | [`lock`] | who holds an image's lock, from `/proc/locks` |
 
+pub mod backend;
+pub mod image;
+pub mod lock;
 pub mod request;
 
-use std::fmt;
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use pvkit_spec::virtio::blk::{BlkConfig, BlkFeatures, ID_BYTES, RequestStatus, SECTOR_SIZE};
@@ -19,6 +28,9 @@ use pvkit_spec::virtio::{DeviceId, Features};
 use zerocopy::IntoBytes;
 use zerocopy::little_endian::{U32, U64};
 
+pub use self::backend::DiskBackend;
+use self::backend::{MediumError, MediumOp, read_exact, write_all};
+pub use self::image::{BlkError, FileKind, Image};
 use self::request::{Disk, Op, ParseError, Request};
 use super::chain::{Chain, gather, scatter};
 use super::device::{VirtioDevice, drain};
@@ -37,79 +49,68 @@ const SIZE_MAX: u32 = 1 << 20;
 const SEG_MAX: u32 = 126;
 const QUEUE_SIZES: [u16; 1] = [256];
 
-/// Why an image cannot back a block device.
-#[derive(Debug)]
-pub enum BlkError {
-    /// The file could not be opened or measured.
-    Open {
-        /// The image.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The file's size is not a multiple of 512 bytes.
-    Size {
-        /// The image.
-        path: PathBuf,
-        /// Its size.
-        size: u64,
-    },
-}
-
-impl fmt::Display for BlkError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Open { path, source } => write!(f, "cannot open disk image {}: {source}", path.display()),
-            Self::Size { path, size } => write!(
-                f,
-                "disk image {} is {size} bytes, not a multiple of 512: pad or truncate it to whole sectors",
-                path.display()
-            ),
-        }
-    }
-}
-
-impl std::error::Error for BlkError {}
-
 /// Per-request outcomes, counted rather than logged (clause SEC-5).
 #[derive(Debug, Default)]
 pub struct BlkStats {
     /// Requests completed.
     pub requests: AtomicU64,
-    /// Requests completed with `IOERR` or `UNSUPP`.
+    /// Requests completed with `IOERR` or `UNSUPP`, for any reason.
     pub errors: AtomicU64,
+    /// Of those, the requests the medium failed (BLK-12): a read, write,
+    /// flush or discard that returned an error or ended short.
+    pub io_errors: AtomicU64,
     /// Chains refused as malformed.
     pub malformed: AtomicU64,
 }
 
-/// A virtio block device on an image file.
+/// A virtio block device on a [`DiskBackend`]: an [`Image`] unless said
+/// otherwise.
 #[derive(Debug)]
-pub struct Blk {
-    file: File,
+pub struct Blk<B = Image> {
+    backend: B,
+    /// What messages call the disk: the image's path, say.
+    name: String,
     sectors: u64,
     read_only: bool,
     id: [u8; ID_BYTES],
     stats: BlkStats,
-    /// Where data goes between the file and guest memory, reused.
+    /// The first request the medium failed, for [`VirtioDevice::failures`].
+    first_failure: Option<MediumError>,
+    /// Where data goes between the medium and guest memory, reused.
     scratch: Vec<u8>,
 }
 
-impl Blk {
-    /// Opens `path` as a disk (read-only when asked): its size must be a
-    /// whole number of 512-byte sectors.
+impl Blk<Image> {
+    /// Opens `path` as a disk, read-only when asked: a regular file or a
+    /// block device of whole 512-byte sectors, at least one, locked while
+    /// the device lives ([`Image::open`]).
     pub fn open(path: &Path, read_only: bool) -> Result<Self, BlkError> {
-        let open_error = |source| BlkError::Open { path: path.to_owned(), source };
-        let file = OpenOptions::new().read(true).write(!read_only).open(path).map_err(open_error)?;
-        let size = file.metadata().map_err(open_error)?.len();
-        if !size.is_multiple_of(SECTOR_SIZE) {
-            return Err(BlkError::Size { path: path.to_owned(), size });
-        }
+        let image = Image::open(path, read_only)?;
+        Ok(Self::new(image, read_only, &path.display().to_string()))
+    }
+}
+
+impl<B: DiskBackend> Blk<B> {
+    /// A block device on `backend`, read-only when asked. Its capacity is
+    /// the backend's whole sectors; `name` names the disk in messages, and
+    /// its last `/`-separated part goes into the device ID (`pvkit:<part>`,
+    /// cut at 20 bytes, BLK-6).
+    pub fn new(backend: B, read_only: bool, name: &str) -> Self {
         let mut id = [0u8; ID_BYTES];
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        for (dst, src) in id.iter_mut().zip(format!("pvkit:{name}").bytes()) {
+        let last = name.rsplit('/').next().unwrap_or(name);
+        for (dst, src) in id.iter_mut().zip(format!("pvkit:{last}").bytes()) {
             *dst = src;
         }
-        Ok(Self { file, sectors: size / SECTOR_SIZE, read_only, id, stats: BlkStats::default(), scratch: Vec::new() })
+        Self {
+            sectors: backend.size() / SECTOR_SIZE,
+            backend,
+            name: name.to_owned(),
+            read_only,
+            id,
+            stats: BlkStats::default(),
+            first_failure: None,
+            scratch: Vec::new(),
+        }
     }
 
     /// The capacity in sectors.
@@ -120,6 +121,16 @@ impl Blk {
     /// The counters.
     pub fn stats(&self) -> &BlkStats {
         &self.stats
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// The first request the medium failed, if one did.
+    pub fn first_failure(&self) -> Option<&MediumError> {
+        self.first_failure.as_ref()
     }
 
     /// What requests are checked against: the capacity, and whether the
@@ -167,46 +178,74 @@ impl Blk {
         u32::try_from(written.saturating_add(1)).unwrap_or(0)
     }
 
-    /// Carries out a checked request against the image: its status, and the
-    /// bytes it wrote into guest memory.
+    /// Carries out a checked request: its status, and the bytes it wrote
+    /// into guest memory. A failure of the medium is counted (and the first
+    /// one logged, once) before it becomes `IOERR` (BLK-12).
     fn execute(&mut self, op: &Op, mem: &dyn GuestMemory) -> (RequestStatus, usize) {
-        let done = match op {
-            Op::Read { offset, len, data } => {
-                let buf = scratch(&mut self.scratch, *len);
-                match self.file.read_exact_at(buf, *offset) {
-                    Ok(()) => scatter(mem, data, 0, buf).map_err(drop),
-                    Err(_) => Err(()),
-                }
-            }
-            Op::Write { offset, len, data } => {
-                let buf = scratch(&mut self.scratch, *len);
-                match gather(mem, data, 0, buf) {
-                    Ok(_) => self.file.write_all_at(buf, *offset).map(|()| 0).map_err(drop),
-                    Err(_) => Err(()),
-                }
-            }
-            Op::Flush => self.file.sync_data().map(|()| 0).map_err(drop),
-            Op::GetId { data } => scatter(mem, data, 0, &self.id).map_err(drop),
-            Op::Discard { offset, len } => self.zero(*offset, *len).map(|()| 0),
-        };
-        match done {
+        match self.carry_out(op, mem) {
             Ok(written) => (RequestStatus::Ok, written),
-            Err(()) => (RequestStatus::IoErr, 0),
+            Err(Failure::Medium(error)) => {
+                self.stats.io_errors.fetch_add(1, Ordering::Relaxed);
+                if self.first_failure.is_none() {
+                    log::warn!(
+                        "disk {}: {error}; the guest got IOERR (later failures are counted, not logged)",
+                        self.name
+                    );
+                    self.first_failure = Some(error);
+                }
+                (RequestStatus::IoErr, 0)
+            }
+            Err(Failure::Memory) => (RequestStatus::IoErr, 0),
         }
     }
 
-    /// Zeroes `len` bytes of the image at `offset` (a checked discard).
-    fn zero(&mut self, offset: u64, len: u64) -> Result<(), ()> {
+    fn carry_out(&mut self, op: &Op, mem: &dyn GuestMemory) -> Result<usize, Failure> {
+        let medium = |op, offset, len: u64| move |error| Failure::Medium(MediumError { op, offset, len, error });
+        match op {
+            Op::Read { offset, len, data } => {
+                let buf = scratch(&mut self.scratch, *len);
+                read_exact(&mut self.backend, buf, *offset).map_err(medium(MediumOp::Read, *offset, *len as u64))?;
+                scatter(mem, data, 0, buf).map_err(|_| Failure::Memory)
+            }
+            Op::Write { offset, len, data } => {
+                let buf = scratch(&mut self.scratch, *len);
+                gather(mem, data, 0, buf).map_err(|_| Failure::Memory)?;
+                write_all(&mut self.backend, buf, *offset).map_err(medium(MediumOp::Write, *offset, *len as u64))?;
+                Ok(0)
+            }
+            Op::Flush => {
+                self.backend.flush().map_err(medium(MediumOp::Flush, 0, 0))?;
+                Ok(0)
+            }
+            Op::GetId { data } => scatter(mem, data, 0, &self.id).map_err(|_| Failure::Memory),
+            Op::Discard { offset, len } => {
+                self.zero(*offset, *len).map_err(medium(MediumOp::Discard, *offset, *len))?;
+                Ok(0)
+            }
+        }
+    }
+
+    /// Zeroes `len` bytes of the disk at `offset` (a checked discard).
+    fn zero(&mut self, offset: u64, len: u64) -> std::io::Result<()> {
         let zeros = [0u8; 64 * 1024];
         let end = offset.saturating_add(len);
         let mut at = offset;
         while at < end {
             let n = usize::try_from(end.saturating_sub(at)).unwrap_or(usize::MAX).min(zeros.len());
-            self.file.write_all_at(zeros.get(..n).unwrap_or_default(), at).map_err(drop)?;
+            write_all(&mut self.backend, zeros.get(..n).unwrap_or_default(), at)?;
             at = at.saturating_add(n as u64);
         }
         Ok(())
     }
+}
+
+/// Why a checked request failed.
+enum Failure {
+    /// The medium failed it (BLK-12).
+    Medium(MediumError),
+    /// Guest memory the queue checked could not be reached: the VMM's
+    /// memory failed, not the disk.
+    Memory,
 }
 
 /// The first `len` bytes of the reused transfer buffer, grown as needed
@@ -218,7 +257,7 @@ fn scratch(buf: &mut Vec<u8>, len: usize) -> &mut [u8] {
     buf.get_mut(..len).unwrap_or_default()
 }
 
-impl VirtioDevice for Blk {
+impl<B: DiskBackend> VirtioDevice for Blk<B> {
     fn device_id(&self) -> DeviceId {
         DeviceId::Block
     }
@@ -252,4 +291,14 @@ impl VirtioDevice for Blk {
     fn process(&mut self, _index: u16, queue: &mut Queue, mem: &dyn GuestMemory) -> Result<bool, QueueError> {
         drain(queue, mem, |chain| self.serve(chain, mem))
     }
+
+    fn failures(&self) -> Option<String> {
+        let failed = self.stats.io_errors.load(Ordering::Relaxed);
+        let first = self.first_failure.as_ref()?;
+        let requests = self.stats.requests.load(Ordering::Relaxed);
+        Some(format!("disk {}: {failed} of {requests} requests failed on the medium (first: {first})", self.name))
+    }
 }
+
+#[cfg(test)]
+mod tests;

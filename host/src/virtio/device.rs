@@ -35,6 +35,13 @@ pub trait VirtioDevice: Send {
 
     /// Called when the driver resets the device.
     fn reset(&mut self) {}
+
+    /// One line on the failures of the host's own resources the device
+    /// counted (a disk's I/O errors, clause BLK-12), for a VMM to print when
+    /// the machine stops; `None`, the default, when there were none.
+    fn failures(&self) -> Option<String> {
+        None
+    }
 }
 
 impl<D: VirtioDevice + ?Sized> VirtioDevice for Box<D> {
@@ -58,6 +65,9 @@ impl<D: VirtioDevice + ?Sized> VirtioDevice for Box<D> {
     }
     fn reset(&mut self) {
         (**self).reset();
+    }
+    fn failures(&self) -> Option<String> {
+        (**self).failures()
     }
 }
 

@@ -1,5 +1,5 @@
 //! A block request, parsed from a chain before anything is done with it
-//! (clauses BLK-2 and BLK-4 to BLK-10).
+//! (clauses BLK-2, BLK-4 to BLK-11).
 //!
 //! [`Request::parse`] reads the header (and a `DISCARD`'s segment) out of
 //! guest memory once, checks every field against the [`Disk`] and the
@@ -76,7 +76,8 @@ pub enum Op {
     Read {
         /// Where on the disk, in bytes (a multiple of 512).
         offset: u64,
-        /// How many bytes (a multiple of 512, at most [`MAX_REQUEST_BYTES`]).
+        /// How many bytes (a positive multiple of 512, at most
+        /// [`MAX_REQUEST_BYTES`]).
         len: usize,
         /// The device-writable buffers before the status byte; `len` bytes in all.
         data: Vec<GuestRange>,
@@ -85,7 +86,8 @@ pub enum Op {
     Write {
         /// Where on the disk, in bytes (a multiple of 512).
         offset: u64,
-        /// How many bytes (a multiple of 512, at most [`MAX_REQUEST_BYTES`]).
+        /// How many bytes (a positive multiple of 512, at most
+        /// [`MAX_REQUEST_BYTES`]).
         len: usize,
         /// The device-readable buffers after the header; `len` bytes in all.
         data: Vec<GuestRange>,
@@ -159,6 +161,12 @@ pub enum Refusal {
         /// The request's type.
         request_type: RequestType,
     },
+    /// An `IN` or `OUT` with no data at all: nothing to read or write, so
+    /// nothing the device could report as done (`IOERR`, BLK-11).
+    NoData {
+        /// The request's type.
+        request_type: RequestType,
+    },
     /// A transfer that is not whole sectors (`IOERR`, BLK-2).
     NotWholeSectors {
         /// Its length in bytes.
@@ -212,6 +220,7 @@ impl Refusal {
             }
             Self::ReadOnly
             | Self::DataDirection { .. }
+            | Self::NoData { .. }
             | Self::NotWholeSectors { .. }
             | Self::TooLarge { .. }
             | Self::BeyondCapacity { .. }
@@ -240,6 +249,7 @@ impl fmt::Display for Refusal {
             Self::Unsupported { request_type } => write!(f, "request type {request_type} is not supported"),
             Self::ReadOnly => f.write_str("the disk is read-only"),
             Self::DataDirection { request_type } => write!(f, "data goes the wrong way for {request_type}"),
+            Self::NoData { request_type } => write!(f, "{request_type} without data"),
             Self::NotWholeSectors { len } => write!(f, "{len} bytes is not a whole number of sectors"),
             Self::TooLarge { len } => write!(f, "{len} bytes is more than the {MAX_REQUEST_BYTES}-byte limit"),
             Self::BeyondCapacity { sector, count } => {
@@ -349,13 +359,13 @@ fn parse_op(header: &RequestHeader, data: Data, mem: &dyn GuestMemory, disk: Dis
     match header.request_type() {
         Some(RequestType::In) => {
             data.check(RequestType::In, Flow::FromDevice)?;
-            let (offset, len) = transfer(sector, total_len(&data.from_device), disk)?;
+            let (offset, len) = transfer(RequestType::In, sector, total_len(&data.from_device), disk)?;
             Ok(Op::Read { offset, len, data: data.from_device })
         }
         Some(RequestType::Out) => {
             changes_medium(disk)?;
             data.check(RequestType::Out, Flow::ToDevice)?;
-            let (offset, len) = transfer(sector, total_len(&data.to_device), disk)?;
+            let (offset, len) = transfer(RequestType::Out, sector, total_len(&data.to_device), disk)?;
             Ok(Op::Write { offset, len, data: data.to_device })
         }
         Some(RequestType::Flush) => {
@@ -379,9 +389,12 @@ fn parse_op(header: &RequestHeader, data: Data, mem: &dyn GuestMemory, disk: Dis
     }
 }
 
-/// Checks an `IN` or `OUT` of `len` bytes at `sector` (BLK-2): its byte
-/// offset on the disk, and its length.
-fn transfer(sector: u64, len: u64, disk: Disk) -> Result<(u64, usize), Refusal> {
+/// Checks an `IN` or `OUT` of `len` bytes at `sector` (BLK-2, BLK-11): its
+/// byte offset on the disk, and its length.
+fn transfer(request_type: RequestType, sector: u64, len: u64, disk: Disk) -> Result<(u64, usize), Refusal> {
+    if len == 0 {
+        return Err(Refusal::NoData { request_type });
+    }
     if !len.is_multiple_of(SECTOR_SIZE) {
         return Err(Refusal::NotWholeSectors { len });
     }

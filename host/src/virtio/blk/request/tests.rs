@@ -143,13 +143,43 @@ fn blk2_transfers_must_be_whole_sectors_inside_the_disk() {
         assert_eq!(refused(kind, 63, 1024), Refusal::BeyondCapacity { sector: 63, count: 2 });
         assert_eq!(refused(kind, 64, 512), Refusal::BeyondCapacity { sector: 64, count: 1 });
         assert_eq!(refused(kind, u64::MAX, 512), Refusal::BeyondCapacity { sector: u64::MAX, count: 1 }, "overflow");
-        assert_eq!(refused(kind, 65, 0), Refusal::BeyondCapacity { sector: 65, count: 0 }, "no data, past the end");
     }
     assert_eq!(f.refused(&f.chain(IN, 0, &[], &[(DATA, 512)]), Disk { sectors: 0, read_only: false }), {
         Refusal::BeyondCapacity { sector: 0, count: 1 }
     });
     let status = Refusal::NotWholeSectors { len: 100 }.status();
     assert_eq!(status, RequestStatus::IoErr);
+}
+
+#[test]
+fn blk11_a_transfer_without_data_is_an_error_never_ok() {
+    let f = Fixture::new();
+    for (kind, request_type) in [(IN, RequestType::In), (OUT, RequestType::Out)] {
+        for sector in [0, 63, 64, 65, u64::MAX] {
+            let reason = f.refused(&f.chain(kind, sector, &[], &[]), DISK);
+            assert_eq!(reason, Refusal::NoData { request_type }, "sector {sector}");
+            assert_eq!(reason.status(), RequestStatus::IoErr);
+        }
+    }
+    // A write whose only data buffer is device-writable has nothing to write.
+    let reason = f.refused(&f.chain(OUT, 0, &[], &[(DATA, 512)]), DISK);
+    assert_eq!(
+        (reason, reason.status()),
+        (Refusal::DataDirection { request_type: RequestType::Out }, RequestStatus::IoErr)
+    );
+    // The same, with the data and the status byte in one device-writable
+    // buffer of 513 bytes.
+    f.mem.write_bytes(HEADER, RequestHeader::new(RequestType::Out, 0).as_bytes());
+    let chain = Chain::new(0, vec![f.range(HEADER, 16)], vec![f.range(DATA, 513)]).unwrap();
+    let err = f.parse(&chain, DISK).unwrap_err();
+    assert_eq!(
+        err,
+        ParseError::Refused {
+            status: f.range(DATA + 512, 1),
+            reason: Refusal::DataDirection { request_type: RequestType::Out }
+        }
+    );
+    assert_eq!(f.refused(&f.chain(OUT, 0, &[], &[]), READ_ONLY), Refusal::ReadOnly, "read-only first");
 }
 
 #[test]
