@@ -1,0 +1,62 @@
+//! The network device's transmit-chain parser alone, on arbitrary chains
+//! over arbitrary guest memory: it never panics, what it accepts is a frame
+//! the device sends (device-readable only, an Ethernet header to the largest
+//! frame after a header that asks for no offload, clause NET-1), and what it
+//! refuses is refused for a reason the chain shows.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use pvkit_fuzz::RAM;
+use pvkit_host::GuestMemory;
+use pvkit_host::memory::GuestRange;
+use pvkit_host::test_utils::VecMemory;
+use pvkit_host::virtio::chain::{Chain, gather, total_len};
+use pvkit_host::virtio::net::{TxError, TxFrame};
+use pvkit_spec::virtio::net::{HEADER_LEN, MAX_FRAME_LEN, MIN_FRAME_LEN};
+
+/// Guest RAM the chains may name: far more than the bytes behind it, so
+/// buffers can be longer than the largest frame and headers unreadable.
+const CLAIM: u64 = 1 << 34;
+/// One buffer: address (4 bytes), length (4), flags (1: bit 0 writable).
+const BUFFER: usize = 9;
+
+fuzz_target!(|data: &[u8]| {
+    let [count, rest @ ..] = data else { return };
+    let Some((buffers, image)) = rest.split_at_checked(usize::from(count % 8) * BUFFER) else { return };
+    let mem = VecMemory::with_claim(RAM, CLAIM);
+    let _ = mem.write(0, image.get(..image.len().min(RAM)).unwrap_or_default());
+    let (mut readable, mut writable) = (Vec::new(), Vec::new());
+    for b in buffers.chunks_exact(BUFFER) {
+        let addr = u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        let len = u64::from(u32::from_le_bytes([b[4], b[5], b[6], b[7]]));
+        let Ok(range) = GuestRange::new(&mem, addr, len) else { continue };
+        if b[8] & 1 == 0 { readable.push(range) } else { writable.push(range) }
+    }
+    let Ok(chain) = Chain::new(0, readable, writable) else { return };
+    let (readable, writable) = (chain.readable_len(), chain.writable_len());
+    let (header, smallest, largest) = (HEADER_LEN as u64, MIN_FRAME_LEN as u64, MAX_FRAME_LEN as u64);
+    match TxFrame::parse(&chain, &mem) {
+        Ok(frame) => {
+            assert_eq!(writable, 0);
+            assert!((header + smallest..=header + largest).contains(&readable));
+            assert_eq!(frame.len() as u64, readable - header);
+            assert_eq!(total_len(frame.ranges()), frame.len() as u64);
+            let mut bytes = [0u8; HEADER_LEN];
+            assert_eq!(gather(&mem, chain.readable(), 0, &mut bytes), Ok(HEADER_LEN));
+            assert_eq!(bytes[..2], [0, 0], "no flags, gso_type NONE");
+            // The frame is the chain's bytes after the header, when memory
+            // holds them.
+            let mut buf = [0u8; MAX_FRAME_LEN];
+            let mut all = vec![0u8; readable as usize];
+            if let (Ok(got), Ok(n)) = (frame.read(&mem, &mut buf), gather(&mem, chain.readable(), 0, &mut all)) {
+                assert_eq!(n as u64, readable);
+                assert_eq!(got, &all[HEADER_LEN..]);
+            }
+        }
+        Err(TxError::WritableBuffer) => assert!(writable > 0),
+        Err(TxError::TooShort { readable: n }) => assert!(writable == 0 && n == readable && n < header + smallest),
+        Err(TxError::TooLong { readable: n }) => assert!(writable == 0 && n == readable && n > header + largest),
+        Err(TxError::Offload { flags, gso_type }) => assert!(writable == 0 && (flags != 0 || gso_type != 0)),
+        Err(TxError::UnreadableHeader(_)) => assert!(writable == 0 && readable >= header + smallest),
+    }
+});
