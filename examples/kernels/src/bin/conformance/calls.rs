@@ -17,8 +17,8 @@ type Host = Pvkit<PortGate, IdentityMap>;
 /// The clauses these checks cover, which SKIP where there is no pvkit host.
 pub(crate) const PVKIT_CLAUSES: &[&str] = &[
     "DISC-1", "DISC-2", "DISC-3", "DISC-4", "DISC-7", "HC-1", "HC-2", "HC-3", "HC-4", "HC-6", "HC-7", "HC-8", "HC-10",
-    "HC-20", "HC-21", "HC-22", "HC-23", "HC-24", "HC-30", "HC-32", "VER-4", "VER-8", "BOOT-2", "BOOT-3", "BOOT-4",
-    "BOOT-5", "BOOT-6", "BOOT-8", "IRQ-1", "IRQ-2", "IRQ-3", "DEV-1", "DEV-2", "DEV-3",
+    "HC-20", "HC-21", "HC-22", "HC-23", "HC-24", "HC-30", "HC-32", "HC-40", "VER-4", "VER-8", "BOOT-2", "BOOT-3",
+    "BOOT-4", "BOOT-5", "BOOT-6", "BOOT-8", "IRQ-1", "IRQ-2", "IRQ-3", "DEV-1", "DEV-2", "DEV-3",
 ];
 
 fn cpuid(leaf: u32) -> CpuidRegs {
@@ -155,6 +155,31 @@ pub(crate) fn hypercalls(p: &Host, boot: &Boot) {
         format_args!("CONSOLE_READ of 4097 gave {}", big.status),
     );
     versioning(p, port);
+    host_requests(p, port);
+}
+
+/// `HOST_REQUEST` with nothing posted: the guest cannot make the host post a
+/// request, so what it observes is the empty answer, or the refusal of a
+/// host without the feature.
+fn host_requests(p: &Host, port: u16) {
+    let calls = [
+        raw::call(port, Hypercall::HostRequest.raw(), [0xaa, 0xbb, 0, 0]),
+        raw::call(port, Hypercall::HostRequest.raw(), [0xcc, 0xdd, 0, 0]),
+    ];
+    if p.features().contains(Features::HOST_REQUESTS) {
+        let none = calls.iter().all(|r| r.status == 0 && r.results == [pvkit_spec::host_request::REQUEST_NONE, 0]);
+        check(
+            "HC-40",
+            none,
+            format_args!(
+                "with no request posted, two HOST_REQUEST calls gave {:?}",
+                calls.map(|r| (r.status, r.results))
+            ),
+        );
+    } else {
+        let refused = calls.iter().all(|r| r.status == err(HypercallError::Unsupported));
+        check("HC-40", refused, format_args!("without HOST_REQUESTS, HOST_REQUEST gave {} (VER-5)", calls[0].status));
+    }
 }
 
 fn query_matches_cpuid(p: &Host) -> bool {
@@ -308,6 +333,25 @@ pub(crate) fn irq_and_devices(p: &Host, boot: &Boot) {
         src == inval && cpu == err(HypercallError::NotFound),
         format_args!("source 7 gave {src}, vCPU 99 gave {cpu}"),
     );
+    let request = pvkit_spec::irq::SOURCE_HOST_REQUEST;
+    if p.features().contains(Features::HOST_REQUESTS) {
+        let (routed, masked, nowhere) =
+            (irq([request, 0x41, 0, 0]), irq([request, 0, 0, 0]), irq([request, 0x41, 99, 0]));
+        check(
+            "IRQ-2",
+            routed == 0 && masked == 0 && nowhere == err(HypercallError::NotFound),
+            format_args!(
+                "the host-request source: to vector 0x41 of vCPU 0 gave {routed}, masking gave {masked}, vCPU 99 gave {nowhere}"
+            ),
+        );
+    } else {
+        let got = irq([request, 0x41, 0, 0]);
+        check(
+            "IRQ-3",
+            got == err(HypercallError::Unsupported),
+            format_args!("the host-request source without HOST_REQUESTS gave {got}"),
+        );
+    }
     if !p.features().contains(Features::DEVICES) {
         for id in ["IRQ-3", "DEV-1", "DEV-2", "DEV-3"] {
             skip(id, format_args!("the host does not offer DEVICES"));
