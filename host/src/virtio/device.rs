@@ -36,6 +36,12 @@ pub trait VirtioDevice: Send {
     /// Called when the driver resets the device.
     fn reset(&mut self) {}
 
+    /// Reports the device's own counters (requests, bytes, errors, ...),
+    /// each by name, for a VMM's metrics; the default has none.
+    fn metrics(&self, report: &mut dyn FnMut(&'static str, u64)) {
+        let _ = report;
+    }
+
     /// One line on the failures of the host's own resources the device
     /// counted (a disk's I/O errors, clause BLK-12), for a VMM to print when
     /// the machine stops; `None`, the default, when there were none.
@@ -65,6 +71,9 @@ impl<D: VirtioDevice + ?Sized> VirtioDevice for Box<D> {
     }
     fn reset(&mut self) {
         (**self).reset();
+    }
+    fn metrics(&self, report: &mut dyn FnMut(&'static str, u64)) {
+        (**self).metrics(report);
     }
     fn failures(&self) -> Option<String> {
         (**self).failures()

@@ -318,6 +318,13 @@ impl<D: VirtioDevice> MmioTransport<D> {
         }
     }
 
+    /// Whether the device has set `DEVICE_NEEDS_RESET` (a queue broke, clause
+    /// VQ-3) and the driver has not reset it since: for a VMM's lifecycle
+    /// events.
+    pub fn needs_reset(&self) -> bool {
+        self.status & DeviceStatus::DEVICE_NEEDS_RESET.bits() != 0
+    }
+
     /// The live queues' indices, for a VMM that polls every queue.
     pub fn queue_count(&self) -> u16 {
         u16::try_from(self.queues.len()).unwrap_or(u16::MAX)
