@@ -4,6 +4,7 @@
 
 pub mod elf;
 pub mod loopback;
+pub mod machine;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};

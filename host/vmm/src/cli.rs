@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{self, BootConfig, ConfigError, DevicesConfig, DiskConfig, MachineConfig, VmConfig};
+use crate::config::{self, ApiConfig, BootConfig, ConfigError, DevicesConfig, DiskConfig, MachineConfig, VmConfig};
 use crate::layout::{self, MemSize};
 
 /// pvkit: the reference hypervisor of the pvkit paravirtualization interface.
@@ -36,12 +36,17 @@ pub(crate) enum Command {
     /// template names), prints one row per clause it checked, and exits with
     /// 1 when a clause fails or the guest never finishes.
     Conformance(crate::conformance::ConformanceArgs),
+    /// Talk to a running machine through its management API (`run --api-sock`).
+    ///
+    /// Prints the answer (JSON, or Prometheus text for `metrics --prometheus`);
+    /// exits with 1 when the API refuses the request, after printing why.
+    Ctl(crate::ctl::CtlArgs),
 }
 
 /// The options that describe the machine; a VM description file gives the
 /// same (`--config`), and `--print-config` writes the file they mean.
-const MACHINE_OPTIONS: [&str; 8] =
-    ["kernel", "mem", "allow_overcommit", "cpus", "cmdline", "disks", "rng", "virtio_console"];
+const MACHINE_OPTIONS: [&str; 9] =
+    ["kernel", "mem", "allow_overcommit", "cpus", "cmdline", "disks", "rng", "virtio_console", "api_sock"];
 
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
@@ -90,6 +95,11 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     pub(crate) virtio_console: bool,
 
+    /// Serve the management API (HTTP/1.1 and JSON, docs/api.yaml) on this
+    /// Unix socket, created with mode 0600; `pvkit ctl --sock PATH` talks to it.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) api_sock: Option<PathBuf>,
+
     /// For `pvkit bench`: print "pvkit: boot: first guest exit" on standard
     /// error at the guest's first port I/O (the example kernels' first
     /// instruction writes port 0x80).
@@ -120,7 +130,7 @@ impl RunArgs {
             boot: BootConfig { kernel, kernel_sha256: None, cmdline: self.cmdline.clone().unwrap_or_default() },
             disks: self.disks.clone(),
             devices: DevicesConfig { rng: self.rng, virtio_console: self.virtio_console },
-            api: None,
+            api: self.api_sock.clone().map(|socket| ApiConfig { socket }),
             annotations: Default::default(),
         })
     }

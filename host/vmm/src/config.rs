@@ -3,7 +3,8 @@
 //! version, optional SHA-256 digests of the files it names, and free-form
 //! annotations. The same schema, as JSON, is what the management API reports
 //! as the machine's configuration, so a file can be written back from a
-//! running machine and boot it again.
+//! running machine and boot it again: a file whose name ends in `.json` is
+//! read as JSON.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -226,7 +227,9 @@ impl VmConfig {
         if text.len() as u64 > MAX_FILE_BYTES {
             return Err(fail(format!("larger than {MAX_FILE_BYTES} bytes")));
         }
-        let mut config = Self::parse(&text).map_err(|e| ConfigError(format!("{}:{e}", path.display())))?;
+        let json = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
+        let parsed = if json { Self::parse_json(&text) } else { Self::parse(&text) };
+        let mut config = parsed.map_err(|e| ConfigError(format!("{}:{e}", path.display())))?;
         let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         config.resolve_paths(&std::path::absolute(folder).map_err(|e| fail(e.to_string()))?);
         Ok(config)
@@ -242,6 +245,14 @@ impl VmConfig {
             let message = e.message().lines().next().unwrap_or("").trim().to_string();
             if line == 0 { format!(" {message}") } else { format!("{line}: {message}") }
         })?;
+        config.check().map_err(|e| format!(" {e}"))?;
+        Ok(config)
+    }
+
+    /// Parses the same schema written as JSON (what the management API's
+    /// `GET /vm/config` answers), with the same checks.
+    pub(crate) fn parse_json(text: &str) -> Result<Self, String> {
+        let config: Self = serde_json::from_str(text).map_err(|e| format!("{}: {e}", e.line()))?;
         config.check().map_err(|e| format!(" {e}"))?;
         Ok(config)
     }

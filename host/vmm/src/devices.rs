@@ -3,6 +3,7 @@
 //! MMIO-9), their interrupts (irqfds, or MSIs once the guest routes them),
 //! and the thread that serves their queues.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use kvm_bindings::kvm_msi;
@@ -24,6 +25,8 @@ use zerocopy::little_endian::{U32, U64};
 use crate::config::DiskConfig;
 use crate::console::ConsoleWriter;
 use crate::error::{VmmError, kvm};
+use crate::events::{EventBus, Lifecycle};
+use crate::metrics::DeviceMetrics;
 
 /// Where the first device window goes: in the MMIO hole below 4 GiB.
 pub(crate) const MMIO_BASE: u64 = 0xd000_0000;
@@ -42,6 +45,8 @@ pub(crate) struct Device {
     transport: Mutex<MmioTransport<Box<dyn VirtioDevice>>>,
     irq: EventFd,
     queues: Vec<EventFd>,
+    /// Whether a device error was published and the driver has not reset it.
+    broken: AtomicBool,
 }
 
 /// Every device, and what raising their interrupts needs.
@@ -50,6 +55,8 @@ pub(crate) struct DeviceSet {
     routes: Arc<DeviceRoutes>,
     vm: Arc<VmFd>,
     console_wake: Option<EventFd>,
+    /// Where device errors are published.
+    bus: Arc<EventBus>,
 }
 
 impl DeviceSet {
@@ -59,6 +66,7 @@ impl DeviceSet {
         disks: &[DiskConfig],
         rng: bool,
         console: Option<(Arc<crate::console::Console>, ConsoleInput)>,
+        bus: Arc<EventBus>,
     ) -> Result<Self, VmmError> {
         let host = |what| move |source| VmmError::Host { what, source };
         let mut backends: Vec<Box<dyn VirtioDevice>> = Vec::new();
@@ -90,10 +98,11 @@ impl DeviceSet {
                 vm.register_ioevent(&event, &notify, q).map_err(kvm("KVM_IOEVENTFD for a queue"))?;
                 queues.push(event);
             }
-            devices.push(Device { base, gsi, index, transport: Mutex::new(MmioTransport::new(backend)), irq, queues });
+            let transport = Mutex::new(MmioTransport::new(backend));
+            devices.push(Device { base, gsi, index, transport, irq, queues, broken: AtomicBool::new(false) });
         }
         let gsis: Vec<u32> = devices.iter().map(|d| d.gsi).collect();
-        Ok(Self { devices, routes: Arc::new(DeviceRoutes::new(&gsis)), vm: Arc::clone(vm), console_wake })
+        Ok(Self { devices, routes: Arc::new(DeviceRoutes::new(&gsis)), vm: Arc::clone(vm), console_wake, bus })
     }
 
     /// What `DEVICE_ENUM` says of the devices.
@@ -113,6 +122,27 @@ impl DeviceSet {
             })
             .collect();
         Devices { descriptors, routes: Arc::clone(&self.routes) }
+    }
+
+    /// Each device's counters, for the management API.
+    pub(crate) fn metrics(&self) -> Vec<DeviceMetrics> {
+        (0u16..)
+            .zip(&self.devices)
+            .map(|(index, d)| {
+                let transport = d.transport.lock().unwrap_or_else(PoisonError::into_inner);
+                let stats = transport.stats();
+                let mut counters: Vec<(String, u64)> = [
+                    ("bad_register_accesses", &stats.bad_accesses),
+                    ("refused_queues", &stats.refused_queues),
+                    ("ignored_notifications", &stats.ignored_notifications),
+                ]
+                .into_iter()
+                .map(|(name, counter)| (name.to_string(), counter.load(Ordering::Relaxed)))
+                .collect();
+                transport.device().metrics(&mut |name, value| counters.push((name.to_string(), value)));
+                DeviceMetrics { index, kind: transport.device().device_id().name().to_lowercase(), counters }
+            })
+            .collect()
     }
 
     /// The `virtio_mmio.device=` command-line entries (clause DEV-3).
@@ -147,10 +177,11 @@ impl DeviceSet {
     pub(crate) fn write(&self, addr: u64, data: &[u8], guest: &GuestMemoryMmap) -> bool {
         let Some((device, offset)) = self.find(addr) else { return false };
         let mut transport = device.transport.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(queue) = transport.write(offset, data, &VmMemory(guest))
-            && transport.notify(queue, &VmMemory(guest))
-        {
-            drop(transport);
+        let raise =
+            transport.write(offset, data, &VmMemory(guest)).is_some_and(|q| transport.notify(q, &VmMemory(guest)));
+        self.watch(device, &transport);
+        drop(transport);
+        if raise {
             self.raise(device);
         }
         true
@@ -237,9 +268,25 @@ impl DeviceSet {
             }
             (device, queue)
         };
-        let raise = device.transport.lock().unwrap_or_else(PoisonError::into_inner).notify(queue, &VmMemory(guest));
+        let mut transport = device.transport.lock().unwrap_or_else(PoisonError::into_inner);
+        let raise = transport.notify(queue, &VmMemory(guest));
+        self.watch(device, &transport);
+        drop(transport);
         if raise {
             self.raise(device);
+        }
+    }
+
+    /// Publishes a device error the first time a device breaks (until the
+    /// driver resets it).
+    fn watch(&self, device: &Device, transport: &MmioTransport<Box<dyn VirtioDevice>>) {
+        let broken = transport.needs_reset();
+        if broken && !device.broken.swap(true, Ordering::Relaxed) {
+            let kind = transport.device().device_id().name().to_lowercase();
+            let what = "a queue broke (the driver wrote a malformed ring); the device needs a reset".to_string();
+            self.bus.publish(&Lifecycle::DeviceError { device: format!("{kind} {}", device.index), what });
+        } else if !broken {
+            device.broken.store(false, Ordering::Relaxed);
         }
     }
 }

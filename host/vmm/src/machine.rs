@@ -3,13 +3,21 @@
 
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 use kvm_ioctls::VmFd;
 use pvkit_host::hypercall::{Dispatcher, Platform, StartError, StopRequest};
+use pvkit_host::timer::Timers;
+use pvkit_spec::host_request::HostRequest;
 use vm_memory::GuestMemoryMmap;
 
+use crate::config::VmConfig;
 use crate::console::{Console, SerialPort};
+use crate::control::Control;
 use crate::devices::DeviceSet;
+use crate::events::EventBus;
+use crate::metrics::VcpuCounters;
+use crate::time::ApicSink;
 
 /// Where and how a vCPU starts: the PVH entry state with these registers.
 #[derive(Clone, Copy, Debug)]
@@ -26,6 +34,9 @@ pub(crate) enum Event {
     Stop(StopRequest),
     /// The guest pulsed the reset line through the i8042 (clause BOOT-10).
     ResetLine,
+    /// The operator stopped the machine (the API's stop, or a shutdown the
+    /// guest did not complete in time); why.
+    Stopped(String),
     /// A vCPU could not go on.
     Crash {
         /// Which vCPU.
@@ -51,6 +62,18 @@ pub(crate) struct Machine {
     pub(crate) dispatcher: Dispatcher,
     pub(crate) events: Mutex<Sender<Event>>,
     pub(crate) starters: Vec<Mutex<Option<Sender<Start>>>>,
+    /// Paused or running, as the operator says.
+    pub(crate) control: Control,
+    /// Per vCPU: its exits by reason.
+    pub(crate) counters: Vec<VcpuCounters>,
+    /// Lifecycle events for the API's stream.
+    pub(crate) bus: Arc<EventBus>,
+    /// The machine's description, as the API reports it.
+    pub(crate) config: VmConfig,
+    /// When the machine was set up.
+    pub(crate) created: Instant,
+    /// The PV timers, for their counters.
+    pub(crate) timers: Option<Arc<Timers>>,
 }
 
 impl Machine {
@@ -58,6 +81,15 @@ impl Machine {
         // The receiver lives as long as `run`; a send fails only while the
         // process is already exiting.
         let _ = self.events.lock().unwrap_or_else(PoisonError::into_inner).send(event);
+    }
+
+    /// Asks the guest to shut down: a `HOST_REQUEST` the guest reads, and its
+    /// vector when the guest routed the source (spec/hypercalls.md, HC-40).
+    pub(crate) fn request_shutdown(&self) {
+        let sink = ApicSink { vm: Arc::clone(&self.vm) };
+        if let Err(e) = self.dispatcher.host_requests().post(HostRequest::Shutdown, &sink) {
+            log::warn!("the shutdown request's interrupt was not delivered ({e}); the guest may still poll for it");
+        }
     }
 
     /// Hands vCPU `vcpu` its start state; each vCPU starts once.

@@ -7,20 +7,26 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)
 )]
 
+mod api;
 mod bench;
 mod cli;
 mod config;
 mod conformance;
 mod console;
+mod control;
 mod cpuid;
+mod ctl;
 mod devices;
 mod elf;
 mod error;
+mod events;
 mod exit;
 mod layout;
 mod limits;
 mod loader;
 mod machine;
+mod metrics;
+mod operator;
 mod output;
 mod sched;
 mod time;
@@ -48,6 +54,13 @@ fn main() -> ExitCode {
             Ok(status) => ExitCode::from(status),
             Err(e) => {
                 eprintln!("pvkit: error: {e}");
+                ExitCode::from(exit::SETUP_FAILED)
+            }
+        },
+        Command::Ctl(args) => match ctl::run(&args) {
+            Ok(status) => ExitCode::from(status),
+            Err(e) => {
+                eprintln!("pvkit ctl: error: {e}");
                 ExitCode::from(exit::SETUP_FAILED)
             }
         },

@@ -13,6 +13,7 @@ use pvkit_spec::hypercall::HypercallArgs;
 use crate::console::{SERIAL_PORT, SERIAL_PORTS};
 use crate::error::VmmError;
 use crate::machine::{Event, Machine, Start};
+use crate::metrics::ExitReason;
 
 /// The i8042 keyboard controller's command port, and the command that
 /// pulses the CPU reset line: how a guest that knows nothing of pvkit ends
@@ -31,7 +32,9 @@ pub(crate) fn spawn(index: u32, fd: VcpuFd, machine: Arc<Machine>, start: Receiv
         .spawn(move || {
             let Ok(start) = start.recv() else { return };
             let mut vcpu = Vcpu { index, fd, machine };
+            vcpu.machine.control.vcpu_started(index);
             let event = vcpu.boot(start).and_then(|()| vcpu.run());
+            vcpu.machine.control.vcpu_ended(index);
             match event {
                 Ok(event) | Err(event) => vcpu.machine.report(event),
             }
@@ -125,9 +128,26 @@ impl Vcpu {
 
     /// Runs until the guest stops the machine or the vCPU cannot go on.
     fn run(&mut self) -> Result<Event, Event> {
+        let machine = Arc::clone(&self.machine);
+        let counters = machine.counters.get(self.index as usize);
         loop {
+            self.machine.control.checkpoint();
             let gate_port = self.machine.dispatcher.config().gate_port;
-            let call = match self.fd.run() {
+            let exit = self.fd.run();
+            let reason = match &exit {
+                Ok(VcpuExit::IoOut(port, _)) if *port == gate_port => ExitReason::Hypercall,
+                Ok(VcpuExit::IoOut(..)) => ExitReason::PortOut,
+                Ok(VcpuExit::IoIn(..)) => ExitReason::PortIn,
+                Ok(VcpuExit::MmioRead(..)) => ExitReason::MmioRead,
+                Ok(VcpuExit::MmioWrite(..)) => ExitReason::MmioWrite,
+                Ok(VcpuExit::Intr) => ExitReason::Interrupted,
+                Err(e) if e.errno() == libc::EINTR => ExitReason::Interrupted,
+                _ => ExitReason::Other,
+            };
+            if let Some(c) = counters {
+                c.count(reason);
+            }
+            let call = match exit {
                 Ok(VcpuExit::IoOut(port, data)) => match gate::classify_out(gate_port, port, data) {
                     _ if self.machine.boot_trace.swap(false, std::sync::atomic::Ordering::Relaxed) => {
                         eprintln!("pvkit: boot: first guest exit (port {port:#x})");

@@ -2,6 +2,7 @@
 
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{Kvm, VmFd};
@@ -15,20 +16,26 @@ use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRe
 use vm_superio::Serial;
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
+use crate::api::ApiSocket;
 use crate::cli::TestHooks;
 use crate::config::VmConfig;
 use crate::console::{Console, ConsoleWriter, IrqTrigger, SERIAL_GSI};
+use crate::control::Control;
 use crate::devices::DeviceSet;
 use crate::error::{VmmError, kvm};
+use crate::events::{EventBus, Lifecycle};
 use crate::exit::GUEST_CRASHED;
 use crate::layout::{KVM_TSS_ADDR, MemSize, START_INFO_EBX};
 use crate::machine::{Event, Machine, Start};
+use crate::metrics::VcpuCounters;
 use crate::sched::realtime_priority;
 use crate::time::{self, ApicSink, HostTime};
-use crate::{cpuid, limits, loader, vcpu};
+use crate::{cpuid, limits, loader, operator, vcpu};
 
 /// How often the PV clock is steered towards the host's.
 const RECALIBRATE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long the machine's end waits for the API's answers in flight.
+const API_DRAIN: std::time::Duration = std::time::Duration::from_millis(500);
 /// KVM's local APIC timer runs on a 1 GHz bus.
 const LAPIC_KHZ: u32 = 1_000_000;
 
@@ -67,6 +74,12 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks) -> Result<u8, VmmError> {
     limits::check_guest_ram(mem, config.machine.allow_overcommit)?;
     config.check_digests().map_err(|e| VmmError::Config(e.to_string()))?;
     let kernel = loader::KernelImage::open(&config.boot.kernel, mem)?;
+    // Bound first, so a client may connect while the machine is built; the
+    // socket goes again however `run` ends.
+    let api = config.api.as_ref().map(|api| ApiSocket::bind(&api.socket)).transpose().map_err(VmmError::Config)?;
+    let _remove_socket = api.as_ref().map(|a| RemoveOnDrop(a.path().to_owned()));
+    Control::install_kick_handler()
+        .map_err(|source| VmmError::Host { what: "installing the vCPU kick signal", source })?;
     let kvm_fd = Kvm::new().map_err(kvm("opening /dev/kvm"))?;
     let vm = kvm_fd.create_vm().map_err(kvm("KVM_CREATE_VM"))?;
     let guest = create_memory(&vm, mem)?;
@@ -76,9 +89,10 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks) -> Result<u8, VmmError> {
     vm.create_irq_chip().map_err(kvm("KVM_CREATE_IRQCHIP"))?;
     let vm = Arc::new(vm);
 
+    let bus = Arc::new(EventBus::default());
     let console = Arc::new(Console::default());
     let virtio_console = config.devices.virtio_console.then(|| (Arc::clone(&console), Arc::clone(&console.input)));
-    let devices = Arc::new(DeviceSet::new(&vm, &config.disks, config.devices.rng, virtio_console)?);
+    let devices = Arc::new(DeviceSet::new(&vm, &config.disks, config.devices.rng, virtio_console, Arc::clone(&bus))?);
     *console.wake.lock().unwrap_or_else(PoisonError::into_inner) = devices.console_wake();
     let cmdline = match devices.cmdline() {
         entries if entries.is_empty() => config.boot.cmdline.clone(),
@@ -107,7 +121,8 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks) -> Result<u8, VmmError> {
         | Features::CLOCK_TSC_STABLE
         | Features::WALLCLOCK
         | Features::TIMER
-        | Features::DEVICES;
+        | Features::DEVICES
+        | Features::HOST_REQUESTS;
     let dispatcher = Dispatcher::new(HostConfig::new(cpus, wanted), services);
     let base_cpuid = cpuid::base(&kvm_fd, dispatcher.config(), tsc_khz, LAPIC_KHZ)?;
     for (index, fd) in (0u32..).zip(&fds) {
@@ -133,6 +148,12 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks) -> Result<u8, VmmError> {
         dispatcher,
         events: Mutex::new(events_tx),
         starters,
+        control: Control::new(cpus),
+        counters: (0..cpus).map(|_| VcpuCounters::default()).collect(),
+        bus,
+        config: config.clone(),
+        created: Instant::now(),
+        timers: time.as_ref().map(|t| Arc::clone(&t.timers)),
     });
     machine.console.start_input();
     devices.serve(machine.guest.clone())?;
@@ -147,7 +168,28 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks) -> Result<u8, VmmError> {
     machine
         .start(0, boot)
         .map_err(|e| VmmError::Host { what: "starting vCPU 0", source: std::io::Error::other(e.0) })?;
-    Ok(wait(&events_rx))
+    machine.bus.publish(&Lifecycle::Started);
+    let clients = api
+        .map(|api| api.serve(operator::target(&machine)))
+        .transpose()
+        .map_err(|source| VmmError::Host { what: "starting the API thread", source })?;
+    let (status, reason) = wait(&events_rx, &machine.bus);
+    machine.bus.publish(&Lifecycle::Stopped { reason, status });
+    machine.bus.close();
+    // Answers in flight (the `stop` that ended the machine) go out first.
+    if let Some(clients) = clients {
+        clients.drain(API_DRAIN);
+    }
+    Ok(status)
+}
+
+/// Removes a path when dropped: the API socket, however `run` ends.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// The clock and timer services, and what the timer thread needs.
@@ -219,32 +261,39 @@ fn start_time_threads(machine: &Arc<Machine>, time: Time) -> Result<(), VmmError
     Ok(())
 }
 
-/// Waits for the machine to end and says how it ended.
-fn wait(events: &Receiver<Event>) -> u8 {
+/// Waits for the machine to end and says how it ended: the exit status,
+/// and the reason for the event stream.
+fn wait(events: &Receiver<Event>, bus: &EventBus) -> (u8, String) {
     let Ok(event) = events.recv() else {
         eprintln!("pvkit: every vCPU thread ended without a stop");
-        return GUEST_CRASHED;
+        return (GUEST_CRASHED, "every vCPU thread ended".into());
     };
     match event {
-        Event::Stop(StopRequest::Shutdown { code }) => code,
+        Event::Stop(StopRequest::Shutdown { code }) => (code, "the guest shut down".into()),
         Event::Stop(StopRequest::Reboot) => {
             eprintln!("pvkit: the guest asked for a reboot; pvkit stops the machine instead");
-            0
+            (0, "the guest asked for a reboot".into())
         }
         Event::Stop(StopRequest::Panic { code, message }) => {
-            match message {
-                Ok(text) => eprintln!("pvkit: guest panicked (exit code {code}): {}", String::from_utf8_lossy(&text)),
-                Err(e) => eprintln!("pvkit: guest panicked (exit code {code}); its message was unreadable: {e}"),
-            }
-            code
+            let text = match message {
+                Ok(text) => String::from_utf8_lossy(&text).into_owned(),
+                Err(e) => format!("(its message was unreadable: {e})"),
+            };
+            eprintln!("pvkit: guest panicked (exit code {code}): {text}");
+            bus.publish(&Lifecycle::GuestPanic { code, message: text.clone() });
+            (code, format!("the guest panicked: {text}"))
+        }
+        Event::Stopped(why) => {
+            eprintln!("pvkit: {why}");
+            (0, why)
         }
         Event::ResetLine => {
             eprintln!("pvkit: the guest pulsed the reset line (i8042 command 0xfe at port 0x64); the machine stops");
-            0
+            (0, "the guest pulsed the reset line".into())
         }
         Event::Crash { vcpu, what, registers } => {
             eprintln!("pvkit: vCPU {vcpu} crashed: {what}\n{registers}");
-            GUEST_CRASHED
+            (GUEST_CRASHED, format!("vCPU {vcpu} crashed: {what}"))
         }
     }
 }

@@ -44,6 +44,17 @@ fn a_full_file_parses_and_round_trips_through_toml_and_json() {
 }
 
 #[test]
+fn the_json_form_reads_the_same_and_refuses_the_same() {
+    let config = VmConfig::parse(FULL).unwrap();
+    let json = serde_json::to_string_pretty(&config).unwrap();
+    assert_eq!(VmConfig::parse_json(&json).unwrap(), config);
+    let err = VmConfig::parse_json("{\n\"pvkit\": 1,\n\"boot\": {\"kernel\": \"k\", \"speed\": 1}\n}").unwrap_err();
+    assert!(err.starts_with("3: unknown field `speed`"), "{err}");
+    let err = VmConfig::parse_json("{\"pvkit\": 2, \"boot\": {\"kernel\": \"k\"}}").unwrap_err();
+    assert!(err.contains("format version pvkit = 2"), "{err}");
+}
+
+#[test]
 fn a_minimal_file_takes_the_defaults() {
     let config = VmConfig::parse("pvkit = 1\n[boot]\nkernel = \"k\"\n").unwrap();
     assert_eq!((config.machine.vcpus, config.machine.memory), (1, MemSize::DEFAULT));
