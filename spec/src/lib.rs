@@ -57,4 +57,4 @@ pub use hypercall::Hypercall;
 pub use status::{HypercallError, UnknownValue};
 
 /// The ABI version this crate describes (see `versioning.md`).
-pub const ABI_VERSION: AbiVersion = AbiVersion::new(1, 0);
+pub const ABI_VERSION: AbiVersion = AbiVersion::new(1, 1);

@@ -12,7 +12,7 @@ fn hello_boots_and_reports_the_host() {
     assert_eq!(run.code(), 0, "{run:#?}");
     for line in [
         "hello from a pvkit guest",
-        "pvkit hypervisor: signature \"pvkitpvkitpv\" at CPUID 0x40000100, ABI 1.0, gate port 0xa10",
+        "pvkit hypervisor: signature \"pvkitpvkitpv\" at CPUID 0x40000100, ABI 1.1, gate port 0xa10",
         "vCPU 0 of 1",
         "INFO  hello: logging through the pvkit console",
     ] {
@@ -21,7 +21,7 @@ fn hello_boots_and_reports_the_host() {
     // CLOCK_TSC_STABLE depends on the host's TSC; the rest does not.
     let features = run.stdout.lines().find_map(|l| l.strip_prefix("features: ")).unwrap_or("");
     let features: Vec<&str> = features.split(' ').filter(|f| *f != "CLOCK_TSC_STABLE").collect();
-    assert_eq!(features, ["CONSOLE", "CLOCK", "TIMER", "WALLCLOCK", "DEVICES"], "{}", run.stdout);
+    assert_eq!(features, ["CONSOLE", "CLOCK", "TIMER", "WALLCLOCK", "DEVICES", "HOST_REQUESTS"], "{}", run.stdout);
     assert!(run.stderr.is_empty(), "{}", run.stderr);
 }
 

@@ -30,7 +30,7 @@ fn hello_boots_and_finds_pvkit_with_clock_timers_and_devices() {
     assert_eq!(run.code(), 0, "{run:#?}");
     for line in [
         "hello from a pvkit guest",
-        "pvkit hypervisor: signature \"pvkitpvkitpv\" at CPUID 0x40000100, ABI 1.0, gate port 0xa10",
+        "pvkit hypervisor: signature \"pvkitpvkitpv\" at CPUID 0x40000100, ABI 1.1, gate port 0xa10",
         "vCPU 0 of 1",
         "INFO  hello: logging through the pvkit console",
     ] {

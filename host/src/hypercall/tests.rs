@@ -78,7 +78,7 @@ fn hc20_query_matches_the_config() {
     let (d, m, p) = setup(2);
     let r = ret(&d, &m, &p, 0, Hypercall::Query, [0; 4]);
     assert_eq!(r.status, 0);
-    assert_eq!(r.results, [0x0001_0000, (Features::CONSOLE | Features::VCPU_START | Features::HOST_REQUESTS).bits()]);
+    assert_eq!(r.results, [0x0001_0001, (Features::CONSOLE | Features::VCPU_START | Features::HOST_REQUESTS).bits()]);
 }
 
 #[test]
