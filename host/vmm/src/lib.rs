@@ -1,0 +1,111 @@
+//! `pvkit`, the reference hypervisor: boots PVH guest kernels on Linux KVM
+//! and serves the pvkit interface through `pvkit-host`.
+//!
+//! The crate is a library with one public entry point, [`main`], which the
+//! `pvkit` binary calls; the library form exists so that the fuzz targets
+//! (`fuzz/`) reach the parsers of what an operator or an API client sends,
+//! through [`fuzzing`].
+// The whole binary faces a guest (its exits, its memory, its devices) or an
+// operator (command lines, files): no panic may be reachable from either.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
+
+mod api;
+mod bench;
+mod cli;
+mod config;
+mod conformance;
+mod console;
+mod control;
+mod cpuid;
+mod ctl;
+mod devices;
+mod elf;
+mod error;
+mod events;
+mod exit;
+mod layout;
+mod limits;
+mod loader;
+mod machine;
+mod metrics;
+mod operator;
+mod output;
+mod sched;
+mod time;
+mod vcpu;
+mod vm;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+
+/// The `pvkit` command: parses the command line and runs it.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).format_timestamp(None).init();
+    match cli.command {
+        Command::Run(args) => match run(&args) {
+            Ok(status) => ExitCode::from(status),
+            Err(e) => {
+                eprintln!("pvkit: error: {e}");
+                ExitCode::from(exit::SETUP_FAILED)
+            }
+        },
+        Command::Conformance(args) => match conformance::run(&args) {
+            Ok(status) => ExitCode::from(status),
+            Err(e) => {
+                eprintln!("pvkit: error: {e}");
+                ExitCode::from(exit::SETUP_FAILED)
+            }
+        },
+        Command::Ctl(args) => match ctl::run(&args) {
+            Ok(status) => ExitCode::from(status),
+            Err(e) => {
+                eprintln!("pvkit ctl: error: {e}");
+                ExitCode::from(exit::SETUP_FAILED)
+            }
+        },
+        Command::Bench(args) => match bench::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("pvkit: error: {e}");
+                ExitCode::from(exit::SETUP_FAILED)
+            }
+        },
+    }
+}
+
+/// `pvkit run`: the machine the options or the file describe, printed or booted.
+fn run(args: &cli::RunArgs) -> Result<u8, error::VmmError> {
+    let machine = args.machine().map_err(|e| error::VmmError::Config(e.to_string()))?;
+    if args.print_config {
+        let machine = machine
+            .absolute()
+            .map_err(|source| error::VmmError::Host { what: "finding the current folder", source })?;
+        print!("{}", machine.to_toml());
+        return Ok(0);
+    }
+    vm::run(&machine, args.hooks())
+}
+
+/// The parsers of operator and API-client input, for the fuzz targets:
+/// each takes raw bytes and must never panic.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Parses an API request as the server reads it off its socket, and
+    /// routes it to nothing; the status it would be refused with, if any.
+    pub fn http_request(bytes: &[u8]) -> Result<(), u16> {
+        let mut reader = std::io::BufReader::new(bytes);
+        crate::api::http::read_request(&mut reader).map(drop).map_err(|r| r.status)
+    }
+
+    /// Parses a VM description file, as TOML and as JSON.
+    pub fn config(text: &str) -> (bool, bool) {
+        (crate::config::VmConfig::parse(text).is_ok(), crate::config::VmConfig::parse_json(text).is_ok())
+    }
+}
