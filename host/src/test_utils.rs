@@ -7,6 +7,7 @@
 //! | [`VecMemory`] | guest RAM: a zeroed `Vec` at guest-physical address 0 |
 //! | [`DriverQueue`] | the driver's side of one split virtqueue: lays out the rings, adds chains (direct or through an indirect table), reads the used ring |
 //! | [`MmioDriver`] | a virtio driver in front of an [`MmioTransport`](crate::virtio::MmioTransport): negotiates, sets up queues, submits chains and notifies through the registers |
+//! | [`Loopback`] | the network behind a [`Net`](crate::virtio::net::Net) device: an in-process [`Backend`](crate::virtio::net::Backend), frames back to the sender or to the other end of a pair |
 //! | [`FaultyDisk`] | a block device's medium: bytes in memory that fail reads, writes and flushes on demand (errors, short transfers, a full file system) |
 //!
 //! Enable the feature from a dev-dependency, so that nothing here reaches a
@@ -35,11 +36,13 @@
 //! ```
 
 mod disk;
+mod loopback;
 mod memory;
 mod mmio;
 mod queue;
 
 pub use self::disk::{DiskOp, Fault, FaultyDisk};
+pub use self::loopback::{LOOPBACK_CAPACITY, Loopback};
 pub use self::memory::VecMemory;
 pub use self::mmio::MmioDriver;
 pub use self::queue::{Buffer, DriverQueue, Used, linked};

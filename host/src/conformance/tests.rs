@@ -43,7 +43,8 @@ fn the_console_conforms() {
 
 #[test]
 fn the_network_device_conforms() {
-    use crate::virtio::net::{Backend, Loopback, MacAddress, Net};
+    use crate::test_utils::Loopback;
+    use crate::virtio::net::{Backend, MacAddress, Net};
     // Queue 0 of the card receives: it takes a chain only when a frame
     // waits for one, so each card starts with frames on its wire.
     assert_all_pass(&check_device(|| {

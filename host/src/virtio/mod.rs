@@ -10,7 +10,7 @@
 //! | [`device`] | [`VirtioDevice`], what a backend implements, and [`drain`](device::drain) to serve a queue |
 //! | [`blk`] | the block device; [`blk::request`] parses its requests |
 //! | [`rng`], [`console`] | the entropy and console devices |
-//! | [`net`] | the network device, its [`Backend`](net::Backend) trait and an in-process loopback backend |
+//! | [`net`] | the network device and the [`Backend`](net::Backend) trait its frames go through |
 //!
 //! Nothing here trusts the guest: every descriptor chain is checked before a
 //! byte of it is used (clause VQ-2), every register write is checked against

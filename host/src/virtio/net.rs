@@ -7,7 +7,6 @@
 //! | [`device`] | [`Net`]: the device, its configuration space, and how it moves frames each way |
 //! | [`tx`] | [`TxFrame`]: a transmit chain parsed and checked before a byte of its frame is read (NET-1) |
 //! | [`backend`] | the [`Backend`] trait a VMM's tap, socket or test double implements, and [`BackendError`] |
-//! | [`loopback`] | [`Loopback`]: an in-process backend, frames back to the sender or to a peer |
 //! | [`mac`] | [`MacAddress`]: the card's address, parsed and printed |
 //! | [`stats`] | [`NetStats`]: frames and bytes each way, and every drop by its reason |
 //!
@@ -33,8 +32,8 @@
 //! counted (NET-4), and no frame waits in host memory for a receive chain.
 //!
 //! ```
-//! use pvkit_host::test_utils::{Buffer, MmioDriver, Used, VecMemory};
-//! use pvkit_host::virtio::net::{Backend, Loopback, MacAddress, Net};
+//! use pvkit_host::test_utils::{Buffer, Loopback, MmioDriver, Used, VecMemory};
+//! use pvkit_host::virtio::net::{Backend, MacAddress, Net};
 //! use pvkit_spec::virtio::Features;
 //! use pvkit_spec::virtio::net::{HEADER_LEN, NetHeader, RECEIVEQ, RX_BUFFER_LEN, TRANSMITQ};
 //! use zerocopy::IntoBytes;
@@ -64,14 +63,12 @@
 
 pub mod backend;
 pub mod device;
-pub mod loopback;
 pub mod mac;
 pub mod stats;
 pub mod tx;
 
 pub use self::backend::{Backend, BackendError};
 pub use self::device::Net;
-pub use self::loopback::Loopback;
 pub use self::mac::MacAddress;
 pub use self::stats::NetStats;
 pub use self::tx::{TxError, TxFrame};

@@ -11,9 +11,8 @@ use pvkit_spec::virtio::queue::{DescFlags, Descriptor};
 use pvkit_spec::virtio::{DeviceStatus, Features};
 use zerocopy::{FromBytes, IntoBytes};
 
-use super::loopback::LOOPBACK_CAPACITY;
 use super::*;
-use crate::test_utils::{Buffer, MmioDriver, Used, VecMemory};
+use crate::test_utils::{Buffer, LOOPBACK_CAPACITY, Loopback, MmioDriver, Used, VecMemory};
 use crate::virtio::VirtioDevice;
 
 /// Where the tests put buffers: above the rings of both queues

@@ -1,12 +1,12 @@
-//! An in-process backend: frames sent come back ([`Loopback::new`]), or go
-//! to the other end of a pair ([`Loopback::pair`]). For tests, and for a
-//! VMM that links two of its own devices.
+//! An in-process network backend: frames sent come back
+//! ([`Loopback::new`]), or go to the other end of a pair
+//! ([`Loopback::pair`]).
 
 use std::collections::VecDeque;
 use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use super::backend::{Backend, BackendError};
+use crate::virtio::net::{Backend, BackendError};
 
 /// The most frames in flight towards one end; a send beyond them is
 /// refused as [`BackendError::Busy`], so memory stays bounded however fast
@@ -20,10 +20,14 @@ fn lock(wire: &Wire) -> MutexGuard<'_, VecDeque<Vec<u8>>> {
     wire.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// One end of an in-process link.
+/// One end of an in-process link: the network, for a test of a
+/// [`Net`](crate::virtio::net::Net) device (the device gets one end, the test
+/// plays the world at the other). It has no fd: a device on it looks for
+/// frames when its driver notifies the receive queue.
 ///
 /// ```
-/// use pvkit_host::virtio::net::{Backend, BackendError, Loopback};
+/// use pvkit_host::test_utils::Loopback;
+/// use pvkit_host::virtio::net::{Backend, BackendError};
 ///
 /// let (mut a, mut b) = Loopback::pair();
 /// a.send(b"a frame from a").unwrap();
