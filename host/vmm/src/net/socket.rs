@@ -171,6 +171,7 @@ impl SocketBackend {
     }
 
     /// Whether a peer is connected.
+    #[cfg(test)]
     pub(crate) fn has_peer(&self) -> bool {
         self.peer.is_some()
     }

@@ -135,10 +135,11 @@ impl Tap {
         log::info!("net: attached to tap {name}");
         Ok(Self { file, name: name.to_string(), slack: vec![0; READ_SLACK].into_boxed_slice() })
     }
+}
 
-    /// The interface's name.
-    pub(crate) fn name(&self) -> &str {
-        &self.name
+impl Drop for Tap {
+    fn drop(&mut self) {
+        log::info!("net: detached from tap {}", self.name);
     }
 }
 
