@@ -11,11 +11,14 @@
 //! lines. On a host without pvkit the pvkit clauses SKIP ("no pvkit
 //! hypervisor") and the virtio clauses still run against the devices listed
 //! on the command line. Options: `conformance.disk_sectors=N`, the size of
-//! the block device the runner attached.
+//! the block device the runner attached. The network rows (`net.rs`) run
+//! when a network device is attached; some need a backend that sends the
+//! guest's frames back to it, and SKIP otherwise.
 #![no_std]
 #![no_main]
 
 mod calls;
+mod net;
 mod raw;
 mod time;
 mod virtio;
@@ -65,6 +68,7 @@ fn main(boot: Boot) -> u8 {
         }
     }
     virtio::transport_and_devices(&boot);
+    net::network(&boot);
     println!("CONFORMANCE DONE");
     0
 }
