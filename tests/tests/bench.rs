@@ -176,7 +176,7 @@ fn quick_bench_against_qemu_prints_its_table_and_json_matching_the_schema() {
     // The budget for this command is 3 minutes on a 2-core machine.
     let run = run_with_limit(&mut cmd, Duration::from_secs(180));
     assert_eq!(run.code(), 0, "{run:#?}");
-    for title in ["hypercall:", "clock and timer", "block:", "boot:", "footprint", "pvkit/qemu"] {
+    for title in ["hypercall:", "clock and timer", "block:", "boot:", "footprint", "api:", "pvkit/qemu"] {
         assert!(run.stdout.contains(title), "no {title} in the table:\n{}", run.stdout);
     }
 

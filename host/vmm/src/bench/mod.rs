@@ -13,10 +13,13 @@
 //! - boot: from spawning the VMM to the guest's first instruction, to its
 //!   first console byte and to the process's exit (`hello`);
 //! - footprint: the VMM binary's size, and its resident memory beyond guest
-//!   RAM at its peak during the block runs.
+//!   RAM at its peak during the block runs;
+//! - api: from spawning pvkit to its management API socket taking
+//!   connections, and a `GET /vm` round trip (`service`; pvkit's only).
 //!
 //! `docs/bench.md` says what each figure means and documents the JSON.
 
+mod api;
 mod boot;
 mod guests;
 mod plot;
@@ -98,6 +101,7 @@ pub(crate) fn run(args: &BenchArgs) -> Result<(), String> {
         }
     };
     let (hello, clockbench, blkbench) = (kernel("hello")?, kernel("clockbench")?, kernel("blkbench")?);
+    let service = kernel("service")?;
     let mut vmms = vec![Vmm::Pvkit];
     if let Some(Other::Qemu) = args.compare {
         vmms.push(Vmm::Qemu);
@@ -112,6 +116,7 @@ pub(crate) fn run(args: &BenchArgs) -> Result<(), String> {
     let rss = block(&mut report, &blkbench, &vmms, runs, hz)?;
     boot(&mut report, &hello, &vmms, boots)?;
     footprint(&mut report, &vmms, rss)?;
+    api(&mut report, &service)?;
 
     print!("{}", report.table());
     if let Some(out) = json {
@@ -124,6 +129,17 @@ pub(crate) fn run(args: &BenchArgs) -> Result<(), String> {
         out.write(&plot::svg(&report))?;
         println!("SVG plot: {}", path.display());
     }
+    Ok(())
+}
+
+/// The management API's figures, pvkit's only.
+fn api(report: &mut Report, service: &Path) -> Result<(), String> {
+    const API: &str = "api";
+    let dir = std::env::temp_dir();
+    let runs = (0..api::STARTS).map(|n| api::start_once(service, &dir, n)).collect::<Result<Vec<_>, _>>()?;
+    let (ready, trips): (Vec<f64>, Vec<f64>) = runs.into_iter().unzip();
+    report.add(metric(API, "socket_ready", "spawn to API socket ready", "ms"), Vmm::Pvkit, &ready)?;
+    report.add(metric(API, "state_round_trip", "GET /vm round trip", "us"), Vmm::Pvkit, &trips)?;
     Ok(())
 }
 
