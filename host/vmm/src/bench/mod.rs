@@ -118,6 +118,7 @@ pub(crate) fn run(args: &BenchArgs) -> Result<(), String> {
     footprint(&mut report, &vmms, rss)?;
     api(&mut report, &service)?;
 
+    progress("");
     print!("{}", report.table());
     if let Some(out) = json {
         let path = out.path().to_owned();
@@ -136,11 +137,29 @@ pub(crate) fn run(args: &BenchArgs) -> Result<(), String> {
 fn api(report: &mut Report, service: &Path) -> Result<(), String> {
     const API: &str = "api";
     let dir = std::env::temp_dir();
-    let runs = (0..api::STARTS).map(|n| api::start_once(service, &dir, n)).collect::<Result<Vec<_>, _>>()?;
+    let runs = (1..=api::STARTS)
+        .map(|n| {
+            progress(&format!("api on pvkit, machine {n} of {}", api::STARTS));
+            api::start_once(service, &dir, n)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let (ready, trips): (Vec<f64>, Vec<f64>) = runs.into_iter().unzip();
     report.add(metric(API, "socket_ready", "spawn to API socket ready", "ms"), Vmm::Pvkit, &ready)?;
     report.add(metric(API, "state_round_trip", "GET /vm round trip", "us"), Vmm::Pvkit, &trips)?;
     Ok(())
+}
+
+/// Says what the bench is doing now, on one line that each call rewrites:
+/// only when standard error is a terminal (nothing in logs or pipes). An
+/// empty `what` clears the line.
+fn progress(what: &str) {
+    use std::io::{IsTerminal, Write};
+    let mut err = std::io::stderr();
+    if !err.is_terminal() {
+        return;
+    }
+    let _ = if what.is_empty() { write!(err, "\r\x1b[K") } else { write!(err, "\r\x1b[Kpvkit bench: {what}...") };
+    let _ = err.flush();
 }
 
 fn names(vmms: &[Vmm]) -> String {
@@ -200,7 +219,8 @@ fn clock(report: &mut Report, clockbench: &Path, vmms: &[Vmm], runs: usize, hz: 
     ];
     for &vmm in vmms {
         let mut all = Vec::new();
-        for _ in 0..runs {
+        for run in 1..=runs {
+            progress(&format!("clock and timer on {}, run {run} of {runs}", vmm.name()));
             let cmd = match vmm {
                 Vmm::Pvkit => {
                     let mut cmd = pvkit_command();
@@ -250,7 +270,8 @@ fn block(
     for &vmm in vmms {
         let mut all = Vec::new();
         let mut peaks = Vec::new();
-        for _ in 0..runs {
+        for run in 1..=runs {
+            progress(&format!("block on {}, run {run} of {runs}", vmm.name()));
             guests::fresh_image(&image, 256)?;
             let cmd = match vmm {
                 Vmm::Pvkit => {
@@ -314,7 +335,12 @@ fn boot(report: &mut Report, hello: &Path, vmms: &[Vmm], boots: usize) -> Result
     for &vmm in vmms {
         // One boot to warm the page cache, not counted.
         boot::boot_once(vmm, hello)?;
-        let times = (0..boots).map(|_| boot::boot_once(vmm, hello)).collect::<Result<Vec<_>, _>>()?;
+        let times = (1..=boots)
+            .map(|n| {
+                progress(&format!("boot on {}, {n} of {boots}", vmm.name()));
+                boot::boot_once(vmm, hello)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let ms = |f: fn(&boot::BootTimes) -> std::time::Duration| -> Vec<f64> {
             times.iter().map(|t| f(t).as_secs_f64() * 1e3).collect()
         };
@@ -334,16 +360,41 @@ fn boot(report: &mut Report, hello: &Path, vmms: &[Vmm], boots: usize) -> Result
 }
 
 /// The size of `program`, found on `PATH` unless it is a path.
-fn binary_size(program: &Path) -> Result<f64, String> {
+/// `program` itself when it is a path, or where `PATH` finds it.
+fn find_program(program: &Path) -> Result<PathBuf, String> {
     let found = if program.components().count() > 1 {
         Some(program.to_path_buf())
     } else {
         std::env::var_os("PATH")
             .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(program)).find(|p| p.is_file()))
     };
-    let path = found.ok_or_else(|| format!("{} is not on PATH", program.display()))?;
+    found.ok_or_else(|| format!("{} is not on PATH", program.display()))
+}
+
+fn binary_size(program: &Path) -> Result<f64, String> {
+    let path = find_program(program)?;
     let meta = std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(meta.len() as f64 / (1 << 20) as f64)
+}
+
+/// The size of `program` with its symbols and debug information removed
+/// (`strip`), which is what an install of it takes.
+fn stripped_size(program: &Path) -> Result<f64, String> {
+    let path = find_program(program)?;
+    let out = std::env::temp_dir().join(format!("pvkit-bench-stripped-{}", std::process::id()));
+    let status = Command::new("strip")
+        .arg("--strip-all")
+        .arg("-o")
+        .arg(&out)
+        .arg(&path)
+        .status()
+        .map_err(|e| format!("cannot run strip (binutils): {e}"))?;
+    let size = std::fs::metadata(&out).map(|m| m.len());
+    let _ = std::fs::remove_file(&out);
+    if !status.success() {
+        return Err(format!("strip {} failed: {status}", path.display()));
+    }
+    Ok(size.map_err(|e| format!("{}: {e}", out.display()))? as f64 / (1 << 20) as f64)
 }
 
 fn footprint(report: &mut Report, vmms: &[Vmm], rss: Vec<(Vmm, Vec<f64>)>) -> Result<(), String> {
@@ -355,6 +406,15 @@ fn footprint(report: &mut Report, vmms: &[Vmm], rss: Vec<(Vmm, Vec<f64>)>) -> Re
             Vmm::Qemu => binary_size(Path::new(QEMU))?,
         };
         report.add(metric(FOOT, "binary_size", "VMM binary size", "MiB"), vmm, &[size])?;
+        let program = match vmm {
+            Vmm::Pvkit => me.clone(),
+            Vmm::Qemu => PathBuf::from(QEMU),
+        };
+        report.add(
+            metric(FOOT, "binary_size_stripped", "VMM binary size, stripped", "MiB"),
+            vmm,
+            &[stripped_size(&program)?],
+        )?;
     }
     for (vmm, kib) in rss {
         let mib: Vec<f64> = kib.iter().map(|k| k / 1024.0).collect();
