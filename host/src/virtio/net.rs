@@ -15,8 +15,8 @@
 //! Put [`Net`] behind an [`MmioTransport`](super::MmioTransport) like any
 //! device, with its queue notifications on ioeventfds. The receive side also
 //! has to run when the backend has frames: register the backend's
-//! [`fd`](Backend::fd) with epoll for `EPOLLIN | EPOLLOUT | EPOLLET`
-//! (edge-triggered) and, on each event, call
+//! [`fd`](Backend::fd) with epoll for `EPOLLIN | EPOLLET` (edge-triggered)
+//! and, on each event, call
 //! [`MmioTransport::notify`](super::MmioTransport::notify) with
 //! [`RECEIVEQ`](pvkit_spec::virtio::net::RECEIVEQ), raising the interrupt
 //! when it returns `true`, as for a queue notification. The device reads
@@ -24,9 +24,9 @@
 //! chain left (clause NET-7): then the frames stay in the backend, and the
 //! driver's next notification of queue 0 brings the device back for them.
 //! Edge triggering is what keeps that from spinning: the backend's fd stays
-//! readable while the device waits for the driver. `EPOLLOUT` lets a
-//! backend that could only write part of a frame finish it
-//! ([`Backend::service`]).
+//! readable while the device waits for the driver. A backend that has to
+//! finish writing a frame once its peer makes room says so through the same
+//! fd becoming readable, and does it in [`Backend::service`].
 //!
 //! Nothing here blocks: a frame the backend cannot take now is dropped and
 //! counted (NET-4), and no frame waits in host memory for a receive chain.

@@ -65,10 +65,10 @@ impl From<io::Error> for BackendError {
 /// - [`recv`](Self::recv) gives one whole frame, or `None` when it has
 ///   nothing now; it never gives part of a frame.
 /// - Memory a backend holds is bounded, whatever its peer or the guest does.
-/// - When [`fd`](Self::fd) is `Some`, the backend has frames, or can take
-///   one it refused, only after that fd became readable or writable since
+/// - When [`fd`](Self::fd) is `Some`, the backend has frames, or work for
+///   [`service`](Self::service), only after that fd became readable since
 ///   the device last called it, so that a VMM can wait on the fd
-///   (edge-triggered) instead of polling.
+///   (`EPOLLIN | EPOLLET`) instead of polling.
 pub trait Backend: Send {
     /// Sends one frame (header removed).
     fn send(&mut self, frame: &[u8]) -> Result<(), BackendError>;

@@ -6,10 +6,11 @@
 //! |---|---|---|
 //! | `--net tap=NAME[,mac=MAC]` | [`tap::Tap`]: an existing Linux tap interface | a tap the user may attach to (`ip tuntap add NAME mode tap user USER`), or root |
 //! | `--net socket=PATH[,listen][,mac=MAC]` | [`socket::SocketBackend`]: a Unix stream socket carrying length-prefixed frames | nothing: no root, no interface |
+//! | `--net loopback[,mac=MAC]` | [`echo::Echo`]: the guest's frames come back to it (for the conformance guest) | nothing |
 //!
-//! Both are non-blocking and hand the device one fd that never changes for
+//! All are non-blocking and hand the device one fd that never changes for
 //! the life of the backend, to wait on edge-triggered
-//! (`EPOLLIN | EPOLLOUT | EPOLLET`, see [`pvkit_host::virtio::net`]).
+//! (`EPOLLIN | EPOLLET`, see [`pvkit_host::virtio::net`]).
 //!
 //! # The socket framing
 //!
@@ -23,6 +24,7 @@
 //! when that peer goes; the other side connects at start-up and stays
 //! without a peer once its peer goes.
 
+pub(crate) mod echo;
 pub(crate) mod socket;
 pub(crate) mod tap;
 
@@ -45,6 +47,8 @@ pub(crate) enum BackendArg {
     Tap(String),
     /// A Unix stream socket: connect to `path`, or listen there.
     Socket { path: PathBuf, listen: bool },
+    /// The guest's own frames, sent back.
+    Loopback,
 }
 
 /// Why a backend cannot be opened, as the one line the user sees.
@@ -54,6 +58,8 @@ pub(crate) enum NetError {
     Tap { name: String, why: String },
     /// The socket cannot be used.
     Socket { path: PathBuf, why: String },
+    /// The echo cannot be made.
+    Loopback { why: String },
 }
 
 impl fmt::Display for NetError {
@@ -61,6 +67,7 @@ impl fmt::Display for NetError {
         match self {
             Self::Tap { name, why } => write!(f, "--net tap={name}: {why}"),
             Self::Socket { path, why } => write!(f, "--net socket={}: {why}", path.display()),
+            Self::Loopback { why } => write!(f, "--net loopback: {why}"),
         }
     }
 }
@@ -68,7 +75,8 @@ impl fmt::Display for NetError {
 impl std::error::Error for NetError {}
 
 impl NetArg {
-    /// Parses `tap=NAME[,mac=MAC]` or `socket=PATH[,listen][,mac=MAC]`.
+    /// Parses `tap=NAME[,mac=MAC]`, `socket=PATH[,listen][,mac=MAC]` or
+    /// `loopback[,mac=MAC]`.
     pub(crate) fn parse(text: &str) -> Result<Self, String> {
         let mut parts = text.split(',');
         let first = parts.next().unwrap_or_default();
@@ -78,7 +86,8 @@ impl NetArg {
                 (BackendArg::Socket { path: PathBuf::from(path), listen: false }, None)
             }
             Some(("tap" | "socket", _)) => return Err(format!("{first:?} names nothing")),
-            _ => return Err(format!("{text:?} is neither tap=NAME nor socket=PATH")),
+            None if first == "loopback" => (BackendArg::Loopback, None),
+            _ => return Err(format!("{text:?} is none of tap=NAME, socket=PATH and loopback")),
         };
         for option in parts {
             match (option.split_once('='), &mut backend) {
@@ -98,6 +107,7 @@ impl NetArg {
             BackendArg::Tap(name) => Box::new(tap::Tap::open(name)?),
             BackendArg::Socket { path, listen: true } => Box::new(socket::SocketBackend::listen(path)?),
             BackendArg::Socket { path, listen: false } => Box::new(socket::SocketBackend::connect(path)?),
+            BackendArg::Loopback => Box::new(echo::Echo::new().map_err(|e| NetError::Loopback { why: e.to_string() })?),
         })
     }
 }
@@ -122,6 +132,8 @@ mod tests {
             NetArg::parse("socket=/tmp/a.sock,listen"),
             Ok(NetArg { backend: BackendArg::Socket { path: "/tmp/a.sock".into(), listen: true }, mac: None })
         );
+        assert_eq!(NetArg::parse("loopback"), Ok(NetArg { backend: BackendArg::Loopback, mac: None }));
+        assert!(NetArg::parse("loopback,mac=52:54:00:00:00:01").is_ok_and(|a| a.mac == Some(mac)));
         assert_eq!(
             NetArg::parse("socket=rel/b,mac=52:54:00:00:00:01,listen").map(|a| a.mac),
             Ok(Some(mac)),
@@ -138,6 +150,8 @@ mod tests {
             "tap=x,mac=01:00:00:00:00:00",
             "tap=x,mac=52:54:00:00:00:01,mac=52:54:00:00:00:02",
             "tap=x,mtu=9000",
+            "loopback=1",
+            "loopback,listen",
         ] {
             assert!(NetArg::parse(bad).is_err(), "{bad:?}");
         }
