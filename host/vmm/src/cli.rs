@@ -4,8 +4,11 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{self, ApiConfig, BootConfig, ConfigError, DevicesConfig, DiskConfig, MachineConfig, VmConfig};
+use crate::config::{
+    self, ApiConfig, BootConfig, ConfigError, DevicesConfig, DiskConfig, MachineConfig, NetConfig, VmConfig,
+};
 use crate::layout::{self, MemSize};
+use crate::net::NetArg;
 
 /// pvkit: the reference hypervisor of the pvkit paravirtualization interface.
 ///
@@ -45,8 +48,8 @@ pub(crate) enum Command {
 
 /// The options that describe the machine; a VM description file gives the
 /// same (`--config`), and `--print-config` writes the file they mean.
-const MACHINE_OPTIONS: [&str; 9] =
-    ["kernel", "mem", "allow_overcommit", "cpus", "cmdline", "disks", "rng", "virtio_console", "api_sock"];
+const MACHINE_OPTIONS: [&str; 10] =
+    ["kernel", "mem", "allow_overcommit", "cpus", "cmdline", "disks", "rng", "virtio_console", "api_sock", "nets"];
 
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
@@ -86,6 +89,13 @@ pub(crate) struct RunArgs {
     /// its size must be a multiple of 512 bytes. Repeat for more disks.
     #[arg(long = "disk", value_name = "PATH[,ro]", value_parser = parse_disk)]
     pub(crate) disks: Vec<DiskConfig>,
+
+    /// A virtio network card: tap=NAME (an existing tap interface),
+    /// socket=PATH[,listen] (length-prefixed frames on a Unix stream socket,
+    /// connecting or listening) or loopback (frames come back); each may add
+    /// ,mac=MAC. Repeat for more cards (docs/networking.md).
+    #[arg(long = "net", value_name = "BACKEND[,mac=MAC]", value_parser = NetArg::parse)]
+    pub(crate) nets: Vec<NetArg>,
 
     /// A virtio entropy device serving the host's random pool.
     #[arg(long)]
@@ -129,6 +139,7 @@ impl RunArgs {
             },
             boot: BootConfig { kernel, kernel_sha256: None, cmdline: self.cmdline.clone().unwrap_or_default() },
             disks: self.disks.clone(),
+            nets: self.nets.iter().map(NetConfig::from_arg).collect(),
             devices: DevicesConfig { rng: self.rng, virtio_console: self.virtio_console },
             api: self.api_sock.clone().map(|socket| ApiConfig { socket }),
             annotations: Default::default(),

@@ -15,6 +15,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
 use crate::layout::{self, MemSize};
+use crate::net::{BackendArg, NetArg};
+use pvkit_host::virtio::net::MacAddress;
 
 /// The format version this pvkit reads and writes.
 pub(crate) const FORMAT_VERSION: u32 = 1;
@@ -35,6 +37,9 @@ pub(crate) struct VmConfig {
     /// Block devices, in the order the guest finds them.
     #[serde(default, rename = "disk", skip_serializing_if = "Vec::is_empty")]
     pub(crate) disks: Vec<DiskConfig>,
+    /// Network cards, in the order the guest finds them.
+    #[serde(default, rename = "net", skip_serializing_if = "Vec::is_empty")]
+    pub(crate) nets: Vec<NetConfig>,
     /// The other devices.
     #[serde(default)]
     pub(crate) devices: DevicesConfig,
@@ -94,6 +99,55 @@ pub(crate) struct DiskConfig {
     /// The image's SHA-256, checked before boot when given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) sha256: Option<Sha256Digest>,
+}
+
+/// One `[[net]]`: a virtio network card and the backend its frames go to
+/// (docs/networking.md). Exactly one of `tap`, `socket` and `loopback`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NetConfig {
+    /// An existing tap interface, by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) tap: Option<String>,
+    /// A Unix stream socket carrying length-prefixed Ethernet frames.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) socket: Option<PathBuf>,
+    /// With `socket`: listen on it (for one peer) instead of connecting.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub(crate) listen: bool,
+    /// Frames sent come back (for tests).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub(crate) loopback: bool,
+    /// The card's MAC address; a locally administered one when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) mac: Option<String>,
+}
+
+impl NetConfig {
+    /// The card as `--net` parses it.
+    pub(crate) fn to_arg(&self) -> Result<NetArg, String> {
+        let backend = match (&self.tap, &self.socket, self.loopback) {
+            (Some(name), None, false) if !self.listen => BackendArg::Tap(name.clone()),
+            (None, Some(path), false) => BackendArg::Socket { path: path.clone(), listen: self.listen },
+            (None, None, true) if !self.listen => BackendArg::Loopback,
+            _ if self.listen && self.socket.is_none() => return Err("net.listen goes with net.socket only".into()),
+            _ => return Err("a net table needs exactly one of tap, socket and loopback".into()),
+        };
+        let mac = self.mac.as_deref().map(str::parse::<MacAddress>).transpose().map_err(|e| format!("net.mac: {e}"))?;
+        Ok(NetArg { backend, mac })
+    }
+
+    /// The table a `--net` option means.
+    pub(crate) fn from_arg(arg: &NetArg) -> Self {
+        let mac = arg.mac.map(|m| m.to_string());
+        match &arg.backend {
+            BackendArg::Tap(name) => Self { tap: Some(name.clone()), mac, ..Self::default() },
+            BackendArg::Socket { path, listen } => {
+                Self { socket: Some(path.clone()), listen: *listen, mac, ..Self::default() }
+            }
+            BackendArg::Loopback => Self { loopback: true, mac, ..Self::default() },
+        }
+    }
 }
 
 /// `[devices]`.
@@ -274,6 +328,9 @@ impl VmConfig {
         if self.disks.iter().any(|d| d.path.as_os_str().is_empty()) {
             return Err("a disk's path is empty".into());
         }
+        for net in &self.nets {
+            net.to_arg()?;
+        }
         Ok(())
     }
 
@@ -285,6 +342,7 @@ impl VmConfig {
         };
         resolve(&mut self.boot.kernel);
         self.disks.iter_mut().for_each(|d| resolve(&mut d.path));
+        self.nets.iter_mut().filter_map(|n| n.socket.as_mut()).for_each(resolve);
         if let Some(api) = &mut self.api {
             resolve(&mut api.socket);
         }

@@ -3,6 +3,7 @@
 //! MMIO-9), their interrupts (irqfds, or MSIs once the guest routes them),
 //! and the thread that serves their queues.
 
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -12,6 +13,7 @@ use pvkit_host::hypercall::Devices;
 use pvkit_host::irq::{DeviceRoutes, Route};
 use pvkit_host::virtio::blk::Blk;
 use pvkit_host::virtio::console::{Console as VirtioConsole, ConsoleInput};
+use pvkit_host::virtio::net::{MacAddress, Net};
 use pvkit_host::virtio::rng::Rng;
 use pvkit_host::virtio::{MmioTransport, VirtioDevice};
 use pvkit_host::vm_memory::VmMemory;
@@ -22,7 +24,7 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 use zerocopy::little_endian::{U32, U64};
 
-use crate::config::DiskConfig;
+use crate::config::VmConfig;
 use crate::console::ConsoleWriter;
 use crate::error::{VmmError, kvm};
 use crate::events::{EventBus, Lifecycle};
@@ -45,6 +47,8 @@ pub(crate) struct Device {
     transport: Mutex<MmioTransport<Box<dyn VirtioDevice>>>,
     irq: EventFd,
     queues: Vec<EventFd>,
+    /// The backend's fd that is readable when it has frames for the guest.
+    backend_fd: Option<RawFd>,
     /// Whether a device error was published and the driver has not reset it.
     broken: AtomicBool,
 }
@@ -63,30 +67,40 @@ impl DeviceSet {
     /// Creates the devices the options ask for, with their ioeventfds and irqfds.
     pub(crate) fn new(
         vm: &Arc<VmFd>,
-        disks: &[DiskConfig],
-        rng: bool,
+        config: &VmConfig,
         console: Option<(Arc<crate::console::Console>, ConsoleInput)>,
         bus: Arc<EventBus>,
     ) -> Result<Self, VmmError> {
         let host = |what| move |source| VmmError::Host { what, source };
-        let mut backends: Vec<Box<dyn VirtioDevice>> = Vec::new();
-        for disk in disks {
+        // Each device, and the fd of its backend that has work for the guest
+        // when readable (a network backend's), if any.
+        let mut backends: Vec<(Box<dyn VirtioDevice>, Option<RawFd>)> = Vec::new();
+        for disk in &config.disks {
             let blk = Blk::open(&disk.path, disk.readonly).map_err(|e| VmmError::Disk(e.to_string()))?;
-            backends.push(Box::new(blk));
+            backends.push((Box::new(blk), None));
         }
-        if rng {
-            backends.push(Box::new(Rng::new().map_err(host("opening /dev/urandom"))?));
+        if config.devices.rng {
+            backends.push((Box::new(Rng::new().map_err(host("opening /dev/urandom"))?), None));
         }
         let mut console_wake = None;
         if let Some((out, input)) = console {
-            backends.push(Box::new(VirtioConsole::new(Box::new(ConsoleWriter(out)), input)));
+            backends.push((Box::new(VirtioConsole::new(Box::new(ConsoleWriter(out)), input)), None));
             console_wake = Some(EventFd::new(EFD_NONBLOCK).map_err(host("eventfd"))?);
+        }
+        for (n, net) in (0u64..).zip(&config.nets) {
+            let arg = net.to_arg().map_err(VmmError::Config)?;
+            let backend = arg.open().map_err(|e| VmmError::Net(e.to_string()))?;
+            // A locally administered address unique to this process and card.
+            let mac = arg.mac.unwrap_or_else(|| MacAddress::local(u64::from(std::process::id()) << 8 | n));
+            let net = Net::new(backend, mac);
+            let fd = net.backend_fd();
+            backends.push((Box::new(net), fd));
         }
         if backends.len() > MAX_DEVICES {
             return Err(VmmError::Disk(format!("at most {MAX_DEVICES} devices")));
         }
         let mut devices = Vec::new();
-        for (index, backend) in (0u16..).zip(backends) {
+        for (index, (backend, backend_fd)) in (0u16..).zip(backends) {
             let base = MMIO_BASE.saturating_add(u64::from(index).saturating_mul(u64::from(WINDOW_SIZE)));
             let gsi = FIRST_GSI + u32::from(index);
             let irq = EventFd::new(EFD_NONBLOCK).map_err(host("eventfd"))?;
@@ -99,7 +113,16 @@ impl DeviceSet {
                 queues.push(event);
             }
             let transport = Mutex::new(MmioTransport::new(backend));
-            devices.push(Device { base, gsi, index, transport, irq, queues, broken: AtomicBool::new(false) });
+            devices.push(Device {
+                base,
+                gsi,
+                index,
+                transport,
+                irq,
+                queues,
+                backend_fd,
+                broken: AtomicBool::new(false),
+            });
         }
         let gsis: Vec<u32> = devices.iter().map(|d| d.gsi).collect();
         Ok(Self { devices, routes: Arc::new(DeviceRoutes::new(&gsis)), vm: Arc::clone(vm), console_wake, bus })
@@ -224,6 +247,16 @@ impl DeviceSet {
                 .ctl(ControlOperation::Add, wake.as_raw_fd(), EpollEvent::new(EventSet::IN, CONSOLE_WAKE))
                 .map_err(host("epoll_ctl"))?;
         }
+        // A network backend with frames for the guest serves the receive
+        // queue; edge-triggered, since frames may wait there for buffers.
+        for (d, device) in self.devices.iter().enumerate() {
+            if let Some(fd) = device.backend_fd {
+                let data = ((d as u64) << 16) | u64::from(pvkit_spec::virtio::net::RECEIVEQ);
+                epoll
+                    .ctl(ControlOperation::Add, fd, EpollEvent::new(EventSet::IN | EventSet::EDGE_TRIGGERED, data))
+                    .map_err(host("epoll_ctl for a network backend"))?;
+            }
+        }
         let this = Arc::clone(self);
         std::thread::Builder::new()
             .name("devices".into())
@@ -290,5 +323,3 @@ impl DeviceSet {
         }
     }
 }
-
-use std::os::fd::AsRawFd;

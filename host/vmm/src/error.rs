@@ -22,6 +22,8 @@ pub(crate) enum VmmError {
     Overcommit { mem: String, host_mib: u64 },
     /// The VM description file cannot be used.
     Config(String),
+    /// A network backend cannot be opened.
+    Net(String),
     /// A disk image cannot be used.
     Disk(String),
     /// A KVM ioctl or another host facility failed.
@@ -57,7 +59,7 @@ impl fmt::Display for VmmError {
                 f,
                 "--mem {mem} is more than this host's {host_mib} MiB of RAM (--allow-overcommit runs it anyway)"
             ),
-            Self::Config(why) | Self::Disk(why) => f.write_str(why),
+            Self::Config(why) | Self::Disk(why) | Self::Net(why) => f.write_str(why),
             Self::Host { what, source } => write!(f, "{what}: {source}"),
             Self::Kvm { what, source } => write!(f, "{what}: {source}"),
         }

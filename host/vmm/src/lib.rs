@@ -31,6 +31,7 @@ mod limits;
 mod loader;
 mod machine;
 mod metrics;
+mod net;
 mod operator;
 mod output;
 mod sched;

@@ -92,7 +92,7 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks) -> Result<u8, VmmError> {
     let bus = Arc::new(EventBus::default());
     let console = Arc::new(Console::default());
     let virtio_console = config.devices.virtio_console.then(|| (Arc::clone(&console), Arc::clone(&console.input)));
-    let devices = Arc::new(DeviceSet::new(&vm, &config.disks, config.devices.rng, virtio_console, Arc::clone(&bus))?);
+    let devices = Arc::new(DeviceSet::new(&vm, config, virtio_console, Arc::clone(&bus))?);
     *console.wake.lock().unwrap_or_else(PoisonError::into_inner) = devices.console_wake();
     let cmdline = match devices.cmdline() {
         entries if entries.is_empty() => config.boot.cmdline.clone(),

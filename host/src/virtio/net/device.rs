@@ -258,6 +258,12 @@ impl<B: Backend> VirtioDevice for Net<B> {
         DeviceId::Net
     }
 
+    fn metrics(&self, report: &mut dyn FnMut(&'static str, u64)) {
+        for (name, value) in self.stats.counters() {
+            report(name, value);
+        }
+    }
+
     fn features(&self) -> u64 {
         HOST_FEATURES.bits() | HOST_COMMON_FEATURES.bits()
     }

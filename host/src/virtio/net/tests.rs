@@ -2,6 +2,7 @@
 //! simulated driver, over a loopback backend whose other end plays the
 //! network (clauses NET-1 to NET-9).
 
+use pvkit_guest::test_utils::XorShift64;
 use pvkit_spec::virtio::mmio::{CONFIG_OFFSET, Register};
 use pvkit_spec::virtio::net::{
     HEADER_LEN, HOST_COMMON_FEATURES, HOST_FEATURES, MAX_FRAME_LEN, MTU, NetConfig, NetHeader, NetStatus, RECEIVEQ,
@@ -335,21 +336,10 @@ fn a_reset_card_keeps_its_backend_and_starts_again() {
     assert_eq!(link.receive(), [Used { id: 0, len: 72 }]);
 }
 
-/// A deterministic stream of numbers for the garbage test.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 #[test]
 fn garbage_in_both_queues_never_panics_or_loses_the_device() {
-    let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
+    // Deterministic: the same garbage every run.
+    let mut rng = XorShift64::new(0x2545_f491_4f6c_dd1d);
     for round in 0..300 {
         let mut link = Link::negotiated(if round % 2 == 0 {
             Features::VERSION_1.bits()
@@ -357,20 +347,20 @@ fn garbage_in_both_queues_never_panics_or_loses_the_device() {
             HOST_FEATURES.bits() | HOST_COMMON_FEATURES.bits()
         });
         for _ in 0..4 {
-            let len = usize::try_from(rng.next() % 1600).unwrap();
+            let len = usize::try_from(rng.next_u64() % 1600).unwrap();
             let _ = link.wire.send(&frame(len.max(6), 1));
         }
         for queue in [RECEIVEQ, TRANSMITQ] {
             let (q, mem) = link.guest.queue_mut(queue).unwrap();
             for i in 0..8 {
-                let addr = rng.next() % 0x21000;
-                let len = u32::try_from(rng.next() % 0x2000).unwrap();
-                let flags = DescFlags::from_bits_retain(u16::try_from(rng.next() % 8).unwrap());
-                let next = u16::try_from(rng.next() % 10).unwrap();
+                let addr = rng.next_u64() % 0x21000;
+                let len = u32::try_from(rng.next_u64() % 0x2000).unwrap();
+                let flags = DescFlags::from_bits_retain(u16::try_from(rng.next_u64() % 8).unwrap());
+                let next = u16::try_from(rng.next_u64() % 10).unwrap();
                 q.set_descriptor(mem, i, Descriptor::new(addr, len, flags, next));
             }
             for _ in 0..4 {
-                let head = u16::try_from(rng.next() % 9).unwrap();
+                let head = u16::try_from(rng.next_u64() % 9).unwrap();
                 q.publish(mem, head);
             }
             link.guest.notify(queue);
