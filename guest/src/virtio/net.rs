@@ -12,7 +12,9 @@
 //! - **Transmit** (queue 1): [`TX_BUFFERS`] buffers of [`BUFFER_BYTES`].
 //!   [`Net::try_send`] copies a frame into a free one and hands it over;
 //!   completions are reclaimed as it goes, and when every buffer is in
-//!   flight it answers [`VirtioError::Busy`]. [`Net::send`] waits instead.
+//!   flight it answers [`VirtioError::Busy`]. [`Net::send`] waits instead;
+//!   [`Net::try_send_batched`] and [`Net::flush`] send a batch of frames
+//!   for one notification.
 //!
 //! Notifications go through the split queue, so with `EVENT_IDX` the device
 //! is told only when it asked to be (clause VQ-5). Every length the device
@@ -312,11 +314,21 @@ impl<H: Hal, T: Transport> Net<H, T> {
     }
 
     /// Hands `frame` (an Ethernet frame without its FCS,
-    /// [`MIN_FRAME_LEN`] to [`MAX_FRAME_LEN`] bytes: clause NET-1) to the device without waiting: it is copied, so
-    /// `frame` is the caller's again on return. [`VirtioError::Busy`] when
-    /// every transmit buffer is in flight, [`VirtioError::InvalidRequest`]
-    /// for a frame of another length.
+    /// [`MIN_FRAME_LEN`] to [`MAX_FRAME_LEN`] bytes: clause NET-1) to the
+    /// device without waiting, and notifies it if it asked to be: `frame`
+    /// is copied, so it is the caller's again on return.
+    /// [`VirtioError::Busy`] when every transmit buffer is in flight,
+    /// [`VirtioError::InvalidRequest`] for a frame of another length.
     pub fn try_send(&mut self, frame: &[u8]) -> Result<(), VirtioError> {
+        self.try_send_batched(frame)?;
+        self.flush();
+        Ok(())
+    }
+
+    /// As [`Net::try_send`], but the device is not notified: a batch of
+    /// frames costs one notification, at the [`Net::flush`] that must
+    /// follow it. Until then the device may not look at them.
+    pub fn try_send_batched(&mut self, frame: &[u8]) -> Result<(), VirtioError> {
         self.control.running()?;
         if !(MIN_FRAME_LEN..=MAX_FRAME_LEN).contains(&frame.len()) {
             return Err(VirtioError::InvalidRequest);
@@ -349,12 +361,19 @@ impl<H: Hal, T: Transport> Net<H, T> {
         };
         *entry = slot;
         *in_flight = true;
-        let transport = self.control.running()?;
-        let notified = self.tx.kick(transport);
-        self.stats.notifications = self.stats.notifications.saturating_add(u64::from(notified));
         self.stats.frames_sent = self.stats.frames_sent.saturating_add(1);
         self.stats.bytes_sent = self.stats.bytes_sent.saturating_add(u64::from(len).saturating_sub(HEADER_U64));
         Ok(())
+    }
+
+    /// Notifies the device of the frames handed over since the last
+    /// notification, if it asked to be told (with `EVENT_IDX`, only when it
+    /// has caught up); returns whether it notified.
+    pub fn flush(&mut self) -> bool {
+        let Ok(transport) = self.control.running() else { return false };
+        let notified = self.tx.kick(transport);
+        self.stats.notifications = self.stats.notifications.saturating_add(u64::from(notified));
+        notified
     }
 
     /// Hands `frame` to the device, waiting while every transmit buffer is

@@ -7,6 +7,12 @@
 //! in a buffer on the stack and copied into a transmit buffer. The driver
 //! thus never makes a Rust reference to memory the device can write.
 //!
+//! Frames smoltcp sends are batched: the device hears of them at
+//! [`NetDevice::flush`], which a kernel calls after each
+//! [`Interface::poll`](smoltcp::iface::Interface::poll) (and which the next
+//! [`receive`](phy::Device::receive) does too), so a burst of segments
+//! costs one notification, one VM exit.
+//!
 //! A receive token comes only with a transmit token that has a free
 //! transmit buffer behind it, so a reply to a received frame (an ICMP echo,
 //! a TCP ACK) is never dropped for want of one. When the device breaks the
@@ -39,6 +45,7 @@
 //! // ... add sockets ...
 //! while device.error().is_none() {
 //!     iface.poll(Instant::from_millis(now_ms()), &mut device, &mut sockets);
+//!     device.flush();
 //! }
 //! # Ok(())
 //! # }
@@ -96,6 +103,13 @@ impl<H: Hal, T: Transport> NetDevice<H, T> {
         self.dropped
     }
 
+    /// Notifies the device of the frames smoltcp sent since the last call,
+    /// if it asked to be told; returns whether it notified. Call it after
+    /// each [`Interface::poll`](smoltcp::iface::Interface::poll).
+    pub fn flush(&mut self) -> bool {
+        self.net.flush()
+    }
+
     /// `result`'s value; an error is kept for [`NetDevice::error`].
     fn note<V>(error: &mut Option<VirtioError>, result: Result<V, VirtioError>) -> Option<V> {
         result.map_err(|e| *error = Some(e)).ok()
@@ -114,6 +128,7 @@ impl<H: Hal, T: Transport> phy::Device for NetDevice<H, T> {
 
     fn receive(&mut self, _now: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
         let Self { net, frame, error, dropped } = self;
+        net.flush();
         if !Self::note(error, net.can_send())? {
             return None;
         }
@@ -175,7 +190,7 @@ impl<H: Hal, T: Transport> phy::TxToken for TxToken<'_, H, T> {
             Some(buf) => (f(buf), len),
             None => (f(&mut frame), ETHERNET_MTU),
         };
-        match self.net.try_send(frame.get(..len).unwrap_or_default()) {
+        match self.net.try_send_batched(frame.get(..len).unwrap_or_default()) {
             Ok(()) => {}
             Err(e @ VirtioError::DeviceMisbehaved(_)) => {
                 *self.error = Some(e);

@@ -217,6 +217,22 @@ fn event_idx_suppresses_the_kicks_the_device_did_not_ask_for() {
 }
 
 #[test]
+fn a_batch_of_frames_costs_one_notification() {
+    let journal = Journal::start();
+    let transport = device();
+    let mut net = Net::<FakeHal, _>::new(transport.clone()).unwrap();
+    let tx_kicks = || journal.events().iter().filter(|e| **e == Event::Notify(TRANSMITQ)).count();
+    for i in 0..5 {
+        net.try_send_batched(&frame(60, i)).unwrap();
+    }
+    assert_eq!(tx_kicks(), 0, "not before the flush");
+    assert!(net.flush());
+    assert!(!net.flush(), "nothing new to tell");
+    assert_eq!(tx_kicks(), 1);
+    assert_eq!(sent(&transport).len(), 5);
+}
+
+#[test]
 fn the_mac_is_taken_only_when_offered_and_unicast() {
     let mut plain = FakeDevice::new(DeviceId::Net.raw());
     plain.config = MAC.to_vec();

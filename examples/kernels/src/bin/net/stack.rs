@@ -238,10 +238,12 @@ impl Station {
         Ok(Self { device, iface, cidr, mac, clock })
     }
 
-    /// One round of the stack: frames in and out, timers.
+    /// One round of the stack: frames in and out, timers; then one
+    /// notification for the frames it sent, if the device wants one.
     pub(crate) fn poll(&mut self, sockets: &mut SocketSet<'_>) {
         let now = self.clock.instant();
         self.iface.poll(now, &mut self.device, sockets);
+        self.device.flush();
     }
 
     /// The driver's and the adapter's counters, on one line.
