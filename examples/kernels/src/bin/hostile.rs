@@ -47,6 +47,9 @@ const CHECK_VECTOR: u8 = 0x45;
 const CHECK_SECTOR: u64 = 1;
 /// What the final check writes there.
 const PATTERN: u8 = 0xa5;
+/// The sector the well-formed write in an indirect table (not negotiated)
+/// names; the device must refuse it, so the sector stays as it was.
+const INDIRECT_SECTOR: u64 = 2;
 
 static FINDINGS: AtomicU32 = AtomicU32::new(0);
 static STORM_FIRED: AtomicU64 = AtomicU64::new(0);
@@ -229,6 +232,28 @@ fn header(q: &RawQueue, kind: RequestType, sector: u64) {
     }
 }
 
+/// Writes, in free parts of the buffer page, a well-formed block write in an
+/// indirect table (an OUT header for [`INDIRECT_SECTOR`], 512 bytes of
+/// [`PATTERN`], the shared status byte); returns the table's address.
+fn indirect_write(q: &RawQueue) -> u64 {
+    let (header_at, data_at, table_at) = (256u64, 2048u64, 3072u64);
+    for (j, b) in (0u64..).zip(RequestHeader::new(RequestType::Out, INDIRECT_SECTOR).as_bytes()) {
+        RawQueue::put(q.buf(header_at + j), *b);
+    }
+    for j in 0..512 {
+        RawQueue::put(q.buf(data_at + j), PATTERN);
+    }
+    let table = [
+        Descriptor::new(q.buf(header_at), 16, DescFlags::NEXT, 1),
+        Descriptor::new(q.buf(data_at), 512, DescFlags::NEXT, 2),
+        Descriptor::new(q.buf(2047), 1, DescFlags::WRITE, 0),
+    ];
+    for (j, b) in (0u64..).zip(table.as_bytes()) {
+        RawQueue::put(q.buf(table_at + j), *b);
+    }
+    q.buf(table_at)
+}
+
 /// Queue attacks on a working block device: each chain must come back
 /// used with length 0 (or be refused with an error status), and the queue
 /// must go on.
@@ -247,6 +272,7 @@ fn chain_attacks(w: &Window, q: &mut RawQueue) -> bool {
     // Three buffers of 1.5 GiB each (all the same RAM: the kernel runs with
     // 2 GiB) sum past u32; two are a request far over the size limit.
     let (huge, big) = (HUGE_BUFFER, 0x6000_0000);
+    let table = indirect_write(q);
     let attacks: [(&str, &[Descriptor], u16); 10] = [
         ("descriptor loop", &[d(h, 16, r, 1), d(data, 512, wn, 0)], 0),
         ("self-loop", &[d(h, 16, r, 0)], 0),
@@ -261,7 +287,7 @@ fn chain_attacks(w: &Window, q: &mut RawQueue) -> bool {
         ("a 3 GiB read", &[d(h, 16, r, 1), d(huge, big, wn, 2), d(huge, big, wn, 3), d(status, 1, wl, 0)], 0),
         ("address + length past u64", &[d(h, 16, r, 1), d(TOP, 0x1000, wn, 2), d(status, 1, wl, 0)], 0),
         ("head beyond the queue", &[d(h, 16, r, 1), d(data, 512, wn, 2), d(status, 1, wl, 0)], 9),
-        ("indirect table not negotiated", &[d(h, 48, DescFlags::INDIRECT, 0)], 0),
+        ("indirect table not negotiated", &[d(table, 48, DescFlags::INDIRECT, 0)], 0),
     ];
     for (what, descs, head) in attacks {
         RawQueue::put(status, 0xeeu8);
