@@ -292,6 +292,15 @@ impl<B: DiskBackend> VirtioDevice for Blk<B> {
         drain(queue, mem, |chain| self.serve(chain, mem))
     }
 
+    fn metrics(&self, report: &mut dyn FnMut(&'static str, u64)) {
+        let s = &self.stats;
+        for (name, counter) in
+            [("requests", &s.requests), ("errors", &s.errors), ("io_errors", &s.io_errors), ("malformed", &s.malformed)]
+        {
+            report(name, counter.load(Ordering::Relaxed));
+        }
+    }
+
     fn failures(&self) -> Option<String> {
         let failed = self.stats.io_errors.load(Ordering::Relaxed);
         let first = self.first_failure.as_ref()?;

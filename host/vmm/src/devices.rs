@@ -147,6 +147,15 @@ impl DeviceSet {
         Devices { descriptors, routes: Arc::clone(&self.routes) }
     }
 
+    /// One line for each device whose medium failed (a disk's I/O errors),
+    /// for pvkit's summary at exit.
+    pub(crate) fn failures(&self) -> Vec<String> {
+        self.devices
+            .iter()
+            .filter_map(|d| d.transport.lock().unwrap_or_else(PoisonError::into_inner).device().failures())
+            .collect()
+    }
+
     /// Each device's counters, for the management API.
     pub(crate) fn metrics(&self) -> Vec<DeviceMetrics> {
         (0u16..)

@@ -174,6 +174,10 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks) -> Result<u8, VmmError> {
         .transpose()
         .map_err(|source| VmmError::Host { what: "starting the API thread", source })?;
     let (status, reason) = wait(&events_rx, &machine.bus);
+    // What failed on the way, however the guest ended (the status stays its).
+    for line in machine.devices.failures() {
+        eprintln!("pvkit: {line}");
+    }
     machine.bus.publish(&Lifecycle::Stopped { reason, status });
     machine.bus.close();
     // Answers in flight (the `stop` that ended the machine) go out first.
