@@ -173,6 +173,10 @@ bitflags::bitflags! {
         /// Requests from the host to shut down or reboot (`HOST_REQUEST`)
         /// and the host-request interrupt source.
         const HOST_REQUESTS = 1 << 7;
+        /// Run-time accounting: the per-vCPU accounting area
+        /// (`ACCOUNTING_REGISTER`, `ACCOUNTING_DISABLE`) and the machine's
+        /// run-time meter (`RUNTIME_METER`).
+        const ACCOUNTING = 1 << 8;
     }
 }
 

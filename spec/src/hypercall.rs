@@ -95,6 +95,12 @@ abi_enum! {
         ClockDisable = 0x21 => "CLOCK_DISABLE",
         /// Returns UTC nanoseconds (result 0) and the PV-clock time of the same instant (result 1).
         Wallclock = 0x22 => "WALLCLOCK",
+        /// Registers the calling vCPU's accounting area at a guest-physical address.
+        AccountingRegister = 0x24 => "ACCOUNTING_REGISTER",
+        /// Stops updating the calling vCPU's accounting area.
+        AccountingDisable = 0x25 => "ACCOUNTING_DISABLE",
+        /// Returns the vCPU time the machine has used since it was created (result 0).
+        RuntimeMeter = 0x26 => "RUNTIME_METER",
         /// Arms the calling vCPU's one-shot timer for a PV-clock deadline.
         TimerSet = 0x28 => "TIMER_SET",
         /// Disarms the calling vCPU's timer; result 0 says whether one was armed.
@@ -123,6 +129,7 @@ impl Hypercall {
             Self::ConsoleWrite | Self::ConsoleRead => Some(Features::CONSOLE),
             Self::ClockRegister | Self::ClockDisable => Some(Features::CLOCK),
             Self::Wallclock => Some(Features::WALLCLOCK),
+            Self::AccountingRegister | Self::AccountingDisable | Self::RuntimeMeter => Some(Features::ACCOUNTING),
             Self::TimerSet | Self::TimerCancel => Some(Features::TIMER),
             // Its timer source needs TIMER, its host-request source
             // HOST_REQUESTS and its device sources DEVICES; the host checks

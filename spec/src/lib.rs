@@ -12,6 +12,7 @@
 //! | [`host_request`] | what the host asks of the guest: shut down, reboot | `hypercalls.md` |
 //! | [`status`] | [`HypercallError`], the stable error codes | `hypercalls.md` |
 //! | [`clock`] | [`PvClockVcpuTimeInfo`] and the TSC-to-nanoseconds math | `clock-timer.md` |
+//! | [`accounting`] | [`VcpuAccountingInfo`]: each vCPU's run, steal and halted time | `accounting.md` |
 //! | [`irq`] | interrupt sources and vector rules | `interrupts.md` |
 //! | [`device`] | [`DeviceDescriptor`], the device-enumeration record | `virtio.md` |
 //! | [`boot`] | the PVH `hvm_start_info` layouts | `boot.md` |
@@ -40,6 +41,7 @@
 #[macro_use]
 mod macros;
 
+pub mod accounting;
 pub mod boot;
 pub mod clock;
 pub mod device;
@@ -50,6 +52,7 @@ pub mod irq;
 pub mod status;
 pub mod virtio;
 
+pub use accounting::VcpuAccountingInfo;
 pub use clock::{PvClockFlags, PvClockVcpuTimeInfo};
 pub use device::DeviceDescriptor;
 pub use discovery::{AbiVersion, Features};

@@ -8,6 +8,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::mem::{offset_of, size_of};
 
+use pvkit_spec::accounting::{AccountingFlags, VcpuAccountingInfo};
 use pvkit_spec::boot::{MemmapEntry, MemoryType, ModlistEntry, StartInfo};
 use pvkit_spec::clock::{PvClockFlags, PvClockVcpuTimeInfo};
 use pvkit_spec::device::{DeviceDescriptor, Transport};
@@ -95,6 +96,7 @@ fn expected() -> BTreeMap<String, Rows> {
             flags,
             pad
         }),
+        layout!(VcpuAccountingInfo { version, flags, run_ns, steal_ns, halted_ns, update_ns, reserved }),
         layout!(DeviceDescriptor { mmio_base, mmio_size, gsi, device_id, transport }),
         layout!(Descriptor { addr, len, flags, next }),
         layout!(AvailHeader { flags, idx }),
@@ -156,6 +158,7 @@ fn expected() -> BTreeMap<String, Rows> {
     let flags = [
         flags!("pvkit-features", Features),
         flags!("pvclock-flags", PvClockFlags),
+        flags!("accounting-flags", AccountingFlags),
         flags!("device-status", DeviceStatus),
         flags!("interrupt-status", InterruptStatus),
         flags!("virtio-features", pvkit_spec::virtio::Features),
@@ -230,6 +233,11 @@ fn expected() -> BTreeMap<String, Rows> {
         constants!("clock", {
             "PVCLOCK_ALIGN" => pvkit_spec::clock::PVCLOCK_ALIGN,
             "NSEC_PER_SEC" => pvkit_spec::clock::NSEC_PER_SEC,
+        }),
+        constants!("accounting", {
+            "ACCOUNTING_ALIGN" => pvkit_spec::accounting::ACCOUNTING_ALIGN,
+            "ACCOUNTING_PERIOD_NS" => pvkit_spec::accounting::ACCOUNTING_PERIOD_NS,
+            "ACCOUNTING_SLACK_NS" => pvkit_spec::accounting::ACCOUNTING_SLACK_NS,
         }),
         constants!("host-request", { "REQUEST_NONE" => pvkit_spec::host_request::REQUEST_NONE }),
         constants!("irq", {
