@@ -36,7 +36,7 @@ use pvkit_spec::clock::NSEC_PER_SEC;
 use pvkit_spec::clock::{PVCLOCK_ALIGN, PvClockFlags, PvClockSnapshot, PvClockVcpuTimeInfo, TscScale};
 use zerocopy::IntoBytes;
 
-use crate::memory::{GuestMemory, GuestRange, RangeError};
+use crate::memory::{GuestMemory, GuestRange, RangeError, overlap, write_versioned};
 
 /// A reading of the host's TSC and monotonic clock, taken together.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -207,7 +207,6 @@ impl PvClock {
         anchor: Anchor,
         mem: &M,
     ) -> Result<(), crate::memory::MemoryError> {
-        use std::sync::atomic::{Ordering, fence};
         let offset = usize::try_from(vcpu).ok().and_then(|i| self.offsets.get(i)).copied().unwrap_or(0);
         let snapshot = PvClockSnapshot {
             tsc_timestamp: anchor.tsc.wrapping_add(offset),
@@ -217,18 +216,15 @@ impl PvClock {
         };
         let mut info = PvClockVcpuTimeInfo::default();
         snapshot.store(&mut info);
-        let base = registration.range.addr();
-        let odd = registration.version.wrapping_add(1) | 1;
-        mem.write(base, &odd.to_le_bytes())?;
-        fence(Ordering::Release);
-        // The range was checked to hold the whole struct, so `base + 4` is in it.
         let (_, body) = info.as_bytes().split_at(4);
-        mem.write(base.saturating_add(4), body)?;
-        fence(Ordering::Release);
-        let even = odd.wrapping_add(1);
-        mem.write(base, &even.to_le_bytes())?;
-        registration.version = even;
-        Ok(())
+        write_versioned(mem, registration.range, &mut registration.version, body)
+    }
+
+    /// Whether the clock struct of some vCPU lies in part in
+    /// `[addr, addr + len)`: an accounting area may not overlap one (clause
+    /// ACCT-1).
+    pub fn overlaps(&self, addr: u64, len: u64) -> bool {
+        self.lock().registrations.iter().flatten().any(|r| overlap(r.range.addr(), r.range.len(), addr, len))
     }
 
     /// Steers the clock towards the host's monotonic clock and republishes

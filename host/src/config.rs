@@ -10,7 +10,10 @@
 //! Most features need a service ([`Services`](crate::Services)) as well;
 //! `CONSOLE` and `HOST_REQUESTS` need only the config. A VMM asks for
 //! `HOST_REQUESTS` when it will post shutdown or reboot requests through
-//! [`Dispatcher::host_requests`](crate::Dispatcher::host_requests).
+//! [`Dispatcher::host_requests`](crate::Dispatcher::host_requests), and for
+//! `ACCOUNTING` (which needs the clock besides) when it will keep the
+//! figures current through
+//! [`Dispatcher::accounting`](crate::Dispatcher::accounting).
 //!
 //! ```
 //! use pvkit_host::HostConfig;
@@ -33,7 +36,8 @@ pub const IMPLEMENTED_FEATURES: Features = Features::CONSOLE
     .union(Features::WALLCLOCK)
     .union(Features::TIMER)
     .union(Features::DEVICES)
-    .union(Features::HOST_REQUESTS);
+    .union(Features::HOST_REQUESTS)
+    .union(Features::ACCOUNTING);
 
 /// What the host offers, fixed for the life of a machine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -255,6 +255,7 @@ pub fn check_dispatcher(dispatcher: &Dispatcher, platform: &dyn Platform) -> Vec
         (Features::TIMER, Hypercall::TimerCancel),
         (Features::DEVICES, Hypercall::DeviceEnum),
         (Features::HOST_REQUESTS, Hypercall::HostRequest),
+        (Features::ACCOUNTING, Hypercall::RuntimeMeter),
     ] {
         if !config.features.contains(feature) {
             let got = call(number.raw(), [0; 4]).map(|r| r.status);

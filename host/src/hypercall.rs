@@ -16,9 +16,10 @@ use pvkit_spec::host_request::REQUEST_NONE;
 use pvkit_spec::hypercall::{CONSOLE_MAX_LEN, EXIT_CODE_MAX, HypercallArgs, HypercallReturn, PANIC_MESSAGE_MAX_LEN};
 use pvkit_spec::irq::{IrqSource, Vector};
 use pvkit_spec::status::STATUS_SUCCESS;
-use pvkit_spec::{AbiVersion, Features, Hypercall, HypercallError};
+use pvkit_spec::{AbiVersion, Features, Hypercall, HypercallError, PvClockVcpuTimeInfo};
 use zerocopy::IntoBytes;
 
+use crate::accounting::Accounting;
 use crate::clock::PvClock;
 use crate::config::HostConfig;
 use crate::host_request::HostRequests;
@@ -32,7 +33,9 @@ use crate::timer::Timers;
 /// `HOST_REQUESTS` needs nothing from the VMM but its interrupt sink at the
 /// moment it posts, so its state lives in the dispatcher
 /// ([`Dispatcher::host_requests`]) and the [`HostConfig`] alone decides
-/// whether it is offered.
+/// whether it is offered. So does `ACCOUNTING`'s
+/// ([`Dispatcher::accounting`]), which the VMM feeds; it is offered with the
+/// clock only, since its figures are PV-clock time.
 #[derive(Clone, Debug, Default)]
 pub struct Services {
     /// The clock: `CLOCK`, `WALLCLOCK`, and `CLOCK_TSC_STABLE` when it is stable.
@@ -139,6 +142,7 @@ pub struct Dispatcher {
     started: Vec<AtomicBool>,
     negotiated: AtomicU64,
     host_requests: HostRequests,
+    accounting: Accounting,
     stats: Stats,
 }
 
@@ -159,7 +163,13 @@ impl Dispatcher {
         let clock = services.clock.as_ref();
         let f = &mut config.features;
         if clock.is_none() {
-            f.remove(Features::CLOCK | Features::CLOCK_TSC_STABLE | Features::WALLCLOCK | Features::TIMER);
+            f.remove(
+                Features::CLOCK
+                    | Features::CLOCK_TSC_STABLE
+                    | Features::WALLCLOCK
+                    | Features::TIMER
+                    | Features::ACCOUNTING,
+            );
         }
         if !clock.is_some_and(|c| c.tsc_stable()) {
             f.remove(Features::CLOCK_TSC_STABLE);
@@ -177,6 +187,7 @@ impl Dispatcher {
             started,
             negotiated: AtomicU64::new(0),
             host_requests: HostRequests::new(),
+            accounting: Accounting::new(config.vcpu_count),
             stats: Stats::default(),
         }
     }
@@ -197,6 +208,14 @@ impl Dispatcher {
     /// `IRQ_SET_VECTOR` are served from it.
     pub fn host_requests(&self) -> &HostRequests {
         &self.host_requests
+    }
+
+    /// The machine's run-time accounting: where the VMM adds what each vCPU
+    /// did ([`Accounting::update`]) and reads the figures and the meter back,
+    /// when the config offers `ACCOUNTING`. `ACCOUNTING_REGISTER`,
+    /// `ACCOUNTING_DISABLE` and `RUNTIME_METER` are served from it.
+    pub fn accounting(&self) -> &Accounting {
+        &self.accounting
     }
 
     /// The features the guest accepted with its last `NEGOTIATE`.
@@ -262,6 +281,8 @@ impl Dispatcher {
             Hypercall::VcpuStart => self.vcpu_start(a0, a1, a2, mem, platform),
             Hypercall::ClockRegister => {
                 self.clock()?.register(vcpu, a0, mem)?;
+                // The host never writes the same bytes by two protocols (ACCT-2).
+                self.accounting.forget_overlapping(a0, size_of::<PvClockVcpuTimeInfo>() as u64);
                 Ok([None, None])
             }
             Hypercall::ClockDisable => {
@@ -272,6 +293,16 @@ impl Dispatcher {
                 let (utc, pv) = self.clock()?.wallclock();
                 Ok([Some(utc), Some(pv)])
             }
+            Hypercall::AccountingRegister => {
+                self.accounting.register(vcpu, a0, mem, self.services.clock.as_deref())?;
+                Ok([None, None])
+            }
+            Hypercall::AccountingDisable => {
+                self.accounting.disable(vcpu);
+                Ok([None, None])
+            }
+            // r1 is reserved: zero (ACCT-10).
+            Hypercall::RuntimeMeter => Ok([Some(self.accounting.meter_ns()), Some(0)]),
             Hypercall::TimerSet => {
                 self.timers()?.set(vcpu, a0)?;
                 Ok([None, None])

@@ -11,6 +11,7 @@
 //! | [`hypercall`] | the [`Dispatcher`]: one call in, one [`Outcome`] out |
 //! | [`host_request`] | [`HostRequests`](host_request::HostRequests): the shutdown or reboot request the VMM posts for the guest |
 //! | [`clock`] | [`PvClock`](clock::PvClock): the machine's PV clock and its per-vCPU structs |
+//! | [`accounting`] | [`Accounting`](accounting::Accounting): each vCPU's run, steal and halted time, its area in the guest, the run-time meter |
 //! | [`timer`] | [`Timers`](timer::Timers): per-vCPU one-shot timers and the loop that fires them |
 //! | [`irq`] | where device interrupts go: their GSI, or a vector the guest chose |
 //! | [`virtio`] | split virtqueues, the virtio-mmio transport, block, entropy, console and network devices |
@@ -76,6 +77,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)
 )]
 
+pub mod accounting;
 pub mod clock;
 pub mod config;
 #[cfg(feature = "conformance")]

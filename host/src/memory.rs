@@ -172,10 +172,71 @@ impl GuestRange {
     }
 }
 
+/// Writes a struct the guest reads by the seqlock protocol of clauses CLK-3
+/// and ACCT-3 into `range`: `version` made odd, then `body` (the struct's
+/// bytes after its 4-byte version word), then `version` made even and
+/// greater than before, each store ordered after the one before it.
+/// `version` is the host's copy of the word, never read back from the guest.
+///
+/// Fails, having written nothing, when the version and `body` do not fit in
+/// `range`; a write the memory refuses stops the protocol there (the range
+/// is no longer RAM, and the caller drops it).
+pub(crate) fn write_versioned<M: GuestMemory + ?Sized>(
+    mem: &M,
+    range: GuestRange,
+    version: &mut u32,
+    body: &[u8],
+) -> Result<(), MemoryError> {
+    use std::sync::atomic::{Ordering, fence};
+    let base = range.addr();
+    let (_, body_range) = range.split_at(4).ok_or(MemoryError { addr: base, len: range.len() })?;
+    if (body.len() as u64) > body_range.len() {
+        return Err(MemoryError { addr: body_range.addr(), len: body.len() as u64 });
+    }
+    let odd = version.wrapping_add(1) | 1;
+    mem.write(base, &odd.to_le_bytes())?;
+    fence(Ordering::Release);
+    mem.write(body_range.addr(), body)?;
+    fence(Ordering::Release);
+    let even = odd.wrapping_add(1);
+    mem.write(base, &even.to_le_bytes())?;
+    *version = even;
+    Ok(())
+}
+
+/// Whether `[a, a + a_len)` and `[b, b + b_len)` share a byte, for ranges
+/// that may run to the end of the address space (ends saturate).
+pub(crate) fn overlap(a: u64, a_len: u64, b: u64, b_len: u64) -> bool {
+    a_len != 0 && b_len != 0 && a < b.saturating_add(b_len) && b < a.saturating_add(a_len)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::test_utils::VecMemory;
+
+    #[test]
+    fn versioned_writes_fit_or_write_nothing() {
+        let mem = VecMemory::new(0x100);
+        let range = GuestRange::new(&mem, 0x40, 8).unwrap();
+        let mut version = 6;
+        assert!(write_versioned(&mem, range, &mut version, &[1, 2, 3, 4, 5]).is_err());
+        assert_eq!((version, mem.read_bytes(0x40, 8)), (6, vec![0; 8]), "nothing written");
+        write_versioned(&mem, range, &mut version, &[1, 2, 3, 4]).unwrap();
+        assert_eq!(version, 8, "odd 7, then even 8");
+        assert_eq!(mem.read_bytes(0x40, 8), [8, 0, 0, 0, 1, 2, 3, 4]);
+        let mut wrapping = u32::MAX;
+        write_versioned(&mem, range, &mut wrapping, &[]).unwrap();
+        assert_eq!(wrapping, 2, "the word wraps, and stays even when stable");
+    }
+
+    #[test]
+    fn overlaps_at_the_edges() {
+        assert!(overlap(0x100, 64, 0x13f, 1));
+        assert!(!overlap(0x100, 64, 0x140, 32));
+        assert!(!overlap(0x100, 0, 0x100, 32), "an empty range overlaps nothing");
+        assert!(overlap(u64::MAX - 8, 64, u64::MAX - 1, 32), "ends past 2^64 saturate");
+    }
 
     #[test]
     fn ranges_at_the_edges() {

@@ -107,6 +107,9 @@ fn ver5_unoffered_features_are_unsupported() {
         Hypercall::VcpuStart,
         Hypercall::Wallclock,
         Hypercall::HostRequest,
+        Hypercall::AccountingRegister,
+        Hypercall::AccountingDisable,
+        Hypercall::RuntimeMeter,
     ] {
         let r = ret(&d, &m, &p, 0, call, [0x100, 1, 0, 0]);
         assert_eq!(r.status, err(HypercallError::Unsupported), "{call}");
@@ -374,6 +377,75 @@ mod with_clock_and_timers {
         assert_eq!(irq(0, 0, 1), 0, "vector 0 masks");
         call(1, Hypercall::TimerSet, [10, 0, 0, 0]);
         assert_eq!(timers.fire_due(10), vec![(1, None)]);
+    }
+
+    #[test]
+    fn accounting_is_offered_with_the_clock_only() {
+        let (d, ..) = setup(true);
+        assert!(d.config().features.contains(Features::ACCOUNTING));
+        let none = Dispatcher::new(HostConfig::new(1, Features::ACCOUNTING), Services::default());
+        assert!(!none.config().features.contains(Features::ACCOUNTING), "figures in PV-clock time need a clock");
+    }
+
+    #[test]
+    fn acct1_register_checks_overlap_then_alignment_then_address() {
+        let (d, _, m, p) = setup(true);
+        let call = |vcpu, c, gpa| ret(&d, &m, &p, vcpu, c, [gpa, 0, 0, 0]).status;
+        assert_eq!(call(0, Hypercall::ClockRegister, 0x1020), 0);
+        let reg = |vcpu, gpa| call(vcpu, Hypercall::AccountingRegister, gpa);
+        assert_eq!(reg(1, 0x1000), err(HypercallError::InvalidArgument), "over vCPU 0's clock struct");
+        assert_eq!(reg(1, 0x1008), err(HypercallError::InvalidArgument), "over it and misaligned: HC-7 order");
+        assert_eq!(reg(1, 0x2020), err(HypercallError::Misaligned));
+        assert_eq!(reg(1, 0x2fe0), err(HypercallError::Misaligned), "it would straddle a page");
+        assert_eq!(reg(1, MEM as u64), err(HypercallError::BadAddress));
+        assert_eq!(reg(1, MEM as u64 - 32), err(HypercallError::Misaligned));
+        assert_eq!(reg(1, u64::MAX - 63), err(HypercallError::BadAddress), "wraps past 2^64");
+        assert_eq!(reg(1, 0x2000), 0);
+        assert_eq!(reg(0, 0x2000), err(HypercallError::InvalidArgument), "over vCPU 1's area");
+        assert_eq!(reg(1, 0x1001), err(HypercallError::InvalidArgument));
+        assert_eq!(d.accounting().area(1), Some(0x2000), "a refused registration keeps the earlier one");
+        assert_eq!(reg(1, 0x2000), 0, "a vCPU may register its own area again");
+        assert_eq!(m.read_bytes(0x2000, 4), 2u32.to_le_bytes(), "written, version even (ACCT-2)");
+        assert_eq!(reg(0, 0x2040), 0, "the next 64 bytes are free");
+    }
+
+    #[test]
+    fn acct2_a_clock_registered_over_an_area_ends_it() {
+        let (d, _, m, p) = setup(true);
+        let call = |vcpu, c, gpa| ret(&d, &m, &p, vcpu, c, [gpa, 0, 0, 0]).status;
+        assert_eq!(call(1, Hypercall::AccountingRegister, 0x3000), 0);
+        assert_eq!(call(0, Hypercall::AccountingRegister, 0x3040), 0);
+        assert_eq!(call(0, Hypercall::ClockRegister, 0x3020), 0, "CLOCK_REGISTER itself is unchanged");
+        assert_eq!((d.accounting().area(1), d.accounting().area(0)), (None, Some(0x3040)));
+        let clock = m.read_bytes(0x3020, 32);
+        d.accounting().update(1, crate::accounting::RunSample { run_ns: 7, ..Default::default() }, 9, &m).unwrap();
+        assert_eq!(m.read_bytes(0x3020, 32), clock, "the clock struct is not written by the accounting");
+    }
+
+    #[test]
+    fn acct9_disable_always_succeeds_and_stops_the_writes() {
+        let (d, _, m, p) = setup(true);
+        let call = |c, gpa| ret(&d, &m, &p, 0, c, [gpa, 0, 0, 0]).status;
+        assert_eq!(call(Hypercall::AccountingDisable, 0), 0, "nothing registered");
+        assert_eq!(call(Hypercall::AccountingRegister, 0x4000), 0);
+        assert_eq!(call(Hypercall::AccountingDisable, 0), 0);
+        let before = m.read_bytes(0x4000, 64);
+        d.accounting().update(0, crate::accounting::RunSample { run_ns: 5, ..Default::default() }, 100, &m).unwrap();
+        assert_eq!(m.read_bytes(0x4000, 64), before);
+        assert_eq!(d.accounting().figures(0).map(|f| f.run_ns), Ok(5), "the figures go on");
+    }
+
+    #[test]
+    fn acct10_the_meter_is_the_run_time_of_every_vcpu() {
+        let (d, _, m, p) = setup(true);
+        let sample = |run_ns| crate::accounting::RunSample { run_ns, steal_ns: 3, ..Default::default() };
+        let a = d.accounting();
+        a.update(0, sample(0), 0, &m).unwrap();
+        a.update(1, sample(0), 0, &m).unwrap();
+        a.update(0, sample(40), 100, &m).unwrap();
+        a.update(1, sample(2), 100, &m).unwrap();
+        let r = ret(&d, &m, &p, 1, Hypercall::RuntimeMeter, [0xaa, 0xbb, 0, 0]);
+        assert_eq!((r.status, r.results), (0, [42, 0]), "no vCPU registered an area; r1 is zero");
     }
 }
 
