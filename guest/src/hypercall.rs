@@ -6,6 +6,7 @@ use pvkit_spec::host_request::HostRequest;
 use pvkit_spec::hypercall::{HypercallArgs, PANIC_MESSAGE_MAX_LEN};
 use pvkit_spec::{AbiVersion, Features, Hypercall};
 
+use crate::accounting::AccountingArea;
 use crate::clock::ClockArea;
 use crate::discovery::Found;
 use crate::error::Error;
@@ -240,6 +241,33 @@ impl<G: Gate, T: Translate> Pvkit<G, T> {
         self.require(Features::WALLCLOCK, "WALLCLOCK")?;
         let [utc, pv] = self.call(Hypercall::Wallclock, [0; 4])?;
         Ok((utc, pv))
+    }
+
+    /// `ACCOUNTING_REGISTER`: asks the host to keep `area` current with the
+    /// calling vCPU's run, steal and halted time (clause ACCT-2). Each vCPU
+    /// registers its own area; the figures count from the vCPU's start, not
+    /// from the registration (ACCT-4).
+    pub fn accounting_register(&self, area: &'static AccountingArea) -> Result<(), Error> {
+        self.require(Features::ACCOUNTING, "ACCOUNTING")?;
+        let phys = self.phys(area.as_ptr() as usize)?;
+        // SAFETY: the host writes the 64-byte area, which is 'static memory
+        // the guest only reads through the seqlock protocol.
+        unsafe { self.call_unchecked(Hypercall::AccountingRegister, [phys, 0, 0, 0]) }.map(drop)
+    }
+
+    /// `ACCOUNTING_DISABLE`: the host stops writing the calling vCPU's area.
+    pub fn accounting_disable(&self) -> Result<(), Error> {
+        self.require(Features::ACCOUNTING, "ACCOUNTING")?;
+        self.call(Hypercall::AccountingDisable, [0; 4]).map(drop)
+    }
+
+    /// `RUNTIME_METER`: the vCPU nanoseconds the machine has used since it
+    /// was created, summed over its vCPUs (clause ACCT-10); it never goes
+    /// back (ACCT-11). r1, reserved, is ignored (GEN-2).
+    pub fn runtime_meter(&self) -> Result<u64, Error> {
+        self.require(Features::ACCOUNTING, "ACCOUNTING")?;
+        let [meter, _] = self.call(Hypercall::RuntimeMeter, [0; 4])?;
+        Ok(meter)
     }
 
     /// `TIMER_SET`: arms the calling vCPU's one-shot timer for `deadline`

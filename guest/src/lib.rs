@@ -12,6 +12,7 @@
 //! | [`translate`] | the kernel's virtual-to-physical translation, behind [`Translate`] |
 //! | [`hypercall`] | [`Pvkit`], safe wrappers over every call this crate supports |
 //! | [`clock`] | reading the PV clock with no exit: [`clock::ClockArea`], [`clock::Monotonic`] |
+//! | [`accounting`] | a vCPU's run, steal and halted time with no exit: [`accounting::AccountingArea`] |
 //! | [`timer`] | [`timer::Periodic`] on the one-shot timer, and the interrupt [`timer::Hook`] |
 //! | [`console`] | [`PvConsole`], `core::fmt::Write` over the early console |
 //! | [`logger`] | [`PvLogger`], a `log::Log` over the early console |
@@ -45,6 +46,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)
 )]
 
+pub mod accounting;
 pub mod clock;
 pub mod console;
 pub mod cpuid;

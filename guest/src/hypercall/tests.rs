@@ -166,3 +166,34 @@ fn clock_registration_passes_the_physical_address() {
     assert_eq!(calls[0].args[0], AREA.as_ptr() as u64);
     assert_eq!(calls[0].args[0] % 32, 0);
 }
+
+#[test]
+fn accounting_calls_pass_the_area_and_read_the_meter() {
+    static AREA: crate::accounting::AccountingArea = crate::accounting::AccountingArea::new();
+    let gate = FakeGate::new(&[(0, [0, 0]), (0, [0, 0]), (0, [123_456, 0xbad]), (4, [0, 0])]);
+    let h = host(&gate, Features::ACCOUNTING);
+    h.accounting_register(&AREA).unwrap();
+    h.accounting_disable().unwrap();
+    assert_eq!(h.runtime_meter(), Ok(123_456), "GEN-2: r1 is reserved, ignored");
+    assert_eq!(h.accounting_register(&AREA), Err(Error::Host(HypercallError::Misaligned)));
+    let calls = gate.calls();
+    let numbers: Vec<u32> = calls.iter().map(|c| c.number).collect();
+    assert_eq!(
+        numbers,
+        [
+            Hypercall::AccountingRegister,
+            Hypercall::AccountingDisable,
+            Hypercall::RuntimeMeter,
+            Hypercall::AccountingRegister
+        ]
+        .map(Hypercall::raw)
+    );
+    assert_eq!(calls[0].args, [AREA.as_ptr() as u64, 0, 0, 0], "HC-5");
+    assert_eq!(calls[0].args[0] % 64, 0, "ACCT-1: 64-byte aligned");
+    assert!(calls[1..3].iter().all(|c| c.args == [0; 4]), "HC-5");
+    let gate = FakeGate::new(&[]);
+    let without = host(&gate, Features::CLOCK);
+    assert_eq!(without.runtime_meter(), Err(Error::NotOffered("ACCOUNTING")));
+    assert_eq!(without.accounting_register(&AREA), Err(Error::NotOffered("ACCOUNTING")));
+    assert!(gate.calls().is_empty(), "VER-7: calls of features not offered are not made");
+}

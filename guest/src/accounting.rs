@@ -1,0 +1,259 @@
+//! Reading where a vCPU's time went, with no VM exit (`accounting.md`).
+//!
+//! A kernel gives each vCPU an [`AccountingArea`] and registers it with
+//! [`Pvkit::accounting_register`](crate::Pvkit::accounting_register); the
+//! host keeps it current from a thread of its own, at least every 10 ms.
+//! [`read`] follows the seqlock protocol, lock-free, and gives up after
+//! [`clock::MAX_RETRIES`](crate::clock::MAX_RETRIES) rather than spin forever on an
+//! area that never settles (clause ACCT-12). Any vCPU may read any vCPU's
+//! area.
+//!
+//! ```no_run
+//! use pvkit_guest::accounting::AccountingArea;
+//!
+//! static AREA: AccountingArea = AccountingArea::new();
+//! // ... after pvkit.accounting_register(&AREA):
+//! let before = AREA.read().unwrap();
+//! // ... a while later:
+//! let spent = AREA.read().unwrap().since(&before);
+//! let steal_percent = spent.steal_ns * 100 / spent.update_ns.max(1);
+//! ```
+
+use core::cell::UnsafeCell;
+use core::fmt;
+use core::sync::atomic::{Ordering, compiler_fence};
+
+use pvkit_spec::accounting::{AccountingFlags, Figures, VcpuAccountingInfo};
+use pvkit_spec::clock::update_in_progress;
+use zerocopy::little_endian::{U32, U64};
+
+use crate::clock::MAX_RETRIES;
+
+/// One vCPU's accounting area: memory the host writes and the guest only
+/// reads.
+///
+/// 64-byte aligned, as `ACCOUNTING_REGISTER` requires (clause ACCT-1), so it
+/// never straddles a page.
+#[repr(C, align(64))]
+pub struct AccountingArea(UnsafeCell<VcpuAccountingInfo>);
+
+static_assertions::const_assert_eq!(core::mem::size_of::<AccountingArea>(), 64);
+
+// SAFETY: the guest only reads the area, with volatile reads under the
+// seqlock protocol; the host is the only writer.
+unsafe impl Sync for AccountingArea {}
+
+impl fmt::Debug for AccountingArea {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccountingArea").field("addr", &self.0.get()).finish()
+    }
+}
+
+impl AccountingArea {
+    /// A zeroed area (version 0: not written yet).
+    pub const fn new() -> Self {
+        Self(UnsafeCell::new(VcpuAccountingInfo {
+            version: U32::ZERO,
+            flags: U32::ZERO,
+            run_ns: U64::ZERO,
+            steal_ns: U64::ZERO,
+            halted_ns: U64::ZERO,
+            update_ns: U64::ZERO,
+            reserved: [U64::ZERO; 3],
+        }))
+    }
+
+    /// Where the area is, for registration.
+    pub fn as_ptr(&self) -> *const VcpuAccountingInfo {
+        self.0.get()
+    }
+
+    /// The figures now; see [`read`].
+    pub fn read(&self) -> Result<Figures, AccountingError> {
+        read(self)
+    }
+
+    /// Nanoseconds the vCPU ran.
+    pub fn run_ns(&self) -> Result<u64, AccountingError> {
+        read(self).map(|f| f.run_ns)
+    }
+
+    /// Nanoseconds the vCPU was ready to run but waited for a host CPU:
+    /// the time stolen from it.
+    pub fn steal_ns(&self) -> Result<u64, AccountingError> {
+        read(self).map(|f| f.steal_ns)
+    }
+
+    /// Nanoseconds the vCPU neither ran nor waited.
+    pub fn halted_ns(&self) -> Result<u64, AccountingError> {
+        read(self).map(|f| f.halted_ns)
+    }
+
+    /// Whether the vCPU waited for a host CPU in the interval of the host's
+    /// last update: a hint that it is being preempted (clause ACCT-8).
+    pub fn preempted(&self) -> Result<bool, AccountingError> {
+        read(self).map(|f| f.preempted())
+    }
+}
+
+impl Default for AccountingArea {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Why an accounting area could not be read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccountingError {
+    /// The host never wrote the area: it is not registered (ACCT-12).
+    NotRegistered,
+    /// The host kept the area in an update for every one of the bounded
+    /// reads (ACCT-12).
+    Unstable,
+}
+
+impl fmt::Display for AccountingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotRegistered => f.write_str("the accounting area is not registered"),
+            Self::Unstable => f.write_str("the accounting area never settled"),
+        }
+    }
+}
+
+impl core::error::Error for AccountingError {}
+
+/// Reads `area` with the seqlock protocol of `accounting.md`.
+///
+/// The figures are read as aligned 64-bit words (the area is 64-byte
+/// aligned), each load untorn; flag bits this version does not know are
+/// dropped (clause ACCT-8).
+pub fn read(area: &AccountingArea) -> Result<Figures, AccountingError> {
+    let words = area.as_ptr().cast::<u64>();
+    // The version is the low half of the first word, the flags the high half.
+    let version = area.as_ptr().cast::<u32>();
+    for _ in 0..MAX_RETRIES {
+        // SAFETY: `area` is live, 64-byte aligned memory; a volatile read of
+        // the aligned version word is a single load the host cannot tear.
+        let v1 = u32::from_le(unsafe { version.read_volatile() });
+        if update_in_progress(v1) {
+            core::hint::spin_loop();
+            continue;
+        }
+        if v1 == 0 {
+            return Err(AccountingError::NotRegistered);
+        }
+        compiler_fence(Ordering::Acquire);
+        // A torn copy of words 0 to 4 is caught by the version check below.
+        let word = |i: usize| {
+            let at = words.wrapping_add(i);
+            // SAFETY: words 0 to 4 lie in the live, 64-byte aligned area.
+            u64::from_le(unsafe { at.read_volatile() })
+        };
+        let (w0, run_ns, steal_ns, halted_ns, update_ns) = (word(0), word(1), word(2), word(3), word(4));
+        compiler_fence(Ordering::Acquire);
+        // SAFETY: the version word of the live area, as above.
+        let v2 = u32::from_le(unsafe { version.read_volatile() });
+        if v1 == v2 {
+            let [_, _, _, _, f0, f1, f2, f3] = w0.to_le_bytes();
+            let flags = AccountingFlags::from_bits_truncate(u32::from_le_bytes([f0, f1, f2, f3]));
+            return Ok(Figures { run_ns, steal_ns, halted_ns, update_ns, flags });
+        }
+    }
+    Err(AccountingError::Unstable)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::boxed::Box;
+    use std::string::ToString;
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+
+    /// Plays the host: writes the area by the protocol of ACCT-3, with a
+    /// version chosen by the test.
+    fn publish(area: &AccountingArea, version: u32, figures: Figures) {
+        let mut info = VcpuAccountingInfo::default();
+        figures.store(&mut info);
+        info.version = U32::new(version);
+        // SAFETY: the test plays the host; nothing reads concurrently.
+        unsafe { area.0.get().write_volatile(info) };
+    }
+
+    fn figures(n: u64) -> Figures {
+        Figures { run_ns: n, steal_ns: 2 * n, halted_ns: 3 * n, update_ns: 6 * n, flags: AccountingFlags::empty() }
+    }
+
+    #[test]
+    fn acct12_an_unwritten_area_is_an_error() {
+        let area = AccountingArea::new();
+        assert_eq!(read(&area), Err(AccountingError::NotRegistered));
+        assert_eq!(area.steal_ns(), Err(AccountingError::NotRegistered));
+    }
+
+    #[test]
+    fn acct12_an_area_stuck_in_an_update_is_an_error_not_a_hang() {
+        let area = AccountingArea::new();
+        publish(&area, 7, figures(1));
+        assert_eq!(area.read(), Err(AccountingError::Unstable));
+        assert_eq!(AccountingError::Unstable.to_string(), "the accounting area never settled");
+    }
+
+    #[test]
+    fn a_stable_area_reads_as_written_and_unknown_flags_are_dropped() {
+        let area = AccountingArea::new();
+        publish(&area, 2, Figures { flags: AccountingFlags::PREEMPTED, ..figures(5) });
+        assert_eq!(area.read(), Ok(Figures { flags: AccountingFlags::PREEMPTED, ..figures(5) }));
+        assert_eq!((area.run_ns(), area.steal_ns(), area.halted_ns()), (Ok(5), Ok(10), Ok(15)));
+        assert_eq!(area.preempted(), Ok(true));
+        // SAFETY: the test plays the host; nothing reads concurrently.
+        unsafe { (*area.0.get()).flags = U32::new(0xffff_fffe) };
+        assert_eq!(area.preempted(), Ok(false), "only bit 0 is PREEMPTED");
+    }
+
+    #[test]
+    fn reads_during_updates_are_never_torn() {
+        // A host thread rewrites the area as fast as it can, every field
+        // from one counter; a read that mixed two updates would show
+        // fields from different counters.
+        let area: &'static AccountingArea = Box::leak(Box::new(AccountingArea::new()));
+        publish(area, 2, figures(1));
+        let stop: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
+        let host = std::thread::spawn(move || {
+            let base = area.as_ptr().cast_mut().cast::<u32>();
+            let (mut version, mut n) = (2u32, 1u64);
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let mut info = VcpuAccountingInfo::default();
+                figures(n).store(&mut info);
+                // SAFETY: this thread is the only writer; the area is leaked,
+                // so it lives as long as the thread.
+                unsafe { base.write_volatile((version + 1).to_le()) };
+                core::sync::atomic::fence(Ordering::Release);
+                for (i, word) in [info.run_ns, info.steal_ns, info.halted_ns, info.update_ns].iter().enumerate() {
+                    // SAFETY: words 1 to 4 of the leaked area.
+                    unsafe { base.cast::<u64>().wrapping_add(i + 1).write_volatile(word.get().to_le()) };
+                }
+                core::sync::atomic::fence(Ordering::Release);
+                version += 2;
+                // SAFETY: the version word of the leaked area.
+                unsafe { base.write_volatile(version.to_le()) };
+            }
+            n
+        });
+        let mut reads = 0u64;
+        let mut last = figures(1);
+        while reads < 200_000 {
+            if let Ok(f) = area.read() {
+                assert_eq!(f, figures(f.run_ns), "a torn read");
+                assert!(f.not_below(&last), "went back: {last:?} then {f:?}");
+                last = f;
+                reads += 1;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        let updates = host.join().unwrap();
+        assert!(updates > 1, "the host thread made {updates} updates");
+    }
+}
