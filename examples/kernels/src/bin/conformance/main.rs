@@ -59,6 +59,7 @@ fn main(boot: Boot) -> u8 {
             calls::vcpus(p, &boot);
             time::clock(p, &boot);
             time::timers(p);
+            time::accounting(p, &boot);
             calls::irq_and_devices(p, &boot);
         }
         None => {

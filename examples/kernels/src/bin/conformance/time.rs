@@ -1,8 +1,11 @@
-//! The clock and the timers (`clock-timer.md`).
+//! The clock, the timers (`clock-timer.md`) and run-time accounting
+//! (`accounting.md`).
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
+use pvkit_guest::accounting::AccountingArea;
 use pvkit_guest::{IdentityMap, PortGate, Pvkit};
+use pvkit_spec::accounting::{ACCOUNTING_PERIOD_NS, ACCOUNTING_SLACK_NS, AccountingFlags, Figures, VcpuAccountingInfo};
 use pvkit_spec::clock::{PvClockFlags, PvClockVcpuTimeInfo};
 use pvkit_spec::{Features, Hypercall, HypercallError};
 use rt::Boot;
@@ -15,7 +18,8 @@ type Host = Pvkit<PortGate, IdentityMap>;
 /// The clauses these checks cover, which SKIP where there is no pvkit host.
 pub(crate) const PVKIT_CLAUSES: &[&str] = &[
     "CLK-1", "CLK-2", "CLK-4", "CLK-5", "CLK-8", "CLK-9", "CLK-10", "TMR-1", "TMR-2", "TMR-3", "TMR-4", "TMR-5",
-    "TMR-6", "TMR-7", "TMR-8", "TMR-9", "IRQ-4",
+    "TMR-6", "TMR-7", "TMR-8", "TMR-9", "IRQ-4", "ACCT-1", "ACCT-2", "ACCT-4", "ACCT-5", "ACCT-6", "ACCT-7", "ACCT-8",
+    "ACCT-9", "ACCT-10",
 ];
 
 const VECTOR: u8 = 0x44;
@@ -326,4 +330,288 @@ pub(crate) fn timers(p: &Host) {
         skip("TMR-9", format_args!("one vCPU (run with --cpus 2)"));
     }
     let _ = fail;
+}
+
+/// The clauses of `accounting.md` the guest checks.
+const ACCT_CLAUSES: &[&str] =
+    &["ACCT-1", "ACCT-2", "ACCT-4", "ACCT-5", "ACCT-6", "ACCT-7", "ACCT-8", "ACCT-9", "ACCT-10"];
+
+/// vCPU 0's accounting area, and one beside it that the registrations the
+/// host must refuse point into (so that a host that wrongly takes one
+/// writes only there).
+static AREAS: [AccountingArea; 2] = [const { AccountingArea::new() }; 2];
+
+/// Two pages, for an area that would straddle the boundary between them.
+#[repr(C, align(4096))]
+struct TwoPages([u8; 8192]);
+static TWO_PAGES: TwoPages = TwoPages([0; 8192]);
+
+/// How long the busy and halted windows last, in PV-clock nanoseconds.
+const BUSY_NS: u64 = 300_000_000;
+const HALT_NS: u64 = 100_000_000;
+
+fn acct_read() -> Figures {
+    AREAS[0].read().unwrap_or_default()
+}
+
+/// The area as the host last wrote it, reserved words included; read
+/// without the protocol, for the fields a host always writes as zero.
+fn acct_raw() -> VcpuAccountingInfo {
+    // SAFETY: the area is live, aligned memory; a racing host write can only
+    // tear fields these checks do not compare.
+    unsafe { core::ptr::read_volatile(AREAS[0].as_ptr()) }
+}
+
+/// Spins until the area shows an update at or after PV-clock time `t`, or
+/// `give_up` passes; returns the last figures read.
+fn acct_until(t: u64, give_up: u64) -> Figures {
+    loop {
+        let f = acct_read();
+        if f.update_ns >= t || now() > give_up {
+            return f;
+        }
+        core::hint::spin_loop();
+    }
+}
+
+pub(crate) fn accounting(p: &Host, boot: &Boot) {
+    if !p.features().contains(Features::ACCOUNTING) || rt::time::now().is_err() {
+        for id in ACCT_CLAUSES {
+            skip(id, format_args!("the host does not offer ACCOUNTING (and CLOCK)"));
+        }
+        return;
+    }
+    let port = p.found().leaves.gate_port;
+    let reg = |gpa: u64| raw::call(port, Hypercall::AccountingRegister.raw(), [gpa, 0, 0, 0]).status;
+    let err = |e: HypercallError| e.raw();
+
+    let registered = p.accounting_register(&AREAS[0]);
+    let version = acct_raw().version.get();
+    let first = acct_read();
+    check(
+        "ACCT-2",
+        registered.is_ok() && version != 0 && version.is_multiple_of(2),
+        format_args!("registered: {registered:?}; version {version}, figures {first:?}"),
+    );
+
+    let own = AREAS[0].as_ptr() as u64;
+    let clock = rt::time::area().as_ptr() as u64 & !63;
+    let straddling = TWO_PAGES.0.as_ptr() as u64 + 4096 - 32;
+    let got = [reg(clock), reg(clock + 8), reg(own + 8), reg(straddling), reg(1 << 52), reg(!63)];
+    let want = [
+        err(HypercallError::InvalidArgument),
+        err(HypercallError::InvalidArgument),
+        err(HypercallError::Misaligned),
+        err(HypercallError::Misaligned),
+        err(HypercallError::BadAddress),
+        err(HypercallError::BadAddress),
+    ];
+    check(
+        "ACCT-1",
+        got == want,
+        format_args!(
+            "over the clock struct, over it misaligned, misaligned, straddling a page, outside RAM, at the end of \
+             the address space gave {got:?}, want {want:?}"
+        ),
+    );
+    if let Some(hole) = crate::calls::memory_hole(boot) {
+        let at = hole.next_multiple_of(64);
+        let got = reg(at);
+        check("ACCT-1", got == err(HypercallError::BadAddress), format_args!("in the hole at {at:#x} gave {got}"));
+    }
+    let after = acct_until(first.update_ns + 1, now() + 20 * ACCOUNTING_PERIOD_NS);
+    check(
+        "ACCT-1",
+        after.update_ns > first.update_ns,
+        format_args!("after the refusals the first area is still updated: update_ns {first:?} then {after:?}"),
+    );
+
+    busy_and_metered(p);
+    halted(p);
+    reregistrations(p);
+}
+
+/// Spins, with no exit, reading the area: it must stay current (ACCT-6),
+/// account for the clock (ACCT-5), never go back (ACCT-4), show a busy
+/// vCPU as running or waiting (ACCT-7), flag preemption only with steal
+/// (ACCT-8); the meter must grow with run time (ACCT-10).
+fn busy_and_metered(p: &Host) {
+    let meter_before = p.runtime_meter();
+    let start = acct_until(acct_read().update_ns + 1, now() + 20 * ACCOUNTING_PERIOD_NS);
+    let end = now() + BUSY_NS;
+    let (mut last, mut back, mut worst5, mut flags8, mut reserved8) = (start, 0u32, 0u64, 0u32, 0u32);
+    let mut gaps = [0u64; 128];
+    let mut updates = 0usize;
+    while now() < end {
+        let f = acct_read();
+        if f == last {
+            continue;
+        }
+        if !f.not_below(&last) {
+            back += 1;
+        }
+        if f.update_ns != last.update_ns {
+            let d = f.since(&last);
+            worst5 = worst5.max(d.total_ns().abs_diff(d.update_ns));
+            if let Some(slot) = gaps.get_mut(updates) {
+                *slot = d.update_ns;
+            }
+            updates += 1;
+            if f.preempted() && f.steal_ns <= last.steal_ns {
+                flags8 += 1;
+            }
+            let raw = acct_raw();
+            if raw.reserved.iter().any(|r| r.get() != 0) || raw.flags.get() & !AccountingFlags::all().bits() != 0 {
+                reserved8 += 1;
+            }
+        }
+        last = f;
+    }
+    let meter_after = p.runtime_meter();
+    let d = last.since(&start);
+    check("ACCT-4", back == 0, format_args!("{updates} updates over {} ms; {back} went back", BUSY_NS / 1_000_000));
+    check(
+        "ACCT-5",
+        worst5 <= ACCOUNTING_SLACK_NS && d.total_ns().abs_diff(d.update_ns) <= ACCOUNTING_SLACK_NS,
+        format_args!(
+            "run+steal+halted grew {} ns over {} ns of update_ns; worst update off by {worst5} ns",
+            d.total_ns(),
+            d.update_ns
+        ),
+    );
+    let gaps = &mut gaps[..updates.min(128)];
+    gaps.sort_unstable();
+    let median = gaps.get(gaps.len() / 2).copied().unwrap_or(u64::MAX);
+    check(
+        "ACCT-6",
+        updates > 0 && median <= 2 * ACCOUNTING_PERIOD_NS,
+        format_args!(
+            "{updates} updates while vCPU 0 spun without exits for {} ms; median gap {} us",
+            BUSY_NS / 1_000_000,
+            median / 1000
+        ),
+    );
+    check(
+        "ACCT-7",
+        d.halted_ns <= ACCOUNTING_SLACK_NS + d.update_ns / 10,
+        format_args!(
+            "busy for {} ms: run {} ms, steal {} ms, halted {} ms",
+            d.update_ns / 1_000_000,
+            d.run_ns / 1_000_000,
+            d.steal_ns / 1_000_000,
+            d.halted_ns / 1_000_000
+        ),
+    );
+    check(
+        "ACCT-8",
+        flags8 == 0 && reserved8 == 0,
+        format_args!("{flags8} updates flagged PREEMPTED without steal; {reserved8} with reserved bits set"),
+    );
+    match (meter_before, meter_after) {
+        (Ok(m1), Ok(m2)) => check(
+            "ACCT-10",
+            m2 >= last.run_ns && m2 >= m1 && (m2 - m1) + ACCOUNTING_SLACK_NS >= d.run_ns,
+            format_args!(
+                "meter {m1} then {m2} ns (grew {} ms) while vCPU 0's run_ns grew {} ms to {} ms",
+                (m2 - m1) / 1_000_000,
+                d.run_ns / 1_000_000,
+                last.run_ns / 1_000_000
+            ),
+        ),
+        other => fail("ACCT-10", format_args!("RUNTIME_METER failed: {other:?}")),
+    }
+}
+
+/// Halts for 100 ms on the timer: the time goes to halted (ACCT-7), and the
+/// meter barely moves (ACCT-10; vCPU 1 is halted too).
+fn halted(p: &Host) {
+    if !p.features().contains(Features::TIMER) {
+        skip("ACCT-7", format_args!("no TIMER to halt on"));
+        return;
+    }
+    let before = acct_until(acct_read().update_ns + 1, now() + 20 * ACCOUNTING_PERIOD_NS);
+    let meter_before = p.runtime_meter();
+    let fired = FIRED.load(Ordering::Acquire);
+    let start = now();
+    let _ = p.timer_set(start + HALT_NS);
+    let give_up = start + 10 * HALT_NS;
+    while FIRED.load(Ordering::Acquire) == fired && now() < give_up {
+        rt::irq::wait();
+    }
+    let woke = now();
+    let meter_after = p.runtime_meter();
+    let after = acct_until(woke, woke + 20 * ACCOUNTING_PERIOD_NS);
+    let d = after.since(&before);
+    let slept = woke - start;
+    check(
+        "ACCT-7",
+        d.halted_ns + ACCOUNTING_SLACK_NS >= slept,
+        format_args!(
+            "halted {} ms on the timer: halted_ns grew {} ms, run {} ms, steal {} ms, over {} ms",
+            slept / 1_000_000,
+            d.halted_ns / 1_000_000,
+            d.run_ns / 1_000_000,
+            d.steal_ns / 1_000_000,
+            d.update_ns / 1_000_000
+        ),
+    );
+    match (meter_before, meter_after) {
+        (Ok(m1), Ok(m2)) => check(
+            "ACCT-10",
+            m2 >= m1 && m2 - m1 <= slept / 2,
+            format_args!(
+                "the meter grew {} ms while both vCPUs halted for {} ms",
+                (m2 - m1) / 1_000_000,
+                slept / 1_000_000
+            ),
+        ),
+        other => fail("ACCT-10", format_args!("RUNTIME_METER failed: {other:?}")),
+    }
+}
+
+/// `ACCOUNTING_DISABLE` stops the writes (ACCT-9); a clock struct
+/// registered over an area ends it (ACCT-2); a new registration goes on from
+/// the figures so far (ACCT-4).
+fn reregistrations(p: &Host) {
+    let before = acct_read();
+    let disabled = p.accounting_disable();
+    let version = acct_raw().version.get();
+    rt::time::spin_until(now() + 5 * ACCOUNTING_PERIOD_NS);
+    let still = acct_raw().version.get();
+    let again = p.accounting_disable();
+    check(
+        "ACCT-9",
+        disabled.is_ok() && again.is_ok() && version == still,
+        format_args!("disabled: {disabled:?}, again: {again:?}; version {version} then {still} 50 ms later"),
+    );
+
+    let moved = p.accounting_register(&AREAS[1]);
+    let port = p.found().leaves.gate_port;
+    let over = AREAS[1].as_ptr() as u64;
+    // The clock moves onto the area and straight back, before anything
+    // reads the clock.
+    let clock = raw::call(port, Hypercall::ClockRegister.raw(), [over, 0, 0, 0]).status;
+    let back = rt::time::start_clock();
+    // SAFETY: the second area is live, aligned memory; read as it is now.
+    let snapshot: VcpuAccountingInfo = unsafe { core::ptr::read_volatile(AREAS[1].as_ptr()) };
+    rt::time::spin_until(now() + 5 * ACCOUNTING_PERIOD_NS);
+    // SAFETY: as above.
+    let later: VcpuAccountingInfo = unsafe { core::ptr::read_volatile(AREAS[1].as_ptr()) };
+    check(
+        "ACCT-2",
+        moved.is_ok() && clock == 0 && back.is_ok() && snapshot == later,
+        format_args!(
+            "area moved: {moved:?}; a clock struct registered over it ({clock}, then back: {back:?}): the area \
+             unchanged 50 ms later: {}",
+            snapshot == later
+        ),
+    );
+
+    let registered = p.accounting_register(&AREAS[0]);
+    let after = acct_read();
+    check(
+        "ACCT-4",
+        registered.is_ok() && after.not_below(&before),
+        format_args!("registered again: {registered:?}; figures {before:?} then {after:?}"),
+    );
 }
