@@ -7,6 +7,8 @@
 //! owns it and serves `ACCOUNTING_REGISTER`, `ACCOUNTING_DISABLE` and
 //! `RUNTIME_METER` from it; the VMM feeds it from a thread of its own:
 //!
+//! - when it creates the machine, it starts every vCPU's account with an
+//!   update of a zero [`RunSample`] (a vCPU not started yet is halted);
 //! - every [`ACCOUNTING_PERIOD_NS`](pvkit_spec::accounting::ACCOUNTING_PERIOD_NS)
 //!   (10 ms), for every vCPU that has started, it reads what the host kernel
 //!   says the vCPU's thread did (on Linux `/proc/self/task/TID/schedstat`

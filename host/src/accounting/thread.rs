@@ -21,7 +21,7 @@
 //! let status = |state, switches| format!("Name:\tvcpu0\nState:\t{state}\nvoluntary_ctxt_switches:\t{switches}\n");
 //! let mut sampler = ThreadSampler::new();
 //! let first = ThreadTimes::parse("5000000 200000 31\n", &status("R (running)", 7)).unwrap();
-//! assert_eq!(sampler.next(first).run_ns, 0, "the first reading is the baseline");
+//! assert_eq!(sampler.next(first), RunSample { run_ns: 0, steal_ns: 0, state: ThreadState::Blocked }, "the baseline");
 //! let later = ThreadTimes::parse("9000000 3200000 40\n", &status("R (running)", 7)).unwrap();
 //! let sample = sampler.next(later);
 //! assert_eq!(sample, RunSample { run_ns: 4_000_000, steal_ns: 3_000_000, state: ThreadState::Busy });
@@ -103,9 +103,13 @@ impl ThreadSampler {
     /// What grew since the previous reading (run time, and wait time as
     /// steal) and the thread's state: [`ThreadState::Blocked`] when it is
     /// asleep now, [`ThreadState::Woke`] when it is runnable but blocked
-    /// since, [`ThreadState::Busy`] otherwise. The first reading is the
-    /// baseline, and so is a reading below the previous one (another thread
-    /// runs the vCPU now): nothing grew.
+    /// since, [`ThreadState::Busy`] otherwise.
+    ///
+    /// The first reading is the baseline, and so is a reading below the
+    /// previous one (another thread runs the vCPU now): nothing grew, and
+    /// since nothing is known of the time before it, the state is
+    /// [`ThreadState::Blocked`], which makes that time halted (a vCPU not
+    /// started yet, whose thread waits to be, is halted).
     pub fn next(&mut self, now: ThreadTimes) -> RunSample {
         let previous = self.last.replace(now);
         let grown = previous.and_then(|p| {
@@ -115,7 +119,9 @@ impl ThreadSampler {
                 now.voluntary_switches.checked_sub(p.voluntary_switches)?,
             ))
         });
-        let (run_ns, steal_ns, blocked) = grown.unwrap_or((0, 0, 0));
+        let Some((run_ns, steal_ns, blocked)) = grown else {
+            return RunSample { run_ns: 0, steal_ns: 0, state: ThreadState::Blocked };
+        };
         let state = match (now.runnable, blocked) {
             (false, _) => ThreadState::Blocked,
             (true, 0) => ThreadState::Busy,
@@ -160,12 +166,12 @@ mod tests {
             runnable,
             voluntary_switches,
         };
-        assert_eq!(s.next(r(100, 100, true, 5)), RunSample { run_ns: 0, steal_ns: 0, state: ThreadState::Busy });
+        let baseline = RunSample { run_ns: 0, steal_ns: 0, state: ThreadState::Blocked };
+        assert_eq!(s.next(r(100, 100, true, 5)), baseline, "nothing is known of the time before");
         assert_eq!(s.next(r(150, 130, true, 5)), RunSample { run_ns: 50, steal_ns: 30, state: ThreadState::Busy });
         assert_eq!(s.next(r(160, 130, true, 6)).state, ThreadState::Woke, "it blocked, and runs again");
         assert_eq!(s.next(r(160, 130, false, 7)).state, ThreadState::Blocked);
-        let fresh = s.next(r(10, 10, true, 0));
-        assert_eq!(fresh, RunSample { run_ns: 0, steal_ns: 0, state: ThreadState::Busy }, "went back: another thread");
+        assert_eq!(s.next(r(10, 10, true, 0)), baseline, "went back: another thread");
         assert_eq!(s.next(r(30, 15, true, 0)), RunSample { run_ns: 20, steal_ns: 5, state: ThreadState::Busy });
     }
 }
