@@ -5,6 +5,7 @@
 pub mod elf;
 pub mod loopback;
 pub mod machine;
+pub mod netns;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};

@@ -73,7 +73,19 @@ fn help_documents_every_option() {
     assert!(run.stdout.contains("run") && run.stdout.contains("Boot a kernel"), "{}", run.stdout);
     let run = pvkit_run(&["run", "--help"]);
     assert_eq!(run.code(), 0);
-    for needle in ["<KERNEL>", "--mem <MEM>", "--cpus <CPUS>", "--cmdline <CMDLINE>", "PVH entry note", "exit status"] {
+    for needle in [
+        "[KERNEL]",
+        "--config <FILE>",
+        "--print-config",
+        "--mem <MEM>",
+        "--cpus <CPUS>",
+        "--cmdline <CMDLINE>",
+        "--disk <PATH[,ro]>",
+        "--net <BACKEND[,mac=MAC]>",
+        "--api-sock <PATH>",
+        "PVH entry note",
+        "exit status",
+    ] {
         assert!(run.stdout.contains(needle), "run --help lacks {needle:?}:\n{}", run.stdout);
     }
     assert!(pvkit().is_file());

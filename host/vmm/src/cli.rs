@@ -26,7 +26,8 @@ pub(crate) enum Command {
     /// Boot a kernel and run it until it shuts down.
     ///
     /// The exit status is the guest's: the code it passed to SHUTDOWN, or to
-    /// PANIC (255 when it gave none). pvkit itself exits with 1 when it cannot
+    /// PANIC (255 when it gave none); 0 when a guest pulses the i8042 reset
+    /// line or the management API stops the machine. pvkit itself exits with 1 when it cannot
     /// start the machine, 2 for a usage error, and 3 when the guest crashes
     /// (triple fault, emulation failure, an exit pvkit cannot serve), after
     /// printing the vCPU and its registers.

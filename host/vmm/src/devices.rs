@@ -53,27 +53,24 @@ pub(crate) struct Device {
     broken: AtomicBool,
 }
 
-/// Every device, and what raising their interrupts needs.
-pub(crate) struct DeviceSet {
-    devices: Vec<Device>,
-    routes: Arc<DeviceRoutes>,
-    vm: Arc<VmFd>,
+/// The devices' backends, opened before the machine exists: every disk,
+/// network backend and host facility the description names is checked (and
+/// a disk locked) before KVM is touched.
+pub(crate) struct Backends {
+    /// Each device, and the fd of its backend that has work for the guest
+    /// when readable (a network backend's), if any.
+    devices: Vec<(Box<dyn VirtioDevice>, Option<RawFd>)>,
     console_wake: Option<EventFd>,
-    /// Where device errors are published.
-    bus: Arc<EventBus>,
 }
 
-impl DeviceSet {
-    /// Creates the devices the options ask for, with their ioeventfds and irqfds.
-    pub(crate) fn new(
-        vm: &Arc<VmFd>,
+impl Backends {
+    /// Opens what `config` describes; `console` is the virtio console's
+    /// output and input when it has one.
+    pub(crate) fn open(
         config: &VmConfig,
         console: Option<(Arc<crate::console::Console>, ConsoleInput)>,
-        bus: Arc<EventBus>,
     ) -> Result<Self, VmmError> {
         let host = |what| move |source| VmmError::Host { what, source };
-        // Each device, and the fd of its backend that has work for the guest
-        // when readable (a network backend's), if any.
         let mut backends: Vec<(Box<dyn VirtioDevice>, Option<RawFd>)> = Vec::new();
         for disk in &config.disks {
             let blk = Blk::open(&disk.path, disk.readonly).map_err(|e| VmmError::Disk(e.to_string()))?;
@@ -99,6 +96,25 @@ impl DeviceSet {
         if backends.len() > MAX_DEVICES {
             return Err(VmmError::Disk(format!("at most {MAX_DEVICES} devices")));
         }
+        Ok(Backends { devices: backends, console_wake })
+    }
+}
+
+/// Every device, and what raising their interrupts needs.
+pub(crate) struct DeviceSet {
+    devices: Vec<Device>,
+    routes: Arc<DeviceRoutes>,
+    vm: Arc<VmFd>,
+    console_wake: Option<EventFd>,
+    /// Where device errors are published.
+    bus: Arc<EventBus>,
+}
+
+impl DeviceSet {
+    /// Puts the backends on the machine: their windows, ioeventfds and irqfds.
+    pub(crate) fn new(vm: &Arc<VmFd>, backends: Backends, bus: Arc<EventBus>) -> Result<Self, VmmError> {
+        let host = |what| move |source| VmmError::Host { what, source };
+        let Backends { devices: backends, console_wake } = backends;
         let mut devices = Vec::new();
         for (index, (backend, backend_fd)) in (0u16..).zip(backends) {
             let base = MMIO_BASE.saturating_add(u64::from(index).saturating_mul(u64::from(WINDOW_SIZE)));

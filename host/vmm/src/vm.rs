@@ -21,7 +21,7 @@ use crate::cli::TestHooks;
 use crate::config::VmConfig;
 use crate::console::{Console, ConsoleWriter, IrqTrigger, SERIAL_GSI};
 use crate::control::Control;
-use crate::devices::DeviceSet;
+use crate::devices::{Backends, DeviceSet};
 use crate::error::{VmmError, kvm};
 use crate::events::{EventBus, Lifecycle};
 use crate::exit::GUEST_CRASHED;
@@ -78,6 +78,9 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks) -> Result<u8, VmmError> {
     // socket goes again however `run` ends.
     let api = config.api.as_ref().map(|api| ApiSocket::bind(&api.socket)).transpose().map_err(VmmError::Config)?;
     let _remove_socket = api.as_ref().map(|a| RemoveOnDrop(a.path().to_owned()));
+    let console = Arc::new(Console::default());
+    let virtio_console = config.devices.virtio_console.then(|| (Arc::clone(&console), Arc::clone(&console.input)));
+    let backends = Backends::open(config, virtio_console)?;
     Control::install_kick_handler()
         .map_err(|source| VmmError::Host { what: "installing the vCPU kick signal", source })?;
     let kvm_fd = Kvm::new().map_err(kvm("opening /dev/kvm"))?;
@@ -90,9 +93,7 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks) -> Result<u8, VmmError> {
     let vm = Arc::new(vm);
 
     let bus = Arc::new(EventBus::default());
-    let console = Arc::new(Console::default());
-    let virtio_console = config.devices.virtio_console.then(|| (Arc::clone(&console), Arc::clone(&console.input)));
-    let devices = Arc::new(DeviceSet::new(&vm, config, virtio_console, Arc::clone(&bus))?);
+    let devices = Arc::new(DeviceSet::new(&vm, backends, Arc::clone(&bus))?);
     *console.wake.lock().unwrap_or_else(PoisonError::into_inner) = devices.console_wake();
     let cmdline = match devices.cmdline() {
         entries if entries.is_empty() => config.boot.cmdline.clone(),
