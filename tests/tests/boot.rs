@@ -21,7 +21,12 @@ fn hello_boots_and_reports_the_host() {
     // CLOCK_TSC_STABLE depends on the host's TSC; the rest does not.
     let features = run.stdout.lines().find_map(|l| l.strip_prefix("features: ")).unwrap_or("");
     let features: Vec<&str> = features.split(' ').filter(|f| *f != "CLOCK_TSC_STABLE").collect();
-    assert_eq!(features, ["CONSOLE", "CLOCK", "TIMER", "WALLCLOCK", "DEVICES", "HOST_REQUESTS"], "{}", run.stdout);
+    assert_eq!(
+        features,
+        ["CONSOLE", "CLOCK", "TIMER", "WALLCLOCK", "DEVICES", "HOST_REQUESTS", "ACCOUNTING"],
+        "{}",
+        run.stdout
+    );
     assert!(run.stderr.is_empty(), "{}", run.stderr);
 }
 

@@ -111,6 +111,11 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "PATH")]
     pub(crate) api_sock: Option<PathBuf>,
 
+    /// Write the machine's accounting (per vCPU run, steal and halted time
+    /// and exits by reason; the run-time meter) to FILE as JSON when it ends.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) accounting: Option<PathBuf>,
+
     /// For `pvkit bench`: print "pvkit: boot: first guest exit" on standard
     /// error at the guest's first port I/O (the example kernels' first
     /// instruction writes port 0x80).

@@ -149,7 +149,8 @@ fn command(args: &ConformanceArgs, disk: &ScratchDisk) -> Result<Command, String
     let Some(template) = &args.vmm else {
         let me = std::env::current_exe().map_err(|e| format!("finding pvkit itself: {e}"))?;
         let mut cmd = Command::new(me);
-        cmd.args(["run", "--cpus", "2", "--mem", "3200M", "--rng", "--disk"]).arg(&disk);
+        // A network card whose frames come back, so the delivery clauses run.
+        cmd.args(["run", "--cpus", "2", "--mem", "3200M", "--rng", "--net", "loopback", "--disk"]).arg(&disk);
         cmd.arg("--cmdline").arg(format!("conformance.disk_sectors={DISK_SECTORS}"));
         if let Some(clause) = &args.break_clause {
             cmd.arg("--break-clause").arg(clause);

@@ -6,7 +6,7 @@
 //! until resumed. A kick that lands just before a thread enters `KVM_RUN` is
 //! lost, so kicks repeat until every running vCPU has checked in.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -63,6 +63,8 @@ pub(crate) struct Control {
     threads: Vec<AtomicU64>,
     /// Set once the guest has been asked to shut down.
     shutting_down: AtomicBool,
+    /// Each vCPU thread's kernel thread id, 0 until it runs (for accounting).
+    tids: Vec<AtomicI32>,
 }
 
 impl Control {
@@ -74,6 +76,7 @@ impl Control {
             pause_requested: AtomicBool::new(false),
             threads: (0..vcpus).map(|_| AtomicU64::new(0)).collect(),
             shutting_down: AtomicBool::new(false),
+            tids: (0..vcpus).map(|_| AtomicI32::new(0)).collect(),
         }
     }
 
@@ -115,8 +118,17 @@ impl Control {
         if let Some(slot) = self.threads.get(index as usize) {
             slot.store(me, Ordering::Release);
         }
+        if let Some(slot) = self.tids.get(index as usize) {
+            // SAFETY: gettid has no preconditions and returns this thread's id.
+            slot.store(unsafe { libc::gettid() }, Ordering::Release);
+        }
         let mut inner = self.lock();
         inner.running = inner.running.saturating_add(1);
+    }
+
+    /// The kernel's id of vCPU `index`'s thread, once it has started.
+    pub(crate) fn tid(&self, index: u32) -> Option<i32> {
+        self.tids.get(index as usize).map(|t| t.load(Ordering::Acquire)).filter(|&t| t != 0)
     }
 
     /// A vCPU thread ends its loop.

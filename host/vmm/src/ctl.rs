@@ -40,6 +40,8 @@ enum Verb {
     },
     /// Stop the machine now (PUT /vm/stop).
     Stop,
+    /// Run-time accounting: per vCPU run, steal and halted time; the meter (GET /vm/accounting).
+    Accounting,
     /// The counters (GET /metrics).
     Metrics {
         /// In the Prometheus text format instead of JSON.
@@ -55,6 +57,7 @@ impl Verb {
         match self {
             Self::State => ("GET", "/vm", String::new()),
             Self::Config => ("GET", "/vm/config", String::new()),
+            Self::Accounting => ("GET", "/vm/accounting", String::new()),
             Self::Pause => ("PUT", "/vm/pause", String::new()),
             Self::Resume => ("PUT", "/vm/resume", String::new()),
             Self::Shutdown { timeout_ms: Some(ms) } => ("PUT", "/vm/shutdown", format!("{{\"timeout_ms\":{ms}}}")),

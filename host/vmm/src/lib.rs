@@ -12,6 +12,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)
 )]
 
+mod accounting;
 mod api;
 mod bench;
 mod cli;
@@ -91,7 +92,10 @@ fn run(args: &cli::RunArgs) -> Result<u8, error::VmmError> {
         print!("{}", machine.to_toml());
         return Ok(0);
     }
-    vm::run(&machine, args.hooks())
+    // Checked writable before the machine runs.
+    let accounting =
+        args.accounting.as_deref().map(output::Output::open).transpose().map_err(error::VmmError::Config)?;
+    vm::run(&machine, args.hooks(), accounting)
 }
 
 /// The parsers of operator and API-client input, for the fuzz targets:

@@ -84,6 +84,10 @@ impl Target for Machine {
         }
     }
 
+    fn accounting(&self) -> serde_json::Value {
+        crate::accounting::report(self)
+    }
+
     fn events(&self) -> Option<Receiver<String>> {
         self.bus.subscribe(&Lifecycle::State { state: self.state_name().into() })
     }

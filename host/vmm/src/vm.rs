@@ -16,6 +16,7 @@ use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRe
 use vm_superio::Serial;
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
+use crate::accounting::{self, Updater};
 use crate::api::ApiSocket;
 use crate::cli::TestHooks;
 use crate::config::VmConfig;
@@ -28,6 +29,7 @@ use crate::exit::GUEST_CRASHED;
 use crate::layout::{KVM_TSS_ADDR, MemSize, START_INFO_EBX};
 use crate::machine::{Event, Machine, Start};
 use crate::metrics::VcpuCounters;
+use crate::output::Output;
 use crate::sched::realtime_priority;
 use crate::time::{self, ApicSink, HostTime};
 use crate::{cpuid, limits, loader, operator, vcpu};
@@ -68,7 +70,7 @@ fn create_memory(vm: &VmFd, mem: MemSize) -> Result<GuestMemoryMmap, VmmError> {
 }
 
 /// Boots the kernel and runs the machine; returns the process exit status.
-pub(crate) fn run(config: &VmConfig, hooks: TestHooks) -> Result<u8, VmmError> {
+pub(crate) fn run(config: &VmConfig, hooks: TestHooks, accounting_out: Option<Output>) -> Result<u8, VmmError> {
     let (mem, cpus) = (config.machine.memory, config.machine.vcpus);
     // Everything the operator gave is checked before KVM is touched.
     limits::check_guest_ram(mem, config.machine.allow_overcommit)?;
@@ -124,6 +126,8 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks) -> Result<u8, VmmError> {
         | Features::TIMER
         | Features::DEVICES
         | Features::HOST_REQUESTS;
+    // Accounting needs the clock, and the kernel's per-thread figures.
+    let wanted = if time.is_some() && accounting::available() { wanted | Features::ACCOUNTING } else { wanted };
     let dispatcher = Dispatcher::new(HostConfig::new(cpus, wanted), services);
     let base_cpuid = cpuid::base(&kvm_fd, dispatcher.config(), tsc_khz, LAPIC_KHZ)?;
     for (index, fd) in (0u32..).zip(&fds) {
@@ -158,6 +162,16 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks) -> Result<u8, VmmError> {
     });
     machine.console.start_input();
     devices.serve(machine.guest.clone())?;
+    let accounting = match &time {
+        Some(time) if machine.dispatcher.config().features.contains(Features::ACCOUNTING) => {
+            Some(Arc::new(Mutex::new(Updater::new(Arc::clone(&machine), Arc::clone(&time.clock)))))
+        }
+        _ => None,
+    };
+    if let Some(updater) = &accounting {
+        Updater::start(Arc::clone(updater))
+            .map_err(|source| VmmError::Host { what: "spawning the accounting thread", source })?;
+    }
     if let Some(time) = time {
         start_time_threads(&machine, time)?;
     }
@@ -178,6 +192,14 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks) -> Result<u8, VmmError> {
     // What failed on the way, however the guest ended (the status stays its).
     for line in machine.devices.failures() {
         eprintln!("pvkit: {line}");
+    }
+    if let Some(out) = accounting_out {
+        if let Some(updater) = &accounting {
+            updater.lock().unwrap_or_else(PoisonError::into_inner).update();
+        }
+        if let Err(e) = out.write(&format!("{:#}\n", crate::accounting::report(&machine))) {
+            eprintln!("pvkit: {e}");
+        }
     }
     machine.bus.publish(&Lifecycle::Stopped { reason, status });
     machine.bus.close();

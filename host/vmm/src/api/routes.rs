@@ -18,6 +18,7 @@ pub(crate) const ROUTES: &[(Method, &str)] = &[
     (Method::Put, "/vm/resume"),
     (Method::Put, "/vm/shutdown"),
     (Method::Put, "/vm/stop"),
+    (Method::Get, "/vm/accounting"),
     (Method::Get, "/metrics"),
     (Method::Get, "/events"),
 ];
@@ -43,6 +44,8 @@ pub(crate) trait Target: Send + Sync {
     fn stop(&self);
     /// The counters.
     fn metrics(&self) -> Snapshot;
+    /// Run-time accounting: per vCPU run, steal, halted, exits; the meter.
+    fn accounting(&self) -> serde_json::Value;
     /// A subscription to the event stream; `None` when there are too many.
     fn events(&self) -> Option<Receiver<String>>;
 }
@@ -111,6 +114,7 @@ fn answer(target: &dyn Target, request: &Request) -> Result<Answer, Answer> {
     let response = match path {
         "/vm" => Response::json(200, &target.state()),
         "/vm/config" => Response::json(200, &target.config()),
+        "/vm/accounting" => Response::json(200, &target.accounting()),
         "/vm/pause" => {
             no_body(request).map_err(respond)?;
             control(target.pause(), "paused")

@@ -45,6 +45,9 @@ impl Target for Fake {
     fn metrics(&self) -> Snapshot {
         Snapshot { uptime_ms: 1, vcpus: vec![], devices: vec![], timers: vec![], rss_bytes: 1 }
     }
+    fn accounting(&self) -> serde_json::Value {
+        serde_json::json!({ "meter_ns": 0, "vcpus": [] })
+    }
     fn events(&self) -> Option<Receiver<String>> {
         Some(sync_channel(1).1)
     }
