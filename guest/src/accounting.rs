@@ -21,13 +21,11 @@
 
 use core::cell::UnsafeCell;
 use core::fmt;
-use core::sync::atomic::{Ordering, compiler_fence};
 
 use pvkit_spec::accounting::{AccountingFlags, Figures, VcpuAccountingInfo};
-use pvkit_spec::clock::update_in_progress;
 use zerocopy::little_endian::{U32, U64};
 
-use crate::clock::MAX_RETRIES;
+use crate::seqlock::{self, SeqlockError};
 
 /// One vCPU's accounting area: memory the host writes and the guest only
 /// reads.
@@ -130,44 +128,32 @@ impl core::error::Error for AccountingError {}
 /// dropped (clause ACCT-8).
 pub fn read(area: &AccountingArea) -> Result<Figures, AccountingError> {
     let words = area.as_ptr().cast::<u64>();
-    // The version is the low half of the first word, the flags the high half.
-    let version = area.as_ptr().cast::<u32>();
-    for _ in 0..MAX_RETRIES {
-        // SAFETY: `area` is live, 64-byte aligned memory; a volatile read of
-        // the aligned version word is a single load the host cannot tear.
-        let v1 = u32::from_le(unsafe { version.read_volatile() });
-        if update_in_progress(v1) {
-            core::hint::spin_loop();
-            continue;
-        }
-        if v1 == 0 {
-            return Err(AccountingError::NotRegistered);
-        }
-        compiler_fence(Ordering::Acquire);
-        // A torn copy of words 0 to 4 is caught by the version check below.
+    // A torn copy of words 0 to 4 is caught by the version check.
+    let copy = || {
         let word = |i: usize| {
             let at = words.wrapping_add(i);
             // SAFETY: words 0 to 4 lie in the live, 64-byte aligned area.
             u64::from_le(unsafe { at.read_volatile() })
         };
-        let (w0, run_ns, steal_ns, halted_ns, update_ns) = (word(0), word(1), word(2), word(3), word(4));
-        compiler_fence(Ordering::Acquire);
-        // SAFETY: the version word of the live area, as above.
-        let v2 = u32::from_le(unsafe { version.read_volatile() });
-        if v1 == v2 {
-            let [_, _, _, _, f0, f1, f2, f3] = w0.to_le_bytes();
-            let flags = AccountingFlags::from_bits_truncate(u32::from_le_bytes([f0, f1, f2, f3]));
-            return Ok(Figures { run_ns, steal_ns, halted_ns, update_ns, flags });
-        }
-    }
-    Err(AccountingError::Unstable)
+        (word(0), word(1), word(2), word(3), word(4))
+    };
+    // SAFETY: `area` is live, 64-byte aligned memory whose first word's low
+    // half is the version (the flags are its high half).
+    let (w0, run_ns, steal_ns, halted_ns, update_ns) = unsafe { seqlock::read(area.as_ptr().cast::<u32>(), copy) }
+        .map_err(|e| match e {
+            SeqlockError::NotRegistered => AccountingError::NotRegistered,
+            SeqlockError::Unstable => AccountingError::Unstable,
+        })?;
+    let [_, _, _, _, f0, f1, f2, f3] = w0.to_le_bytes();
+    let flags = AccountingFlags::from_bits_truncate(u32::from_le_bytes([f0, f1, f2, f3]));
+    Ok(Figures { run_ns, steal_ns, halted_ns, update_ns, flags })
 }
 
 #[cfg(test)]
 mod tests {
     use std::boxed::Box;
     use std::string::ToString;
-    use std::sync::atomic::AtomicBool;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     use super::*;
 

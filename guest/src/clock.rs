@@ -18,13 +18,14 @@
 
 use core::cell::UnsafeCell;
 use core::fmt;
-use core::sync::atomic::{AtomicU64, Ordering, compiler_fence};
+use core::sync::atomic::{AtomicU64, Ordering};
 
-use pvkit_spec::clock::{PvClockFlags, PvClockSnapshot, PvClockVcpuTimeInfo, TscScale, update_in_progress};
+use pvkit_spec::clock::{PvClockFlags, PvClockSnapshot, PvClockVcpuTimeInfo, TscScale};
 use zerocopy::little_endian::{U32, U64};
 
-/// How many times [`read`] retries a struct that is being updated.
-pub const MAX_RETRIES: u32 = 10_000;
+use crate::seqlock::{self, SeqlockError};
+
+pub use crate::seqlock::MAX_RETRIES;
 
 /// One vCPU's clock struct: memory the host writes and the guest only reads.
 ///
@@ -111,46 +112,31 @@ pub fn rdtsc() -> u64 {
 /// aligned): fewer loads than field by field, and each one untorn.
 pub fn read(area: &ClockArea) -> Result<Reading, ClockError> {
     let words = area.as_ptr().cast::<u64>();
-    // The version is the low half of the first word.
-    let version = area.as_ptr().cast::<u32>();
-    for _ in 0..MAX_RETRIES {
-        // SAFETY: `area` is live, 32-byte aligned memory; a volatile read of
-        // the aligned version word is a single load the host cannot tear.
-        let v1 = u32::from_le(unsafe { version.read_volatile() });
-        if update_in_progress(v1) {
-            core::hint::spin_loop();
-            continue;
-        }
-        if v1 == 0 {
-            return Err(ClockError::NotRegistered);
-        }
-        compiler_fence(Ordering::Acquire);
-        // A torn copy of words 1 to 3 is caught by the version check below.
+    // A torn copy of words 1 to 3 is caught by the version check.
+    let copy = || {
         let word = |i: usize| {
             let at = words.wrapping_add(i);
             // SAFETY: words 1 to 3 lie in the live, 32-byte aligned area.
             u64::from_le(unsafe { at.read_volatile() })
         };
-        let (w1, w2, w3) = (word(1), word(2), word(3));
-        let tsc = rdtsc();
-        compiler_fence(Ordering::Acquire);
-        // SAFETY: as above.
-        let v2 = u32::from_le(unsafe { version.read_volatile() });
-        if v1 == v2 {
-            let [mul0, mul1, mul2, mul3, shift, flags, _, _] = w3.to_le_bytes();
-            let snap = PvClockSnapshot {
-                tsc_timestamp: w1,
-                system_time: w2,
-                scale: TscScale {
-                    mul: u32::from_le_bytes([mul0, mul1, mul2, mul3]),
-                    shift: i8::from_le_bytes([shift]),
-                },
-                flags: PvClockFlags::from_bits_truncate(flags),
-            };
-            return Ok(Reading { ns: snap.ns_at(tsc), flags: snap.flags });
-        }
-    }
-    Err(ClockError::Unstable)
+        // The TSC is read inside the copy, so the reading is of the struct
+        // as it was then.
+        (word(1), word(2), word(3), rdtsc())
+    };
+    // SAFETY: `area` is live, 32-byte aligned memory whose first word's low
+    // half is the version.
+    let (w1, w2, w3, tsc) = unsafe { seqlock::read(area.as_ptr().cast::<u32>(), copy) }.map_err(|e| match e {
+        SeqlockError::NotRegistered => ClockError::NotRegistered,
+        SeqlockError::Unstable => ClockError::Unstable,
+    })?;
+    let [mul0, mul1, mul2, mul3, shift, flags, _, _] = w3.to_le_bytes();
+    let snap = PvClockSnapshot {
+        tsc_timestamp: w1,
+        system_time: w2,
+        scale: TscScale { mul: u32::from_le_bytes([mul0, mul1, mul2, mul3]), shift: i8::from_le_bytes([shift]) },
+        flags: PvClockFlags::from_bits_truncate(flags),
+    };
+    Ok(Reading { ns: snap.ns_at(tsc), flags: snap.flags })
 }
 
 /// Time that never goes back, across every vCPU: the raw reading when the

@@ -55,6 +55,7 @@ pub mod error;
 pub mod gate;
 pub mod hypercall;
 pub mod logger;
+mod seqlock;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod test_utils;
 pub mod timer;
