@@ -3,26 +3,33 @@
 //! same inputs (issue 16). Counts, not times, so that they hold on any
 //! machine, nested and emulated ones included.
 //!
-//! A bench is a `harness = false` binary whose `main` hands [`main`] its
-//! [`Pair`]s. Then:
+//! Each side of a comparison is a binary of its own (`src/bin`), built
+//! from the set-up both share (here, [`host_queue`]) and its own [`Work`],
+//! so that each is compiled as its user would compile it: in one binary,
+//! the two sides' code would share generic instances (of `vm-memory`, say)
+//! and change how the other is inlined. A side's binary calls [`serve`];
+//! a bench (`harness = false`) names the binaries in [`Pair`]s and calls
+//! [`main`]. Then:
 //!
-//! - `cargo bench` (which passes `--bench`) runs each side of each pair in a
-//!   child process of its own under `valgrind --tool=callgrind`, counting
-//!   only what runs inside [`Work::run`], and prints the instructions per
-//!   unit of work for pvkit and for the anchor, and their ratio;
-//! - `cargo test --benches` (no `--bench`) needs no valgrind: it runs the
-//!   bench's own check (both sides did the same work) and each side's work
-//!   once, natively.
+//! - `cargo bench` (which passes `--bench`) runs each side's binary under
+//!   `valgrind --tool=callgrind`, counting only what runs inside
+//!   [`Work::run`], and prints the instructions per unit of work for pvkit
+//!   and for the anchor, and their ratio;
+//! - `cargo test --benches` (no `--bench`) needs no valgrind: it runs both
+//!   binaries natively on each case and checks that they did the same work
+//!   (the same [`Work::summary`]).
 //!
 //! Without valgrind on `PATH`, `cargo bench` says so and counts nothing.
 //! With `ANCHORS_CALLGRIND_DIR=DIR`, the callgrind files are kept in `DIR`
-//! (named after the pair and side) for `callgrind_annotate`.
+//! (named after the case and side) for `callgrind_annotate`.
 
 #![deny(missing_docs)]
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+pub mod host_queue;
 
 /// The work one side does, set up once and run many times.
 pub trait Work {
@@ -33,15 +40,19 @@ pub trait Work {
     /// The counted work; returns how many units (chains, requests, reads)
     /// it did.
     fn run(&mut self) -> u64;
+
+    /// What the work saw and left behind, for the check that both sides
+    /// did the same: equal for equal work.
+    fn summary(&self) -> String;
 }
 
-/// One side of a pair: how to build its work.
+/// One side of a pair: its binary.
 #[derive(Clone, Copy, Debug)]
 pub struct Side {
     /// What the side is, for the table's header: "pvkit", "virtio-queue 0.18".
     pub name: &'static str,
-    /// Builds the work (uncounted).
-    pub new: fn() -> Box<dyn Work>,
+    /// Its binary (`env!("CARGO_BIN_EXE_...")`).
+    pub exe: &'static str,
 }
 
 /// The same work done by pvkit and by the anchor.
@@ -49,6 +60,8 @@ pub struct Side {
 pub struct Pair {
     /// The work, for the table's first column.
     pub name: &'static str,
+    /// The case both binaries are given, as [`serve`]'s `make` takes it.
+    pub case: &'static str,
     /// pvkit's side.
     pub pvkit: Side,
     /// The anchor's side.
@@ -61,30 +74,66 @@ pub const RUNS: u32 = 8;
 /// Uncounted runs before the counted ones.
 pub const WARM_UP: u32 = 2;
 
-const CHILD: &str = "--anchors-child";
+/// The entry point of a side's binary: `BIN count CASE` warms the case's
+/// work up and runs it [`RUNS`] times through [`measured`], then prints the
+/// units done; `BIN check CASE` runs it twice and prints the units and
+/// [`Work::summary`]. `make` builds the work for a case, `None` for a case
+/// it does not know.
+pub fn serve(make: fn(&str) -> Option<Box<dyn Work>>) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (Some(mode), Some(case)) = (args.first(), args.get(1)) else {
+        panic!("usage: {} count|check CASE", std::env::args().next().unwrap_or_default());
+    };
+    let mut work = make(case).unwrap_or_else(|| panic!("no case {case:?}"));
+    match mode.as_str() {
+        "count" => {
+            for _ in 0..WARM_UP {
+                work.prepare();
+                work.run();
+            }
+            let mut units = 0;
+            for _ in 0..RUNS {
+                work.prepare();
+                units += measured(&mut *work);
+            }
+            println!("{units}");
+        }
+        "check" => {
+            let mut units = 0;
+            for _ in 0..2 {
+                work.prepare();
+                units += work.run();
+            }
+            println!("{units} {}", work.summary());
+        }
+        other => panic!("unknown mode {other:?}: count or check"),
+    }
+}
+
+/// What callgrind counts (`--toggle-collect`): one run, and nothing else.
+#[inline(never)]
+pub fn measured(work: &mut dyn Work) -> u64 {
+    work.run()
+}
 
 /// The entry point of a bench: see the crate's documentation. `title`
-/// heads the table and names the unit ("instructions per chain");
-/// `check` is the bench's functional check for `cargo test --benches`.
-pub fn main(title: &str, pairs: &[Pair], check: fn()) {
-    let args: Vec<String> = std::env::args().collect();
-    if let Some(at) = args.iter().position(|a| a == CHILD) {
-        let (Some(pair), Some(side)) = (args.get(at + 1), args.get(at + 2)) else {
-            panic!("{CHILD} takes a pair index and a side");
-        };
-        let pair = pairs.get(pair.parse::<usize>().expect("a pair index")).expect("a pair of this bench");
-        let side = if side == "pvkit" { pair.pvkit } else { pair.anchor };
-        println!("{}", child(side));
-        return;
-    }
-    if !args.iter().any(|a| a == "--bench") {
-        check();
+/// heads the table and names the unit ("instructions per chain").
+pub fn main(title: &str, pairs: &[Pair]) {
+    if !std::env::args().any(|a| a == "--bench") {
         for pair in pairs {
-            for side in [pair.pvkit, pair.anchor] {
-                let mut work = (side.new)();
-                work.prepare();
-                assert!(work.run() > 0, "{} / {}: the work did nothing", pair.name, side.name);
-            }
+            let [pvkit, anchor] = [pair.pvkit, pair.anchor].map(|side| {
+                let out = Command::new(side.exe).args(["check", pair.case]).output().expect("a side's binary runs");
+                assert!(
+                    out.status.success(),
+                    "{} / {}: {}",
+                    pair.name,
+                    side.name,
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            });
+            assert!(!pvkit.starts_with("0 "), "{}: the work did nothing", pair.name);
+            assert_eq!(pvkit, anchor, "{}: both sides do the same work", pair.name);
         }
         return;
     }
@@ -100,26 +149,26 @@ pub fn main(title: &str, pairs: &[Pair], check: fn()) {
 
 /// Counts both sides of every pair and lays the counts out as a table.
 fn table(title: &str, pairs: &[Pair]) -> Result<String, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this bench's executable: {e}"))?;
     let keep = std::env::var_os("ANCHORS_CALLGRIND_DIR").map(PathBuf::from);
-    let (Some(first), width) = (pairs.first(), pairs.iter().map(|p| p.name.len()).max().unwrap_or(0)) else {
+    let width = pairs.iter().map(|p| p.name.len()).max().unwrap_or(0);
+    let Some(first) = pairs.first() else {
         return Ok(String::new());
     };
     let (ours, theirs) = (first.pvkit.name, first.anchor.name);
     let mut out = format!("{title} (callgrind, {RUNS} runs after {WARM_UP} uncounted)\n");
-    let _ = writeln!(out, "{:<width$}  {ours:>12}  {theirs:>20}  {:>7}", "", "ratio");
-    for (index, pair) in pairs.iter().enumerate() {
-        let [pvkit, anchor] = ["pvkit", "anchor"].map(|side| count(&exe, index, pair, side, keep.as_deref()));
-        let (pvkit, anchor) = (pvkit?, anchor?);
-        let _ = writeln!(out, "{:<width$}  {pvkit:>12.0}  {anchor:>20.0}  {:>6.2}x", pair.name, pvkit / anchor);
+    let _ = writeln!(out, "{:<width$}  {ours:>10}  {theirs:>20}  {:>7}", "", "ratio");
+    for pair in pairs {
+        let pvkit = count(pair, pair.pvkit, keep.as_deref())?;
+        let anchor = count(pair, pair.anchor, keep.as_deref())?;
+        let _ = writeln!(out, "{:<width$}  {pvkit:>10.0}  {anchor:>20.0}  {:>6.2}x", pair.name, pvkit / anchor);
     }
     Ok(out)
 }
 
-/// Instructions per unit of one side's work, counted by callgrind in a
-/// child process.
-fn count(exe: &Path, index: usize, pair: &Pair, side: &str, keep: Option<&Path>) -> Result<f64, String> {
-    let name = format!("{}-{side}", pair.name.replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
+/// Instructions per unit of one side's work, counted by callgrind.
+fn count(pair: &Pair, side: Side, keep: Option<&Path>) -> Result<f64, String> {
+    let what = format!("{} / {}", pair.name, side.name);
+    let name = format!("{}-{}", pair.case, side.name).replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_");
     let file = match keep {
         Some(dir) => dir.join(format!("callgrind.{name}.out")),
         None => std::env::temp_dir().join(format!("pvkit-anchors-{}-{name}.out", std::process::id())),
@@ -127,8 +176,7 @@ fn count(exe: &Path, index: usize, pair: &Pair, side: &str, keep: Option<&Path>)
     let output = Command::new("valgrind")
         .args(["--tool=callgrind", "-q", "--toggle-collect=pvkit_anchors::measured"])
         .arg(format!("--callgrind-out-file={}", file.display()))
-        .arg(exe)
-        .args([CHILD, &index.to_string(), side])
+        .args([side.exe, "count", pair.case])
         .output()
         .map_err(|e| format!("cannot run valgrind: {e}"))?;
     let text = std::fs::read_to_string(&file);
@@ -136,17 +184,16 @@ fn count(exe: &Path, index: usize, pair: &Pair, side: &str, keep: Option<&Path>)
         let _ = std::fs::remove_file(&file);
     }
     if !output.status.success() {
-        return Err(format!("{} / {side}: valgrind: {}", pair.name, String::from_utf8_lossy(&output.stderr)));
+        return Err(format!("{what}: valgrind: {}", String::from_utf8_lossy(&output.stderr)));
     }
     let units: u64 = String::from_utf8_lossy(&output.stdout)
         .trim()
         .parse()
-        .map_err(|e| format!("{} / {side}: the child printed no unit count: {e}", pair.name))?;
-    let text = text.map_err(|e| format!("{} / {side}: no callgrind output in {}: {e}", pair.name, file.display()))?;
-    let instructions =
-        totals(&text).ok_or_else(|| format!("{} / {side}: no totals in {}", pair.name, file.display()))?;
+        .map_err(|e| format!("{what}: the binary printed no unit count: {e}"))?;
+    let text = text.map_err(|e| format!("{what}: no callgrind output in {}: {e}", file.display()))?;
+    let instructions = totals(&text).ok_or_else(|| format!("{what}: no totals in {}", file.display()))?;
     if units == 0 || instructions == 0 {
-        return Err(format!("{} / {side}: nothing counted ({instructions} instructions, {units} units)", pair.name));
+        return Err(format!("{what}: nothing counted ({instructions} instructions, {units} units)"));
     }
     // CAST: counts far below 2^52 are exact as f64.
     Ok(instructions as f64 / units as f64)
@@ -159,29 +206,6 @@ fn totals(text: &str) -> Option<u64> {
         .find_map(|line| line.strip_prefix("totals:").or_else(|| line.strip_prefix("summary:")))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
-}
-
-/// In the child: builds the work, warms it up, and runs it [`RUNS`] times
-/// through [`measured`], the one function callgrind counts inside; returns
-/// the units done in the counted runs.
-fn child(side: Side) -> u64 {
-    let mut work = (side.new)();
-    for _ in 0..WARM_UP {
-        work.prepare();
-        work.run();
-    }
-    let mut units = 0;
-    for _ in 0..RUNS {
-        work.prepare();
-        units += measured(&mut *work);
-    }
-    units
-}
-
-/// What callgrind counts (`--toggle-collect`): one run, and nothing else.
-#[inline(never)]
-pub fn measured(work: &mut dyn Work) -> u64 {
-    work.run()
 }
 
 #[cfg(test)]
