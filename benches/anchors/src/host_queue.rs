@@ -80,14 +80,14 @@ impl Guest {
             desc(&mem, table, first + 2, buf + 0x2000, 1, WRITE, 0);
         };
         let heads: Vec<u16> = match shape {
-            Shape::Single => (0..SIZE)
-                .map(|i| {
+            Shape::Single => {
+                for i in 0..SIZE {
                     let buf = BUFFERS + u64::from(i) * 16;
                     header(buf, i);
                     desc(&mem, DESC, i, buf, 16, 0, 0);
-                    i
-                })
-                .collect(),
+                }
+                (0..SIZE).collect()
+            }
             Shape::Three => {
                 let chains = SIZE / 3;
                 for c in 0..chains {
