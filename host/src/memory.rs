@@ -109,6 +109,10 @@ pub struct GuestRange {
 }
 
 impl GuestRange {
+    /// The range of no bytes at address 0, which any memory contains: a
+    /// placeholder in storage for ranges.
+    pub(crate) const EMPTY: Self = Self { addr: 0, len: 0 };
+
     /// Checks a guest-supplied range.
     pub fn new<M: GuestMemory + ?Sized>(mem: &M, addr: u64, len: u64) -> Result<Self, RangeError> {
         if addr.checked_add(len).is_none() {

@@ -38,12 +38,65 @@ use super::queue::QueueError;
 ///
 /// No buffer is empty, and the lengths of all of them sum to at most
 /// `u32::MAX` (the largest length a used-ring entry can report).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Chain {
-    pub(super) head: u16,
-    pub(super) readable: Vec<GuestRange>,
-    pub(super) writable: Vec<GuestRange>,
+    head: u16,
+    /// How many of the buffers are device-readable: they come first.
+    readable: usize,
+    buffers: Buffers,
 }
+
+/// Buffers a chain holds without allocating: a block request's header,
+/// data and status byte, and one more.
+const INLINE_BUFFERS: usize = 4;
+
+/// A chain's buffers: in the chain itself up to [`INLINE_BUFFERS`] of them
+/// (so that popping a chain allocates nothing), on the heap beyond.
+#[derive(Clone, Debug)]
+enum Buffers {
+    Inline {
+        /// How many of `ranges` are the chain's; the rest are empty.
+        len: usize,
+        ranges: [GuestRange; INLINE_BUFFERS],
+    },
+    Heap(Vec<GuestRange>),
+}
+
+impl Buffers {
+    fn as_slice(&self) -> &[GuestRange] {
+        match self {
+            // `len` never passes INLINE_BUFFERS.
+            Self::Inline { len, ranges } => ranges.get(..*len).unwrap_or_default(),
+            Self::Heap(ranges) => ranges,
+        }
+    }
+
+    fn push(&mut self, range: GuestRange) {
+        match self {
+            Self::Inline { len, ranges } => match ranges.get_mut(*len) {
+                Some(slot) => {
+                    *slot = range;
+                    *len = len.saturating_add(1);
+                }
+                None => {
+                    let mut heap = Vec::with_capacity(INLINE_BUFFERS.saturating_mul(4));
+                    heap.extend_from_slice(ranges);
+                    heap.push(range);
+                    *self = Self::Heap(heap);
+                }
+            },
+            Self::Heap(ranges) => ranges.push(range),
+        }
+    }
+}
+
+impl PartialEq for Chain {
+    fn eq(&self, other: &Self) -> bool {
+        (self.head, self.readable(), self.writable()) == (other.head, other.readable(), other.writable())
+    }
+}
+
+impl Eq for Chain {}
 
 impl Chain {
     /// A chain of checked ranges, as [`Queue::pop`](super::Queue::pop)
@@ -58,7 +111,31 @@ impl Chain {
             let len = u32::try_from(range.len()).map_err(|_| QueueError::LengthOverflow)?;
             total = total.checked_add(len).ok_or(QueueError::LengthOverflow)?;
         }
-        Ok(Self { head, readable, writable })
+        let mut chain = Self::empty(head);
+        for (range, writable) in readable.into_iter().map(|r| (r, false)).chain(writable.into_iter().map(|r| (r, true)))
+        {
+            chain.push(range, writable)?;
+        }
+        Ok(chain)
+    }
+
+    /// A chain of no buffers yet, for [`Queue::pop`](super::Queue::pop) to
+    /// fill.
+    pub(super) fn empty(head: u16) -> Self {
+        Self { head, readable: 0, buffers: Buffers::Inline { len: 0, ranges: [GuestRange::EMPTY; INLINE_BUFFERS] } }
+    }
+
+    /// Appends a buffer, refusing a readable one after a writable one.
+    /// The caller checks the buffer's length and the chain's total.
+    pub(super) fn push(&mut self, range: GuestRange, writable: bool) -> Result<(), QueueError> {
+        if !writable {
+            if self.buffers.as_slice().len() > self.readable {
+                return Err(QueueError::ReadableAfterWritable);
+            }
+            self.readable = self.readable.saturating_add(1);
+        }
+        self.buffers.push(range);
+        Ok(())
     }
 
     /// The head descriptor's index, for [`Queue::add_used`](super::Queue::add_used).
@@ -68,22 +145,22 @@ impl Chain {
 
     /// The device-readable buffers, in order.
     pub fn readable(&self) -> &[GuestRange] {
-        &self.readable
+        self.buffers.as_slice().get(..self.readable).unwrap_or_default()
     }
 
     /// The device-writable buffers, in order.
     pub fn writable(&self) -> &[GuestRange] {
-        &self.writable
+        self.buffers.as_slice().get(self.readable..).unwrap_or_default()
     }
 
     /// Total bytes the device may read (fits in `u32`, by the invariant).
     pub fn readable_len(&self) -> u64 {
-        total_len(&self.readable)
+        total_len(self.readable())
     }
 
     /// Total bytes the device may write (fits in `u32`, by the invariant).
     pub fn writable_len(&self) -> u64 {
-        total_len(&self.writable)
+        total_len(self.writable())
     }
 }
 
@@ -205,6 +282,24 @@ mod tests {
         assert_eq!((lens(&a), lens(&b)), (vec![], lens(&r)));
         let (a, b) = split_ranges(&r, 9);
         assert_eq!((lens(&a), lens(&b)), (lens(&r), vec![]), "a stream shorter than the cut");
+    }
+
+    #[test]
+    fn long_chains_spill_to_the_heap_and_compare_by_content() {
+        let mem = VecMemory::new(0x100);
+        let r = ranges(&mem, &[(0x10, 1), (0x20, 2), (0x30, 3), (0x40, 4), (0x50, 5), (0x60, 6)]);
+        let chain = Chain::new(1, r[..2].to_vec(), r[2..].to_vec()).unwrap();
+        assert_eq!((chain.readable(), chain.writable()), (&r[..2], &r[2..]));
+        assert_eq!((chain.readable_len(), chain.writable_len()), (3, 18));
+        let mut built = Chain::empty(1);
+        for (i, &range) in r.iter().enumerate() {
+            built.push(range, i >= 2).unwrap();
+        }
+        assert_eq!(built, chain);
+        assert_eq!(built.push(r[0], false), Err(QueueError::ReadableAfterWritable));
+        assert_ne!(Chain::new(1, r[..3].to_vec(), r[3..].to_vec()).unwrap(), chain, "the same buffers, cut elsewhere");
+        let short = Chain::new(2, vec![], r[..1].to_vec()).unwrap();
+        assert_eq!((short.readable(), short.writable()), (&[][..], &r[..1]));
     }
 
     #[test]

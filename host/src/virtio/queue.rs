@@ -248,7 +248,7 @@ impl Queue {
         if head >= size {
             return Err(QueueError::IndexOutOfRange { index: head });
         }
-        let mut chain = Chain { head, readable: Vec::new(), writable: Vec::new() };
+        let mut chain = Chain::empty(head);
         let mut total: u32 = 0;
         // The table being walked: the queue's, or one indirect table.
         let mut table = self.config.desc;
@@ -293,13 +293,7 @@ impl Queue {
             }
             let range = GuestRange::new(mem, addr, u64::from(len)).map_err(|_| QueueError::BadBuffer { addr, len })?;
             total = total.checked_add(len).ok_or(QueueError::LengthOverflow)?;
-            if flags.contains(DescFlags::WRITE) {
-                chain.writable.push(range);
-            } else if chain.writable.is_empty() {
-                chain.readable.push(range);
-            } else {
-                return Err(QueueError::ReadableAfterWritable);
-            }
+            chain.push(range, flags.contains(DescFlags::WRITE))?;
             if !flags.contains(DescFlags::NEXT) {
                 return Ok(chain);
             }
