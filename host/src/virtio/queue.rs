@@ -33,6 +33,7 @@
 //! ```
 
 use std::fmt;
+use std::sync::atomic::{Ordering, fence};
 
 use pvkit_spec::virtio::Features;
 use pvkit_spec::virtio::queue::{
@@ -138,13 +139,66 @@ impl std::error::Error for QueueError {}
 #[derive(Debug)]
 pub struct Queue {
     config: QueueConfig,
-    layout: SplitQueueLayout,
+    /// Where the rings' fields are.
+    at: Fields,
     /// The features the driver negotiated (clause VQ-8).
     features: Features,
     next_avail: u16,
+    /// The available index as last read from the driver: the entries from
+    /// `next_avail` up to it are published, and were at most the queue size
+    /// ahead when it was read (clause VQ-3).
+    avail_seen: u16,
     next_used: u16,
     /// `next_used` when the driver was last interrupted.
     signalled_used: Option<u16>,
+    /// What the device last wrote to `avail_event` (with `EVENT_IDX`).
+    avail_event: Option<u16>,
+}
+
+/// The guest-physical addresses of a queue's ring fields, worked out once.
+///
+/// # Invariants
+///
+/// The three areas were checked to lie in guest RAM without wrapping
+/// (clause VQ-1), so an entry's address (`*_ring` plus its offset, the
+/// index masked to the queue size) does not overflow either.
+#[derive(Clone, Copy, Debug)]
+struct Fields {
+    /// The queue size minus one: the size is a power of two.
+    mask: u16,
+    avail_idx: u64,
+    avail_ring: u64,
+    used_event: u64,
+    used_idx: u64,
+    used_ring: u64,
+    avail_event: u64,
+}
+
+impl Fields {
+    fn new(config: &QueueConfig) -> Self {
+        let layout = SplitQueueLayout::new(config.size);
+        Self {
+            mask: config.size.get().wrapping_sub(1),
+            avail_idx: config.avail.saturating_add(2),
+            avail_ring: config.avail.saturating_add(layout.avail_entry_offset(0)),
+            used_event: config.avail.saturating_add(layout.used_event_offset()),
+            used_idx: config.used.saturating_add(2),
+            used_ring: config.used.saturating_add(layout.used_entry_offset(0)),
+            avail_event: config.used.saturating_add(layout.avail_event_offset()),
+        }
+    }
+
+    /// Entry `i` (modulo the queue size) of the available ring.
+    fn avail_entry(&self, i: u16) -> u64 {
+        // INVARIANT: inside the available ring, which does not wrap.
+        self.avail_ring.wrapping_add(u64::from(i & self.mask).wrapping_mul(2))
+    }
+
+    /// Entry `i` (modulo the queue size) of the used ring.
+    fn used_entry(&self, i: u16) -> u64 {
+        // INVARIANT: inside the used ring, which does not wrap.
+        self.used_ring.wrapping_add(u64::from(i & self.mask).wrapping_mul(8))
+    }
 }
 
 fn ring<M: GuestMemory + ?Sized>(
@@ -157,6 +211,24 @@ fn ring<M: GuestMemory + ?Sized>(
     GuestRange::new_aligned(mem, addr, len, align).map(drop).map_err(|error| QueueError::BadRing { area, error })
 }
 
+fn read_u16<M: GuestMemory + ?Sized>(mem: &M, addr: u64) -> Result<u16, QueueError> {
+    let mut b = [0u8; 2];
+    mem.read(addr, &mut b).map_err(|_| QueueError::Memory)?;
+    Ok(u16::from_le_bytes(b))
+}
+
+fn write_u16<M: GuestMemory + ?Sized>(mem: &M, addr: u64, value: u16) -> Result<(), QueueError> {
+    mem.write(addr, &value.to_le_bytes()).map_err(|_| QueueError::Memory)
+}
+
+/// Reads descriptor `index` of the table at `table`.
+fn descriptor<M: GuestMemory + ?Sized>(mem: &M, table: u64, index: u16) -> Result<Descriptor, QueueError> {
+    let mut bytes = [0u8; 16];
+    let addr = table.checked_add(u64::from(index).wrapping_mul(16)).ok_or(QueueError::Memory)?;
+    mem.read(addr, &mut bytes).map_err(|_| QueueError::Memory)?;
+    Descriptor::read_from_bytes(&bytes).map_err(|_| QueueError::Memory)
+}
+
 impl Queue {
     /// Checks the three areas (clause VQ-1) and starts the queue at index 0,
     /// working with the `features` the driver negotiated (clause VQ-8).
@@ -165,7 +237,16 @@ impl Queue {
         ring(mem, "descriptor", config.desc, layout.desc_table_bytes(), DESC_TABLE_ALIGN)?;
         ring(mem, "available", config.avail, layout.avail_ring_bytes(), AVAIL_RING_ALIGN)?;
         ring(mem, "used", config.used, layout.used_ring_bytes(), USED_RING_ALIGN)?;
-        Ok(Self { config, layout, features, next_avail: 0, next_used: 0, signalled_used: None })
+        Ok(Self {
+            config,
+            at: Fields::new(&config),
+            features,
+            next_avail: 0,
+            avail_seen: 0,
+            next_used: 0,
+            signalled_used: None,
+            avail_event: None,
+        })
     }
 
     /// The features the queue works with.
@@ -178,6 +259,7 @@ impl Queue {
     /// negotiation ended works with what was negotiated (clause VQ-8).
     pub fn set_features(&mut self, features: Features) {
         self.features = features;
+        self.avail_event = None;
     }
 
     fn event_idx(&self) -> bool {
@@ -189,24 +271,9 @@ impl Queue {
         self.config.size.get()
     }
 
-    fn read_u16<M: GuestMemory + ?Sized>(mem: &M, addr: u64) -> Result<u16, QueueError> {
-        let mut b = [0u8; 2];
-        mem.read(addr, &mut b).map_err(|_| QueueError::Memory)?;
-        Ok(u16::from_le_bytes(b))
-    }
-
-    fn write_u16<M: GuestMemory + ?Sized>(mem: &M, addr: u64, value: u16) -> Result<(), QueueError> {
-        mem.write(addr, &value.to_le_bytes()).map_err(|_| QueueError::Memory)
-    }
-
-    /// The available index the driver published.
-    fn avail_idx<M: GuestMemory + ?Sized>(&self, mem: &M) -> Result<u16, QueueError> {
-        Self::read_u16(mem, self.config.avail.saturating_add(2))
-    }
-
     /// Whether the driver has made chains available that were not popped.
     pub fn has_available<M: GuestMemory + ?Sized>(&self, mem: &M) -> Result<bool, QueueError> {
-        Ok(self.avail_idx(mem)? != self.next_avail)
+        Ok(self.next_avail != self.avail_seen || read_u16(mem, self.at.avail_idx)? != self.next_avail)
     }
 
     /// Takes the next available chain, checked; `None` when there is none.
@@ -215,32 +282,56 @@ impl Queue {
     /// the caller returns it with [`Queue::add_used`] and length 0 (clause
     /// VQ-2) when the error carries a head; [`QueueError::AvailIndexTooFar`]
     /// means the queue is broken until a reset (VQ-3).
+    ///
+    /// The available index is read once per batch: again only when the
+    /// entries seen last time are all taken. With `EVENT_IDX`, the device
+    /// asks to be notified of the next entry (`avail_event`, VQ-5) when it
+    /// takes the last entry it saw, and when it finds none, rather than on
+    /// every pop: a device that pops until `None` (or until the last entry
+    /// it saw) and then waits misses no notification.
     pub fn pop<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<Option<Chain>, PopError> {
-        let avail = self.avail_idx(mem).map_err(PopError::queue)?;
-        let pending = avail.wrapping_sub(self.next_avail);
-        if pending == 0 {
+        if self.next_avail == self.avail_seen && !self.refresh(mem).map_err(PopError::queue)? {
             return Ok(None);
         }
-        if pending > self.size() {
-            return Err(PopError::queue(QueueError::AvailIndexTooFar { avail, next: self.next_avail }));
-        }
-        // The used ring's avail_event goes with the entries taken (VQ-5).
-        let slot = self.config.avail.saturating_add(self.layout.avail_entry_offset(self.next_avail));
-        let head = Self::read_u16(mem, slot).map_err(PopError::queue)?;
+        let head = read_u16(mem, self.at.avail_entry(self.next_avail)).map_err(PopError::queue)?;
         self.next_avail = self.next_avail.wrapping_add(1);
-        if self.event_idx() {
-            let at = self.config.used.saturating_add(self.layout.avail_event_offset());
-            Self::write_u16(mem, at, self.next_avail).map_err(PopError::queue)?;
+        if self.next_avail == self.avail_seen {
+            self.ask_for_next(mem).map_err(PopError::queue)?;
         }
         self.walk(mem, head).map(Some).map_err(|error| PopError { head: Some(head), error })
     }
 
-    /// Reads one descriptor from a table.
-    fn descriptor<M: GuestMemory + ?Sized>(mem: &M, table: u64, index: u16) -> Result<Descriptor, QueueError> {
-        let mut bytes = [0u8; 16];
-        let addr = table.checked_add(u64::from(index) * 16).ok_or(QueueError::Memory)?;
-        mem.read(addr, &mut bytes).map_err(|_| QueueError::Memory)?;
-        Descriptor::read_from_bytes(&bytes).map_err(|_| QueueError::Memory)
+    /// Reads the available index again, once the entries seen before are
+    /// all taken; returns whether there are new ones. Finding none, the
+    /// device asks to be notified of the next one (with `EVENT_IDX`) and
+    /// looks once more, so that an entry published meanwhile is not missed.
+    fn refresh<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<bool, QueueError> {
+        let mut avail = read_u16(mem, self.at.avail_idx)?;
+        if avail == self.next_avail && self.event_idx() && self.avail_event != Some(self.next_avail) {
+            self.ask_for_next(mem)?;
+            avail = read_u16(mem, self.at.avail_idx)?;
+        }
+        let pending = avail.wrapping_sub(self.next_avail);
+        if pending > self.size() {
+            return Err(QueueError::AvailIndexTooFar { avail, next: self.next_avail });
+        }
+        // The entries and descriptors are read after the index.
+        fence(Ordering::Acquire);
+        self.avail_seen = avail;
+        Ok(pending != 0)
+    }
+
+    /// With `EVENT_IDX`, writes `avail_event`: notify the device once entry
+    /// `next_avail` is published (VQ-5). The fence orders the write before
+    /// the device's next read of the available index, so that either the
+    /// driver sees the new value or the device sees the driver's new index.
+    fn ask_for_next<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<(), QueueError> {
+        if self.event_idx() {
+            write_u16(mem, self.at.avail_event, self.next_avail)?;
+            self.avail_event = Some(self.next_avail);
+            fence(Ordering::SeqCst);
+        }
+        Ok(())
     }
 
     fn walk<M: GuestMemory + ?Sized>(&self, mem: &M, head: u16) -> Result<Chain, QueueError> {
@@ -261,7 +352,7 @@ impl Queue {
             if visited > u32::from(table_len).saturating_add(u32::from(in_indirect)) {
                 return Err(QueueError::ChainTooLong);
             }
-            let desc = Self::descriptor(mem, table, index)?;
+            let desc = descriptor(mem, table, index)?;
             let flags = desc.flags();
             if flags.contains(DescFlags::INDIRECT) {
                 if !self.features.contains(Features::INDIRECT_DESC) {
@@ -274,14 +365,15 @@ impl Queue {
                     return Err(QueueError::IndirectWithNext);
                 }
                 let len = desc.len.get();
-                if len == 0 || len % 16 != 0 || len / 16 > u32::from(size) {
+                // A whole number of descriptors, at least one, at most the queue size.
+                let entries = len >> 4;
+                if len & 15 != 0 || entries == 0 || entries > u32::from(size) {
                     return Err(QueueError::BadIndirectTable { len });
                 }
                 let addr = desc.addr.get();
                 GuestRange::new(mem, addr, u64::from(len)).map_err(|_| QueueError::BadBuffer { addr, len })?;
                 table = addr;
-                // CAST: len / 16 <= size, which fits in u16.
-                table_len = u16::try_from(len / 16).map_err(|_| QueueError::BadIndirectTable { len })?;
+                table_len = u16::try_from(entries).map_err(|_| QueueError::BadIndirectTable { len })?;
                 in_indirect = true;
                 visited = 0;
                 index = 0;
@@ -307,30 +399,27 @@ impl Queue {
     /// Returns a chain with `len` bytes written (clause VQ-4: the element is
     /// written before the index that publishes it).
     pub fn add_used<M: GuestMemory + ?Sized>(&mut self, mem: &M, head: u16, len: u32) -> Result<(), QueueError> {
-        let slot = self.config.used.saturating_add(self.layout.used_entry_offset(self.next_used));
-        let mut elem = [0u8; 8];
-        elem[..4].copy_from_slice(&u32::from(head).to_le_bytes());
-        elem[4..].copy_from_slice(&len.to_le_bytes());
-        mem.write(slot, &elem).map_err(|_| QueueError::Memory)?;
-        std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
+        let elem = (u64::from(len) << 32 | u64::from(head)).to_le_bytes();
+        mem.write(self.at.used_entry(self.next_used), &elem).map_err(|_| QueueError::Memory)?;
+        fence(Ordering::Release);
         self.next_used = self.next_used.wrapping_add(1);
-        Self::write_u16(mem, self.config.used.saturating_add(2), self.next_used)
+        write_u16(mem, self.at.used_idx, self.next_used)
     }
 
     /// Whether the driver wants an interrupt for the chains used since the
     /// last call (clause VQ-5; without `EVENT_IDX`, the `NO_INTERRUPT` flag).
     pub fn needs_interrupt<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<bool, QueueError> {
-        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        fence(Ordering::SeqCst);
         let new = self.next_used;
         let old = self.signalled_used.replace(new);
         if old == Some(new) {
             return Ok(false);
         }
         if self.event_idx() {
-            let event = Self::read_u16(mem, self.config.avail.saturating_add(self.layout.used_event_offset()))?;
+            let event = read_u16(mem, self.at.used_event)?;
             Ok(old.is_none_or(|old| need_event(event, new, old)))
         } else {
-            let flags = Self::read_u16(mem, self.config.avail)?;
+            let flags = read_u16(mem, self.config.avail)?;
             Ok(flags & 1 == 0)
         }
     }

@@ -214,6 +214,51 @@ fn vq5_event_index_suppresses_interrupts() {
 }
 
 #[test]
+fn vq5_avail_event_is_written_when_the_device_runs_out_not_on_every_pop() {
+    let mut d = Fixture::new(EVENT_IDX);
+    d.desc(DESC, 0, BUF, 8, W, 0);
+    // Whatever the driver left there before the device first looks.
+    let avail_event = USED + 4 + 8 * 8;
+    d.mem.write_bytes(avail_event, &0xabcdu16.to_le_bytes());
+    assert_eq!(d.pop(), Ok(None));
+    assert_eq!(d.driver.avail_event(&d.mem), 0, "finding nothing, the device asks for entry 0");
+    for _ in 0..3 {
+        d.publish(0);
+    }
+    let chain = d.pop().unwrap().unwrap();
+    d.queue.add_used(&d.mem, chain.head(), 8).unwrap();
+    assert_eq!(d.driver.avail_event(&d.mem), 0, "two more were seen: no need to ask yet");
+    for _ in 0..2 {
+        let chain = d.pop().unwrap().unwrap();
+        d.queue.add_used(&d.mem, chain.head(), 8).unwrap();
+    }
+    assert_eq!(d.driver.avail_event(&d.mem), 3, "the last one seen taken, it asks for the next");
+    d.mem.write_bytes(avail_event, &0xabcdu16.to_le_bytes());
+    assert_eq!(d.pop(), Ok(None));
+    assert_eq!(d.driver.avail_event(&d.mem), 0xabcd, "already asked for entry 3: not written again");
+    d.queue.set_features(INDIRECT);
+    d.queue.set_features(EVENT_IDX);
+    assert_eq!(d.pop(), Ok(None));
+    assert_eq!(d.driver.avail_event(&d.mem), 3, "after a change of features, asked again");
+}
+
+#[test]
+fn vq3_the_available_index_is_checked_each_time_it_is_read() {
+    let mut d = Fixture::new(INDIRECT);
+    d.desc(DESC, 0, BUF, 8, W, 0);
+    d.publish(0);
+    d.publish(0);
+    assert!(d.pop().unwrap().is_some());
+    // The driver breaks the ring while the device still has an entry it saw.
+    d.driver.set_avail_idx(&d.mem, 20);
+    assert!(d.queue.has_available(&d.mem).unwrap());
+    assert!(d.pop().unwrap().is_some(), "the entry published before");
+    let err = d.pop().unwrap_err();
+    assert_eq!(err, PopError { head: None, error: QueueError::AvailIndexTooFar { avail: 20, next: 2 } });
+    assert_eq!(d.pop().unwrap_err(), err, "and stays broken");
+}
+
+#[test]
 fn vq8_an_indirect_table_is_refused_unless_negotiated() {
     let mut d = Fixture::new(PLAIN.union(Features::EVENT_IDX));
     // A well-formed table: a header to read, a sector and a status byte to write.
