@@ -21,16 +21,41 @@
 //!
 //! (`net_source_...` for the source). It prints `netperf: ready IP MAC` when
 //! ready, and stops as `net` does: `quit` to port 9999, exit code 0.
+//!
+//! With `netperf.peer=A.B.C.D` it is also a **client** of another netperf,
+//! so that two guests test each other with no host stack in between: it
+//! pings the peer `netperf.pings=N` times (default 10, at most 1000; 56
+//! bytes of data, one request at a time, each lost after 2 s without its
+//! reply), sends `netperf.bytes` bytes of the source's pattern to the
+//! peer's sink, and once the peer has acknowledged them all, sends `quit`
+//! to the peer's control port and stops when the peer says `bye` (each
+//! connection gives up after 20 s without an answer from the peer):
+//!
+//! ```text
+//! netperf: ping 10.0.3.1: 10 sent, 10 answered, round trip min 900 p50 1000 max 4000 us
+//! BENCH net_ping_p50_ns 1000000
+//! BENCH net_client_bytes 4194304
+//! ...
+//! netperf: peer 10.0.3.1 said bye
+//! ```
+//!
+//! The client's exit code is 0 when every ping was answered, every byte
+//! acknowledged and the peer said `bye`, and 3 otherwise (after saying why).
 #![no_std]
 #![no_main]
 
 #[path = "net/stack.rs"]
 mod stack;
 
+use core::fmt;
+use core::str::FromStr;
+
 use pvkit_guest::virtio::net::NetStats;
 use rt::{Boot, println};
 use smoltcp::iface::{SocketHandle, SocketSet, SocketStorage};
-use smoltcp::socket::tcp;
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::socket::{icmp, tcp};
+use smoltcp::wire::{Icmpv4Packet, Icmpv4Repr, IpAddress, Ipv4Address};
 
 use stack::{CONTROL_PORT, ControlPort, Mac, Static, Station};
 
@@ -47,15 +72,61 @@ const PERIOD: usize = 251;
 /// Bytes of each socket buffer.
 const BUFFER: usize = 128 * 1024;
 
+/// The client's own ports: to the peer's sink, and to its control port.
+const CLIENT_PORT: u16 = 49_152;
+/// See [`CLIENT_PORT`].
+const CLIENT_QUIT_PORT: u16 = 49_153;
+/// Echo requests without `netperf.pings=`.
+const DEFAULT_PINGS: usize = 10;
+/// The most echo requests: each one's round trip is kept, for the median.
+const MAX_PINGS: usize = 1000;
+/// The ident of the client's echo requests.
+const PING_IDENT: u16 = 0x7076;
+/// The data of each echo request: 56 bytes, as `ping` sends by default.
+const PING_DATA: [u8; 56] = {
+    let mut data = [0u8; 56];
+    let mut i = 0;
+    while i < data.len() {
+        data[i] = i as u8;
+        i += 1;
+    }
+    data
+};
+/// How long an echo request waits for its reply before it counts as lost.
+const PING_WAIT_NS: u64 = 2_000_000_000;
+/// How long the client's connections wait for the peer to answer before
+/// they give up.
+const CLIENT_TIMEOUT: smoltcp::time::Duration = smoltcp::time::Duration::from_secs(20);
+/// How long the client keeps the stack running after the peer's `bye`, so
+/// that its acknowledgement and close reach the peer (the peer stops once
+/// `bye` is acknowledged).
+const LINGER_NS: u64 = 1_000_000_000;
+
 /// Socket memory: too large for the stack.
 struct Memory {
-    sockets: [SocketStorage<'static>; 3],
-    buffers: [[u8; BUFFER]; 4],
+    sockets: [SocketStorage<'static>; 6],
+    /// The sink's and the source's, then the client's send buffer.
+    buffers: [[u8; BUFFER]; 5],
     control: [[u8; 256]; 2],
+    /// The client: its receive buffer, its `quit` socket's, its ICMP
+    /// socket's, and the round trips.
+    client_rx: [u8; 1024],
+    quit: [[u8; 256]; 2],
+    icmp_meta: [[icmp::PacketMetadata; 4]; 2],
+    icmp_data: [[u8; 512]; 2],
+    rtts_ns: [u64; MAX_PINGS],
 }
 
-static MEMORY: Static<Memory> =
-    Static::new(Memory { sockets: [SocketStorage::EMPTY; 3], buffers: [[0; BUFFER]; 4], control: [[0; 256]; 2] });
+static MEMORY: Static<Memory> = Static::new(Memory {
+    sockets: [SocketStorage::EMPTY; 6],
+    buffers: [[0; BUFFER]; 5],
+    control: [[0; 256]; 2],
+    client_rx: [0; 1024],
+    quit: [[0; 256]; 2],
+    icmp_meta: [[icmp::PacketMetadata::EMPTY; 4]; 2],
+    icmp_data: [[0; 512]; 2],
+    rtts_ns: [0; MAX_PINGS],
+});
 
 /// One transfer under way: when it started, the driver's counters then,
 /// and the bytes so far.
@@ -79,8 +150,15 @@ impl Transfer {
         println!("BENCH net_{name}_frames_received {}", now.frames_received - self.start.frames_received);
         println!("BENCH net_{name}_frames_sent {}", now.frames_sent - self.start.frames_sent);
         println!("BENCH net_{name}_notifications {}", now.notifications - self.start.notifications);
-        let mb_per_s = (self.bytes * 1_000).checked_div(ns).unwrap_or(0);
-        println!("netperf: {name}: {} bytes in {} ms, {mb_per_s} MB/s", self.bytes, ns / 1_000_000);
+        // Bytes per nanosecond, times 10^6: kB/s, for three decimals of MB/s.
+        let kb_per_s = (u128::from(self.bytes) * 1_000_000).checked_div(u128::from(ns)).unwrap_or(0);
+        println!(
+            "netperf: {name}: {} bytes in {} ms, {}.{:03} MB/s",
+            self.bytes,
+            ns / 1_000_000,
+            kb_per_s / 1_000,
+            kb_per_s % 1_000
+        );
     }
 }
 
@@ -102,21 +180,65 @@ fn main(boot: Boot) -> u8 {
         },
         None => DEFAULT_BYTES,
     };
+    let peer = match rt::option(&boot, "netperf.peer") {
+        Some(text) => match Ipv4Address::from_str(text) {
+            Ok(peer) => Some(peer),
+            Err(_) => {
+                println!("netperf: cannot use netperf.peer={text}");
+                return 2;
+            }
+        },
+        None => None,
+    };
+    let pings = match rt::option(&boot, "netperf.pings") {
+        Some(text) => match text.parse::<usize>() {
+            Ok(n) if n <= MAX_PINGS => n,
+            _ => {
+                println!("netperf: cannot use netperf.pings={text} (at most {MAX_PINGS})");
+                return 2;
+            }
+        },
+        None => DEFAULT_PINGS,
+    };
     let Some(memory) = MEMORY.take() else { return 2 };
-    let Memory { sockets, buffers, control } = memory;
+    let Memory { sockets, buffers, control, client_rx, quit, icmp_meta, icmp_data, rtts_ns } = memory;
     let mut sockets = SocketSet::new(&mut sockets[..]);
-    let [sink_rx, sink_tx, source_rx, source_tx] = buffers;
+    let [sink_rx, sink_tx, source_rx, source_tx, client_tx] = buffers;
     let sink = sockets
         .add(tcp::Socket::new(tcp::SocketBuffer::new(&mut sink_rx[..]), tcp::SocketBuffer::new(&mut sink_tx[..])));
     let source = sockets
         .add(tcp::Socket::new(tcp::SocketBuffer::new(&mut source_rx[..]), tcp::SocketBuffer::new(&mut source_tx[..])));
     let [control_rx, control_tx] = control;
     let mut control = ControlPort::new(&mut sockets, &mut control_rx[..], &mut control_tx[..]);
+    let mut client = peer.map(|peer| {
+        let mut tcp =
+            tcp::Socket::new(tcp::SocketBuffer::new(&mut client_rx[..]), tcp::SocketBuffer::new(&mut client_tx[..]));
+        tcp.set_timeout(Some(CLIENT_TIMEOUT));
+        let tcp = sockets.add(tcp);
+        let [quit_rx, quit_tx] = quit;
+        let mut quit =
+            tcp::Socket::new(tcp::SocketBuffer::new(&mut quit_rx[..]), tcp::SocketBuffer::new(&mut quit_tx[..]));
+        quit.set_timeout(Some(CLIENT_TIMEOUT));
+        let quit = sockets.add(quit);
+        let [rx_meta, tx_meta] = icmp_meta;
+        let [rx_data, tx_data] = icmp_data;
+        let mut icmp = icmp::Socket::new(
+            icmp::PacketBuffer::new(&mut rx_meta[..], &mut rx_data[..]),
+            icmp::PacketBuffer::new(&mut tx_meta[..], &mut tx_data[..]),
+        );
+        // A fresh socket binds to any ident.
+        let _ = icmp.bind(icmp::Endpoint::Ident(PING_IDENT));
+        let icmp = sockets.add(icmp);
+        Client::new(peer, pings, total, Handles { icmp, tcp, quit }, rtts_ns)
+    });
 
     println!("netperf: ready {} {}", station.cidr, Mac(station.mac));
     println!("netperf: sink on {SINK_PORT}, source of {total} bytes on {SOURCE_PORT}, control on {CONTROL_PORT}");
+    if let Some(peer) = peer {
+        println!("netperf: client of {peer}: {pings} pings, then {total} bytes to its sink, then quit");
+    }
     let (mut sinking, mut sourcing) = (None, None);
-    loop {
+    let code = loop {
         station.poll(&mut sockets);
         if let Some(e) = station.device.error() {
             println!("netperf: the device stopped: {e}");
@@ -125,13 +247,16 @@ fn main(boot: Boot) -> u8 {
         }
         serve_sink(&mut station, &mut sockets, sink, &mut sinking);
         serve_source(&mut station, &mut sockets, source, &mut sourcing, total);
-        if control.serve(&mut sockets) {
-            break;
+        if let Some(code) = client.as_mut().and_then(|c| c.run(&mut station, &mut sockets)) {
+            break code;
         }
-    }
+        if control.serve(&mut sockets) {
+            break 0;
+        }
+    };
     station.print_counters("netperf");
     println!("netperf: bye");
-    0
+    code
 }
 
 /// Counts what the client sends; reports when it closes.
@@ -183,8 +308,20 @@ fn serve_source(
         return;
     }
     let current = transfer.get_or_insert_with(|| Transfer::begin(station));
-    while current.bytes < total && socket.can_send() {
-        let offset = current.bytes;
+    send_pattern(socket, current, total);
+    if current.bytes == total && socket.send_queue() == 0 {
+        if let Some(done) = transfer.take() {
+            done.report(station, "source");
+        }
+        socket.close();
+    }
+}
+
+/// Queues as much of the pattern (byte `i` is `i % 251`), from
+/// `transfer.bytes` up to `total`, as `socket` takes now.
+fn send_pattern(socket: &mut tcp::Socket<'_>, transfer: &mut Transfer, total: u64) {
+    while transfer.bytes < total && socket.can_send() {
+        let offset = transfer.bytes;
         let left = total - offset;
         let Ok(n) = socket.send(|buf| {
             let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
@@ -200,12 +337,217 @@ fn serve_source(
         if n == 0 {
             break;
         }
-        current.bytes += n as u64;
+        transfer.bytes += n as u64;
     }
-    if current.bytes == total && socket.send_queue() == 0 {
-        if let Some(done) = transfer.take() {
-            done.report(station, "source");
+}
+
+/// The client's sockets.
+struct Handles {
+    /// Echo requests and replies.
+    icmp: SocketHandle,
+    /// The transfer to the peer's sink.
+    tcp: SocketHandle,
+    /// `quit` to the peer's control port.
+    quit: SocketHandle,
+}
+
+/// Where the client is.
+enum Step {
+    /// Echo request `seq` is out since `sent_ns` (`None`: not yet sent).
+    Ping { seq: u16, sent_ns: Option<u64> },
+    /// Connecting to the peer's sink, then sending; the transfer starts
+    /// once the connection is established.
+    Send(Option<Transfer>),
+    /// Every byte is acknowledged; waiting for the peer to acknowledge the close.
+    Close,
+    /// Connecting to the peer's control port, then `quit` is `sent`.
+    Quit { sent: bool },
+    /// The peer said `bye` at `since_ns`; the client stops after [`LINGER_NS`].
+    Bye { since_ns: u64 },
+}
+
+/// The client of another netperf (`netperf.peer=`): pings, a transfer to
+/// its sink, then `quit`.
+struct Client {
+    peer: Ipv4Address,
+    pings: usize,
+    total: u64,
+    sockets: Handles,
+    /// The round trip of each answered echo request, in order.
+    rtts_ns: &'static mut [u64; MAX_PINGS],
+    answered: usize,
+    lost: usize,
+    step: Step,
+}
+
+impl Client {
+    fn new(
+        peer: Ipv4Address,
+        pings: usize,
+        total: u64,
+        sockets: Handles,
+        rtts_ns: &'static mut [u64; MAX_PINGS],
+    ) -> Self {
+        let step = Step::Ping { seq: 0, sent_ns: None };
+        Self { peer, pings, total, sockets, rtts_ns, answered: 0, lost: 0, step }
+    }
+
+    /// One step after a poll of the stack; the exit code once the client is done.
+    fn run(&mut self, station: &mut Station, sockets: &mut SocketSet<'_>) -> Option<u8> {
+        let now = station.clock.now_ns();
+        let (peer, total) = (self.peer, self.total);
+        match &mut self.step {
+            &mut Step::Ping { seq, sent_ns } => self.ping(station, sockets, seq, sent_ns, now),
+            Step::Send(transfer) => {
+                let socket = sockets.get_mut::<tcp::Socket<'_>>(self.sockets.tcp);
+                if !socket.is_open() {
+                    let sent = transfer.as_ref().map_or(0, |t| t.bytes);
+                    return failed(format_args!(
+                        "the connection to {peer}:{SINK_PORT} ended after {sent} of {total} bytes"
+                    ));
+                }
+                if transfer.is_none() && socket.state() != tcp::State::Established {
+                    return None;
+                }
+                let current = transfer.get_or_insert_with(|| Transfer::begin(station));
+                send_pattern(socket, current, total);
+                if current.bytes == total && socket.send_queue() == 0 {
+                    current.report(station, "client");
+                    socket.close();
+                    self.step = Step::Close;
+                }
+                None
+            }
+            Step::Close => {
+                let socket = sockets.get_mut::<tcp::Socket<'_>>(self.sockets.tcp);
+                if !matches!(socket.state(), tcp::State::FinWait2 | tcp::State::TimeWait | tcp::State::Closed) {
+                    return None;
+                }
+                let quit = sockets.get_mut::<tcp::Socket<'_>>(self.sockets.quit);
+                let endpoint = (IpAddress::Ipv4(peer), CONTROL_PORT);
+                if let Err(e) = quit.connect(station.iface.context(), endpoint, CLIENT_QUIT_PORT) {
+                    return failed(format_args!("cannot connect to {peer}:{CONTROL_PORT}: {e}"));
+                }
+                self.step = Step::Quit { sent: false };
+                None
+            }
+            Step::Quit { sent } => {
+                let socket = sockets.get_mut::<tcp::Socket<'_>>(self.sockets.quit);
+                if !*sent && socket.can_send() {
+                    // A fresh connection's send buffer is empty: `quit` fits.
+                    let _ = socket.send_slice(b"quit\n");
+                    *sent = true;
+                }
+                let mut reply = [0u8; 64];
+                while socket.can_recv() {
+                    let Ok(n) = socket.recv_slice(&mut reply) else { break };
+                    if reply[..n].windows(3).any(|w| w == b"bye") {
+                        println!("netperf: peer {peer} said bye");
+                        socket.close();
+                        self.step = Step::Bye { since_ns: now };
+                        return None;
+                    }
+                }
+                // Once `quit` is out the connection is established: a peer
+                // that closes its side (or resets) without `bye` failed.
+                if !socket.is_open() || (*sent && !socket.may_recv()) {
+                    return failed(format_args!("{peer}:{CONTROL_PORT} closed without saying bye"));
+                }
+                None
+            }
+            &mut Step::Bye { since_ns } => {
+                let socket = sockets.get_mut::<tcp::Socket<'_>>(self.sockets.quit);
+                if socket.state() != tcp::State::Closed && now.saturating_sub(since_ns) < LINGER_NS {
+                    return None;
+                }
+                if self.lost > 0 {
+                    return failed(format_args!("{} of {} pings to {peer} were lost", self.lost, self.pings));
+                }
+                Some(0)
+            }
         }
-        socket.close();
     }
+
+    /// The ping step: takes the reply to echo request `seq` (out since
+    /// `sent_ns`), or counts it lost, or sends it.
+    fn ping(
+        &mut self,
+        station: &mut Station,
+        sockets: &mut SocketSet<'_>,
+        seq: u16,
+        sent_ns: Option<u64>,
+        now: u64,
+    ) -> Option<u8> {
+        let socket = sockets.get_mut::<icmp::Socket<'_>>(self.sockets.icmp);
+        let mut answered = false;
+        while let Ok((packet, _)) = socket.recv() {
+            answered |= sent_ns.is_some() && is_echo_reply(packet, seq);
+        }
+        match sent_ns {
+            None if usize::from(seq) < self.pings => {
+                let request = Icmpv4Repr::EchoRequest { ident: PING_IDENT, seq_no: seq, data: &PING_DATA };
+                let peer = IpAddress::Ipv4(self.peer);
+                // The send buffer holds one request at a time: it has room.
+                if let Ok(buf) = socket.send(request.buffer_len(), peer) {
+                    request.emit(&mut Icmpv4Packet::new_unchecked(buf), &ChecksumCapabilities::default());
+                    self.step = Step::Ping { seq, sent_ns: Some(now) };
+                }
+                return None;
+            }
+            None => {
+                self.report_pings();
+                let socket = sockets.get_mut::<tcp::Socket<'_>>(self.sockets.tcp);
+                let endpoint = (IpAddress::Ipv4(self.peer), SINK_PORT);
+                if let Err(e) = socket.connect(station.iface.context(), endpoint, CLIENT_PORT) {
+                    return failed(format_args!("cannot connect to {}:{SINK_PORT}: {e}", self.peer));
+                }
+                self.step = Step::Send(None);
+                return None;
+            }
+            Some(sent) if answered => {
+                if let Some(slot) = self.rtts_ns.get_mut(self.answered) {
+                    *slot = now.saturating_sub(sent);
+                }
+                self.answered += 1;
+            }
+            Some(sent) if now.saturating_sub(sent) > PING_WAIT_NS => self.lost += 1,
+            Some(_) => return None,
+        }
+        self.step = Step::Ping { seq: seq + 1, sent_ns: None };
+        None
+    }
+
+    /// Prints the round trips: minimum, median, maximum.
+    fn report_pings(&mut self) {
+        let rtts = &mut self.rtts_ns[..self.answered.min(MAX_PINGS)];
+        rtts.sort_unstable();
+        let (peer, sent, answered) = (self.peer, self.pings, self.answered);
+        let (Some(&min), Some(&p50), Some(&max)) = (rtts.first(), rtts.get(rtts.len() / 2), rtts.last()) else {
+            println!("netperf: ping {peer}: {sent} sent, {answered} answered");
+            return;
+        };
+        println!(
+            "netperf: ping {peer}: {sent} sent, {answered} answered, round trip min {} p50 {} max {} us",
+            min / 1_000,
+            p50 / 1_000,
+            max / 1_000
+        );
+        println!("BENCH net_ping_p50_ns {p50}");
+    }
+}
+
+/// Whether `packet` is the echo reply to the client's request `seq`, with
+/// its data intact.
+fn is_echo_reply(packet: &[u8], seq: u16) -> bool {
+    let Ok(packet) = Icmpv4Packet::new_checked(packet) else { return false };
+    matches!(
+        Icmpv4Repr::parse(&packet, &ChecksumCapabilities::default()),
+        Ok(Icmpv4Repr::EchoReply { ident: PING_IDENT, seq_no, data }) if seq_no == seq && data == PING_DATA
+    )
+}
+
+/// Says why the client failed; its exit code.
+fn failed(why: fmt::Arguments<'_>) -> Option<u8> {
+    println!("netperf: client: {why}");
+    Some(3)
 }
