@@ -40,6 +40,30 @@ pub fn enter_with_tap(tap: &str, host: Ipv4Addr, prefix: u8) -> Result<(), Unava
     Ok(())
 }
 
+/// Runs `f` on a thread of its own that first enters a fresh network
+/// namespace with a tap (as [`enter_with_tap`] does), so that the rest of
+/// the test process stays in the machine's namespace; what `f` returns, or
+/// `None` after saying why (`SKIPPED: ...`) when no namespace or tap can be
+/// had here. Panics under `CI=true` instead of skipping, and passes a panic
+/// of `f` on.
+pub fn isolated<T: Send + 'static>(
+    tap: &'static str,
+    host: Ipv4Addr,
+    prefix: u8,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let thread = std::thread::spawn(move || enter_with_tap(tap, host, prefix).map(|()| f()));
+    match thread.join() {
+        Ok(Ok(value)) => Some(value),
+        Ok(Err(Unavailable(why))) if crate::in_ci() => panic!("CI=true but no network namespace with a tap: {why}"),
+        Ok(Err(Unavailable(why))) => {
+            eprintln!("SKIPPED: no network namespace with a tap ({why}); CI=true makes this a failure");
+            None
+        }
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
 /// The Internet checksum of `data`.
 fn checksum(data: &[u8]) -> u16 {
     let mut sum: u32 = data.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
