@@ -83,6 +83,10 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks, accounting_out: Option<Ou
     let console = Arc::new(Console::default());
     let virtio_console = config.devices.virtio_console.then(|| (Arc::clone(&console), Arc::clone(&console.input)));
     let backends = Backends::open(config, virtio_console)?;
+    // The sockets pvkit listens on for network peers go with it too (the
+    // device thread, which owns the backends, is never joined).
+    let _remove_net_sockets: Vec<RemoveOnDrop> =
+        config.nets.iter().filter(|n| n.listen).filter_map(|n| n.socket.clone()).map(RemoveOnDrop).collect();
     Control::install_kick_handler()
         .map_err(|source| VmmError::Host { what: "installing the vCPU kick signal", source })?;
     let kvm_fd = Kvm::new().map_err(kvm("opening /dev/kvm"))?;
