@@ -33,7 +33,7 @@ use self::backend::{MediumError, MediumOp, read_exact, write_all};
 pub use self::image::{BlkError, FileKind, Image};
 use self::request::{Disk, Op, ParseError, Request};
 use super::chain::{Chain, gather, scatter};
-use super::device::{VirtioDevice, drain};
+use super::device::{VirtioDevice, copy_config, drain};
 use super::queue::{Queue, QueueError};
 use crate::memory::GuestMemory;
 
@@ -279,13 +279,7 @@ impl<B: DiskBackend> VirtioDevice for Blk<B> {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        let config = self.config();
-        let bytes = config.as_bytes();
-        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(bytes.len());
-        let n = data.len().min(bytes.len().saturating_sub(start));
-        if let (Some(dst), Some(src)) = (data.get_mut(..n), bytes.get(start..start.saturating_add(n))) {
-            dst.copy_from_slice(src);
-        }
+        copy_config(self.config().as_bytes(), offset, data);
     }
 
     fn process(&mut self, _index: u16, queue: &mut Queue, mem: &dyn GuestMemory) -> Result<bool, QueueError> {

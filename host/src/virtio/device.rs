@@ -50,6 +50,17 @@ pub trait VirtioDevice: Send {
     }
 }
 
+/// Copies the configuration-space bytes at `offset` of a device whose whole
+/// configuration is `config` into `data`; what lies beyond `config` is left
+/// as the transport gave it.
+pub fn copy_config(config: &[u8], offset: u64, data: &mut [u8]) {
+    let start = usize::try_from(offset).unwrap_or(usize::MAX).min(config.len());
+    let n = data.len().min(config.len().saturating_sub(start));
+    if let (Some(dst), Some(src)) = (data.get_mut(..n), config.get(start..start.saturating_add(n))) {
+        dst.copy_from_slice(src);
+    }
+}
+
 impl<D: VirtioDevice + ?Sized> VirtioDevice for Box<D> {
     fn device_id(&self) -> DeviceId {
         (**self).device_id()

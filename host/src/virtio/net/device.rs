@@ -17,7 +17,7 @@ use super::stats::{NetStats, add, bump};
 use super::tx::TxFrame;
 use crate::memory::GuestMemory;
 use crate::virtio::chain::{Chain, scatter};
-use crate::virtio::device::VirtioDevice;
+use crate::virtio::device::{VirtioDevice, copy_config};
 use crate::virtio::queue::{PopError, Queue, QueueError};
 
 /// The largest size of each queue, receive then transmit.
@@ -273,13 +273,7 @@ impl<B: Backend> VirtioDevice for Net<B> {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        let config = self.config();
-        let bytes = config.as_bytes();
-        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(bytes.len());
-        let n = data.len().min(bytes.len().saturating_sub(start));
-        if let (Some(dst), Some(src)) = (data.get_mut(..n), bytes.get(start..start.saturating_add(n))) {
-            dst.copy_from_slice(src);
-        }
+        copy_config(self.config().as_bytes(), offset, data);
     }
 
     fn process(&mut self, index: u16, queue: &mut Queue, mem: &dyn GuestMemory) -> Result<bool, QueueError> {
