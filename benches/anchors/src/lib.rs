@@ -29,6 +29,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod clock;
 pub mod host_queue;
 
 /// The work one side does, set up once and run many times.
