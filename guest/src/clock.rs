@@ -98,6 +98,7 @@ pub struct Reading {
 }
 
 /// The TSC, ordered after the loads before it.
+#[inline]
 pub fn rdtsc() -> u64 {
     // SAFETY: LFENCE has no memory effects; it orders the loads before it.
     unsafe { core::arch::x86_64::_mm_lfence() };
@@ -110,6 +111,7 @@ pub fn rdtsc() -> u64 {
 ///
 /// The struct is read as four aligned 64-bit words (the area is 32-byte
 /// aligned): fewer loads than field by field, and each one untorn.
+#[inline]
 pub fn read(area: &ClockArea) -> Result<Reading, ClockError> {
     let words = area.as_ptr().cast::<u64>();
     // A torn copy of words 1 to 3 is caught by the version check.
@@ -153,6 +155,7 @@ impl Monotonic {
     }
 
     /// PV-clock nanoseconds now, read from `area` (this vCPU's).
+    #[inline]
     pub fn now(&self, area: &ClockArea) -> Result<u64, ClockError> {
         let reading = read(area)?;
         if reading.flags.contains(PvClockFlags::TSC_STABLE) {
