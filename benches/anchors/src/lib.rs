@@ -13,15 +13,23 @@
 //!
 //! - `cargo bench` (which passes `--bench`) runs each side's binary under
 //!   `valgrind --tool=callgrind`, counting only what runs inside
-//!   [`Work::run`], and prints the instructions per unit of work for pvkit
+//!   [`Work::run`] (less what a side hands to [`unmeasured`]: a fake
+//!   device's work), and prints the instructions per unit of work for pvkit
 //!   and for the anchor, and their ratio;
 //! - `cargo test --benches` (no `--bench`) needs no valgrind: it runs both
 //!   binaries natively on each case and checks that they did the same work
 //!   (the same [`Work::summary`]).
 //!
+//! A count is a difference: each binary runs the work [`WARM_UP`] +
+//! [`RUNS`] times, then [`WARM_UP`] + 2 x [`RUNS`] times, and the extra
+//! [`RUNS`] runs' instructions are divided by their units. What happens
+//! once (first touches, the allocator's first calls, lazy set-up) drops
+//! out.
+//!
 //! Without valgrind on `PATH`, `cargo bench` says so and counts nothing.
 //! With `ANCHORS_CALLGRIND_DIR=DIR`, the callgrind files are kept in `DIR`
-//! (named after the case and side) for `callgrind_annotate`.
+//! (named after the case, the side and the number of runs) for
+//! `callgrind_annotate`.
 
 #![deny(missing_docs)]
 
@@ -30,6 +38,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub mod clock;
+pub mod guest_blk;
 pub mod host_queue;
 
 /// The work one side does, set up once and run many times.
@@ -69,31 +78,28 @@ pub struct Pair {
     pub anchor: Side,
 }
 
-/// Runs of [`Work::run`] counted per side, after [`WARM_UP`] uncounted
-/// ones (first touches of memory, the allocator's first calls).
+/// Runs of [`Work::run`] whose instructions make a count (see the
+/// crate's documentation).
 pub const RUNS: u32 = 8;
-/// Uncounted runs before the counted ones.
+/// Runs before them, the same in both of a count's two runs.
 pub const WARM_UP: u32 = 2;
 
-/// The entry point of a side's binary: `BIN count CASE` warms the case's
-/// work up and runs it [`RUNS`] times through [`measured`], then prints the
-/// units done; `BIN check CASE` runs it twice and prints the units and
+/// The entry point of a side's binary: `BIN count CASE N` runs the case's
+/// work [`WARM_UP`] + `N` times through [`measured`], then prints the units
+/// done; `BIN check CASE` runs it twice and prints the units and
 /// [`Work::summary`]. `make` builds the work for a case, `None` for a case
 /// it does not know.
 pub fn serve(make: fn(&str) -> Option<Box<dyn Work>>) {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (Some(mode), Some(case)) = (args.first(), args.get(1)) else {
-        panic!("usage: {} count|check CASE", std::env::args().next().unwrap_or_default());
+        panic!("usage: {} count CASE RUNS | check CASE", std::env::args().next().unwrap_or_default());
     };
     let mut work = make(case).unwrap_or_else(|| panic!("no case {case:?}"));
     match mode.as_str() {
         "count" => {
-            for _ in 0..WARM_UP {
-                work.prepare();
-                work.run();
-            }
+            let runs: u32 = args.get(2).and_then(|n| n.parse().ok()).expect("a number of runs");
             let mut units = 0;
-            for _ in 0..RUNS {
+            for _ in 0..WARM_UP + runs {
                 work.prepare();
                 units += measured(&mut *work);
             }
@@ -111,10 +117,31 @@ pub fn serve(make: fn(&str) -> Option<Box<dyn Work>>) {
     }
 }
 
+thread_local! {
+    /// Whether [`measured`] is running.
+    static MEASURING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// What callgrind counts (`--toggle-collect`): one run, and nothing else.
 #[inline(never)]
 pub fn measured(work: &mut dyn Work) -> u64 {
-    work.run()
+    MEASURING.set(true);
+    let units = work.run();
+    MEASURING.set(false);
+    units
+}
+
+/// Runs `f` uncounted inside a counted run: what a fake device does when a
+/// driver notifies it, say. Outside [`measured`], it just runs `f`.
+pub fn unmeasured(f: &mut dyn FnMut()) {
+    if MEASURING.get() { excluded(f) } else { f() }
+}
+
+/// Where callgrind stops counting (`--toggle-collect` again, inside
+/// [`measured`]), for [`unmeasured`].
+#[inline(never)]
+fn excluded(f: &mut dyn FnMut()) {
+    f();
 }
 
 /// The entry point of a bench: see the crate's documentation. `title`
@@ -156,7 +183,7 @@ fn table(title: &str, pairs: &[Pair]) -> Result<String, String> {
         return Ok(String::new());
     };
     let (ours, theirs) = (first.pvkit.name, first.anchor.name);
-    let mut out = format!("{title} (callgrind, {RUNS} runs after {WARM_UP} uncounted)\n");
+    let mut out = format!("{title} (callgrind: what {RUNS} more runs cost)\n");
     let _ = writeln!(out, "{:<width$}  {ours:>10}  {theirs:>20}  {:>7}", "", "ratio");
     for pair in pairs {
         let pvkit = count(pair, pair.pvkit, keep.as_deref())?;
@@ -166,18 +193,33 @@ fn table(title: &str, pairs: &[Pair]) -> Result<String, String> {
     Ok(out)
 }
 
-/// Instructions per unit of one side's work, counted by callgrind.
+/// Instructions per unit of one side's work: what [`RUNS`] more runs cost.
 fn count(pair: &Pair, side: Side, keep: Option<&Path>) -> Result<f64, String> {
+    let (i1, u1) = callgrind(pair, side, RUNS, keep)?;
+    let (i2, u2) = callgrind(pair, side, 2 * RUNS, keep)?;
     let what = format!("{} / {}", pair.name, side.name);
-    let name = format!("{}-{}", pair.case, side.name).replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_");
+    if u2 <= u1 || i2 <= i1 {
+        return Err(format!("{what}: nothing counted ({i1} then {i2} instructions, {u1} then {u2} units)"));
+    }
+    // CAST: counts far below 2^52 are exact as f64.
+    Ok((i2 - i1) as f64 / (u2 - u1) as f64)
+}
+
+/// Runs one side's binary under callgrind for `runs` runs after the warm-up;
+/// returns the instructions counted and the units done.
+fn callgrind(pair: &Pair, side: Side, runs: u32, keep: Option<&Path>) -> Result<(u64, u64), String> {
+    let what = format!("{} / {}", pair.name, side.name);
+    let name =
+        format!("{}-{}-{runs}", pair.case, side.name).replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_");
     let file = match keep {
         Some(dir) => dir.join(format!("callgrind.{name}.out")),
         None => std::env::temp_dir().join(format!("pvkit-anchors-{}-{name}.out", std::process::id())),
     };
     let output = Command::new("valgrind")
-        .args(["--tool=callgrind", "-q", "--toggle-collect=pvkit_anchors::measured"])
+        .args(["--tool=callgrind", "-q"])
+        .args(["--toggle-collect=pvkit_anchors::measured", "--toggle-collect=pvkit_anchors::excluded"])
         .arg(format!("--callgrind-out-file={}", file.display()))
-        .args([side.exe, "count", pair.case])
+        .args([side.exe, "count", pair.case, &runs.to_string()])
         .output()
         .map_err(|e| format!("cannot run valgrind: {e}"))?;
     let text = std::fs::read_to_string(&file);
@@ -193,11 +235,7 @@ fn count(pair: &Pair, side: Side, keep: Option<&Path>) -> Result<f64, String> {
         .map_err(|e| format!("{what}: the binary printed no unit count: {e}"))?;
     let text = text.map_err(|e| format!("{what}: no callgrind output in {}: {e}", file.display()))?;
     let instructions = totals(&text).ok_or_else(|| format!("{what}: no totals in {}", file.display()))?;
-    if units == 0 || instructions == 0 {
-        return Err(format!("{what}: nothing counted ({instructions} instructions, {units} units)"));
-    }
-    // CAST: counts far below 2^52 are exact as f64.
-    Ok(instructions as f64 / units as f64)
+    Ok((instructions, units))
 }
 
 /// The instruction total of a callgrind output file (`totals:` or
