@@ -43,29 +43,60 @@ struct InFlight {
 /// Bytes of one descriptor in the table.
 const DESC_BYTES: usize = size_of::<Descriptor>();
 
-/// `base + add`. An offset past `usize` saturates, and the queue's DMA area
-/// refuses it like any other offset outside it.
-fn at(base: usize, add: u64) -> usize {
-    usize::try_from(add).map_or(usize::MAX, |add| base.saturating_add(add))
-}
-
-/// Where the parts of the rings lie in the queue's DMA area.
+/// Where the parts of the rings lie in the queue's DMA area, worked out
+/// once.
+///
+/// # Invariants
+///
+/// Every offset below, and every entry's (the index masked with `mask`),
+/// lies inside the area of `end` bytes that [`SplitQueue::new`] allocated.
 #[derive(Clone, Copy, Debug)]
 struct Offsets {
+    /// The queue size minus one: the size is a power of two.
+    mask: u16,
     /// The available ring (the descriptor table is at 0).
     avail: usize,
+    /// The available ring's entries.
+    avail_ring: usize,
+    /// `used_event`, after the available ring's entries.
+    used_event: usize,
     /// The used ring, 4-byte aligned.
     used: usize,
+    /// The used ring's entries.
+    used_ring: usize,
+    /// `avail_event`, after the used ring's entries.
+    avail_event: usize,
     /// Bytes of the whole area.
     end: usize,
 }
 
 impl Offsets {
     fn new(layout: SplitQueueLayout) -> Option<Self> {
+        let offset = |base: usize, add: u64| base.checked_add(usize::try_from(add).ok()?);
         let avail = usize::try_from(layout.desc_table_bytes()).ok()?;
-        let used = avail.checked_add(usize::try_from(layout.avail_ring_bytes()).ok()?)?.checked_next_multiple_of(4)?;
-        let end = used.checked_add(usize::try_from(layout.used_ring_bytes()).ok()?)?;
-        Some(Self { avail, used, end })
+        let used = offset(avail, layout.avail_ring_bytes())?.checked_next_multiple_of(4)?;
+        Some(Self {
+            mask: layout.size().get().wrapping_sub(1),
+            avail,
+            avail_ring: offset(avail, layout.avail_entry_offset(0))?,
+            used_event: offset(avail, layout.used_event_offset())?,
+            used,
+            used_ring: offset(used, layout.used_entry_offset(0))?,
+            avail_event: offset(used, layout.avail_event_offset())?,
+            end: offset(used, layout.used_ring_bytes())?,
+        })
+    }
+
+    /// Entry `i` (modulo the size) of the available ring.
+    fn avail_entry(&self, i: u16) -> usize {
+        // INVARIANT: below the size, so inside the ring: no overflow.
+        self.avail_ring.wrapping_add(usize::from(i & self.mask).wrapping_mul(2))
+    }
+
+    /// Entry `i` (modulo the size) of the used ring.
+    fn used_entry(&self, i: u16) -> usize {
+        // INVARIANT: below the size, so inside the ring: no overflow.
+        self.used_ring.wrapping_add(usize::from(i & self.mask).wrapping_mul(8))
     }
 }
 
@@ -90,6 +121,8 @@ pub struct SplitQueue<H: Hal, const SIZE: usize> {
     /// The available index when the device was last notified.
     kicked_idx: u16,
     last_used: u16,
+    /// `last_used` when `used_event` was last written (with `EVENT_IDX`).
+    used_event_base: u16,
     event_idx: bool,
 }
 
@@ -121,6 +154,7 @@ impl<H: Hal, const SIZE: usize> SplitQueue<H, SIZE> {
             avail_idx: 0,
             kicked_idx: 0,
             last_used: 0,
+            used_event_base: 0,
             event_idx,
         };
         queue.suppress_interrupts();
@@ -187,10 +221,22 @@ impl<H: Hal, const SIZE: usize> SplitQueue<H, SIZE> {
     /// the index space away with `EVENT_IDX`, `NO_INTERRUPT` without).
     fn suppress_interrupts(&mut self) {
         if self.event_idx {
-            let used_event = at(self.at.avail, self.layout.used_event_offset());
-            self.put16(used_event, self.last_used.wrapping_add(0x8000));
+            self.used_event_base = self.last_used;
+            self.put16(self.at.used_event, self.last_used.wrapping_add(0x8000));
         } else {
             self.put16(self.at.avail, AvailFlags::NO_INTERRUPT.bits());
+        }
+    }
+
+    /// Keeps `used_event` out of the device's reach as entries are used: it
+    /// is moved once `last_used` has come half way to where the device,
+    /// at most `SIZE` entries ahead of it, could reach it; not on every pop.
+    fn keep_interrupts_suppressed(&mut self) {
+        // The device's index is below `used_event_base + 0x8000` while
+        // `last_used + SIZE` is (a queue size is at most 0x8000).
+        let reach = 0x8000u16.wrapping_sub(self.at.mask).wrapping_sub(1) / 2;
+        if self.event_idx && self.last_used.wrapping_sub(self.used_event_base) >= reach {
+            self.suppress_interrupts();
         }
     }
 
@@ -209,44 +255,42 @@ impl<H: Hal, const SIZE: usize> SplitQueue<H, SIZE> {
         let writable = outputs.iter().try_fold(0u32, |sum, b| sum.checked_add(b.len));
         let writable = writable.ok_or(VirtioError::InvalidRequest)?;
         let head = self.free_head;
-        let (mut next_slot, mut last) = (head, head);
-        let buffers =
-            inputs.iter().map(|b| (b, DescFlags::empty())).chain(outputs.iter().map(|b| (b, DescFlags::WRITE)));
-        for (left, (buffer, flags)) in (1..=count).rev().zip(buffers) {
-            let slot = next_slot;
-            // The free list holds `num_free` >= `count` descriptors below SIZE;
-            // were it broken, nothing has been made available yet.
-            let next = *self.next.get(usize::from(slot)).ok_or(VirtioError::QueueFull)?;
-            let flags = if left > 1 { flags | DescFlags::NEXT } else { flags };
-            // `next` stays as it was: the free list's order is the chain's,
-            // and the last descriptor's `next` (ignored without NEXT) keeps
-            // linking the rest of the free list.
-            self.publish_descriptor(slot, buffer, flags, next);
-            last = slot;
-            next_slot = next;
+        let (mut slot, mut last) = (head, head);
+        let mut left = count;
+        for (buffers, flags) in [(inputs, DescFlags::empty()), (outputs, DescFlags::WRITE)] {
+            for buffer in buffers {
+                // The free list holds `num_free` >= `count` descriptors below
+                // SIZE; were it broken, nothing has been made available yet.
+                let next = *self.next.get(usize::from(slot)).ok_or(VirtioError::QueueFull)?;
+                left = left.wrapping_sub(1);
+                let flags = if left > 0 { flags | DescFlags::NEXT } else { flags };
+                // `next` stays as it was: the free list's order is the chain's,
+                // and the last descriptor's `next` (ignored without NEXT) keeps
+                // linking the rest of the free list.
+                self.publish_descriptor(slot, buffer, flags, next);
+                last = slot;
+                slot = next;
+            }
         }
         let flight = self.in_flight.get_mut(usize::from(head)).ok_or(VirtioError::QueueFull)?;
         *flight = Some(InFlight { writable, descriptors: count, last });
-        self.free_head = next_slot;
+        self.free_head = slot;
         self.num_free = num_free;
-        let entry = at(self.at.avail, self.layout.avail_entry_offset(self.avail_idx));
-        self.put16(entry, head);
+        self.put16(self.at.avail_entry(self.avail_idx), head);
         // VQ-4: the descriptors and the ring entry before the index.
         fence(Ordering::Release);
         self.avail_idx = self.avail_idx.wrapping_add(1);
-        self.put16(self.at.avail.saturating_add(2), self.avail_idx);
+        self.put16(self.at.avail.wrapping_add(2), self.avail_idx);
         Ok(head)
     }
 
-    /// Writes descriptor `slot` of the table.
+    /// Writes descriptor `slot` of the table, as two 64-bit stores: the
+    /// address, then length, flags and `next`.
     fn publish_descriptor(&mut self, slot: u16, buffer: &Buffer, flags: DescFlags, next: u16) {
         let base = usize::from(slot).saturating_mul(DESC_BYTES);
-        let written = [
-            self.ring.write(base, buffer.addr.to_le()),
-            self.ring.write(base.saturating_add(8), buffer.len.to_le()),
-            self.ring.write(base.saturating_add(12), flags.bits().to_le()),
-            self.ring.write(base.saturating_add(14), next.to_le()),
-        ];
+        let rest = u64::from(buffer.len) | u64::from(flags.bits()) << 32 | u64::from(next) << 48;
+        let written =
+            [self.ring.write(base, buffer.addr.to_le()), self.ring.write(base.saturating_add(8), rest.to_le())];
         // `slot` < SIZE: the descriptor lies in the table at the area's start.
         debug_assert!(written.iter().all(Result::is_ok), "{written:?}");
     }
@@ -262,8 +306,7 @@ impl<H: Hal, const SIZE: usize> SplitQueue<H, SIZE> {
             return false;
         }
         if self.event_idx {
-            let avail_event = at(self.at.used, self.layout.avail_event_offset());
-            self.get16(avail_event).is_none_or(|event| need_event(event, new, old))
+            self.get16(self.at.avail_event).is_none_or(|event| need_event(event, new, old))
         } else {
             self.get16(self.at.used).is_none_or(|flags| flags & UsedFlags::NO_NOTIFY.bits() == 0)
         }
@@ -280,7 +323,7 @@ impl<H: Hal, const SIZE: usize> SplitQueue<H, SIZE> {
 
     /// Whether a used entry is waiting.
     pub fn can_pop(&self) -> bool {
-        self.get16(self.at.used.saturating_add(2)).is_some_and(|idx| idx != self.last_used)
+        self.get16(self.at.used.wrapping_add(2)).is_some_and(|idx| idx != self.last_used)
     }
 
     /// Takes the next used entry: the request's token and the bytes the
@@ -291,8 +334,8 @@ impl<H: Hal, const SIZE: usize> SplitQueue<H, SIZE> {
             return Ok(None);
         }
         fence(Ordering::Acquire);
-        let entry = at(self.at.used, self.layout.used_entry_offset(self.last_used));
-        let (id, len) = (self.get32(entry), self.get32(entry.saturating_add(4)));
+        let entry = self.at.used_entry(self.last_used);
+        let (id, len) = (self.get32(entry), self.get32(entry.wrapping_add(4)));
         let (Some(id), Some(len)) = (id, len) else {
             return Err(VirtioError::DeviceMisbehaved("used entry outside the ring"));
         };
@@ -314,7 +357,7 @@ impl<H: Hal, const SIZE: usize> SplitQueue<H, SIZE> {
         self.free_head = head;
         // Never saturates: gives back exactly what `add` took.
         self.num_free = self.num_free.saturating_add(flight.descriptors);
-        self.suppress_interrupts();
+        self.keep_interrupts_suppressed();
         Ok(Some((head, len)))
     }
 }

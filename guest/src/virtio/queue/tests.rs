@@ -161,3 +161,35 @@ fn a_queue_is_not_attached_to_a_device_that_refuses_it() {
     assert_eq!(unsafe { q.attach(&mut t) }, Err(VirtioError::QueueUnavailable { index: 0 }));
     assert!(t.device().queues.is_empty());
 }
+
+#[test]
+fn used_event_stays_out_of_the_devices_reach_without_a_write_per_pop() {
+    let mut t = FakeTransport::new(FakeDevice::new(2));
+    let mut q = SplitQueue::<FakeHal, 8>::new(0, true).unwrap();
+    // SAFETY: the device is reset before the queue drops, below.
+    unsafe { q.attach(&mut t) }.unwrap();
+    let mut d = device(&t);
+    let at = d.avail + 4 + 2 * 8;
+    let used_event = || u16::from_le(crate::test_utils::read_dma::<u16>(at));
+    assert_eq!(used_event(), 0x8000, "half the index space away from the start");
+    // Moved only once the driver has come half way to where the device
+    // could reach it: (0x8000 - 8) / 2 entries.
+    for i in 1..=40_000u32 {
+        // SAFETY: the fake device never touches the buffers.
+        let token = unsafe { q.add(&[IN], &[OUT]) }.unwrap();
+        d.pop().unwrap();
+        d.push_used(u32::from(token), 0);
+        assert_eq!(q.pop_used(), Ok(Some((token, 0))));
+        let expected = match i {
+            ..16_380 => 0x8000,
+            16_380..32_760 => 0x8000u16.wrapping_add(16_380),
+            _ => 0x8000u16.wrapping_add(32_760),
+        };
+        assert_eq!(used_event(), expected, "after {i} entries used");
+        // The device's index never reaches used_event: no interrupt.
+        let event = used_event();
+        assert!(!need_event(event, d.used_idx(), d.used_idx().wrapping_sub(1)));
+    }
+    t.reset().unwrap();
+    drop(q);
+}
