@@ -30,6 +30,9 @@ const STATUS_AT: usize = size_of::<RequestHeader>();
 const NOT_WRITTEN: u8 = 0xff;
 /// Pages of request slots.
 const SLOT_PAGES: usize = (MAX_IN_FLIGHT * SLOT).div_ceil(PAGE_SIZE);
+/// Every slot, as a bit set: bit `i` for slot `i`.
+const ALL_SLOTS: u64 = u64::MAX >> (64 - MAX_IN_FLIGHT);
+static_assertions::const_assert!(MAX_IN_FLIGHT <= 64);
 
 /// A request the driver has handed to the device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,11 +55,12 @@ pub struct Blk<H: Hal, T: Transport> {
     queue: SplitQueue<H, QUEUE_SIZE>,
     /// One slot per request in flight: its header and status byte.
     slots: Dma<H>,
-    free: [bool; MAX_IN_FLIGHT],
+    /// The slots not in flight: bit `i` for slot `i`.
+    free: u64,
     /// The slot of each queue head in flight.
     slot_of: [u16; QUEUE_SIZE],
-    /// Whether each slot holds a write.
-    writes: [bool; MAX_IN_FLIGHT],
+    /// The slots that hold a write: bit `i` for slot `i`.
+    writes: u64,
     capacity: u64,
     features: u64,
     notifications: u64,
@@ -83,9 +87,9 @@ impl<H: Hal, T: Transport> Blk<H, T> {
             control: Control::new(transport),
             queue,
             slots,
-            free: [true; MAX_IN_FLIGHT],
+            free: ALL_SLOTS,
             slot_of: [0; QUEUE_SIZE],
-            writes: [false; MAX_IN_FLIGHT],
+            writes: 0,
             capacity,
             features,
             notifications: 0,
@@ -110,7 +114,7 @@ impl<H: Hal, T: Transport> Blk<H, T> {
 
     /// Requests in flight that can still be added.
     pub fn can_submit(&self) -> bool {
-        self.free.contains(&true) && self.queue.free() >= 3
+        self.free != 0 && self.queue.free() >= 3
     }
 
     /// Where slot `slot` lies in the slots' DMA area: offset and guest-physical address.
@@ -158,8 +162,11 @@ impl<H: Hal, T: Transport> Blk<H, T> {
                 return Err(VirtioError::InvalidRequest);
             }
         }
-        let slot = self.free.iter().position(|&f| f).ok_or(VirtioError::QueueFull)?;
-        let slot = u16::try_from(slot).map_err(|_| VirtioError::QueueFull)?;
+        // The lowest free slot (none: 64, refused).
+        let slot = u16::try_from(self.free.trailing_zeros()).map_err(|_| VirtioError::QueueFull)?;
+        if self.free == 0 {
+            return Err(VirtioError::QueueFull);
+        }
         // Every slot below MAX_IN_FLIGHT lies in the area (SLOT_PAGES).
         let (offset, paddr) = self.slot_at(slot).ok_or(VirtioError::QueueFull)?;
         let header = RequestHeader::new(kind, sector);
@@ -184,17 +191,18 @@ impl<H: Hal, T: Transport> Blk<H, T> {
             // until `Drop` has reset the device.
             None => unsafe { self.queue.add(&[head_buf], &[status_buf]) }?,
         };
-        let (Some(free), Some(write), Some(slot_of)) = (
-            self.free.get_mut(usize::from(slot)),
-            self.writes.get_mut(usize::from(slot)),
-            self.slot_of.get_mut(usize::from(head)),
-        ) else {
-            // `slot` < MAX_IN_FLIGHT and `head` < QUEUE_SIZE: never here.
+        let Some(slot_of) = self.slot_of.get_mut(usize::from(head)) else {
+            // `head` < QUEUE_SIZE: never here.
             return Err(self.control.stop("a request the driver cannot track"));
         };
-        *free = false;
-        *write = kind == RequestType::Out;
         *slot_of = slot;
+        let bit = 1u64 << slot;
+        self.free &= !bit;
+        if kind == RequestType::Out {
+            self.writes |= bit;
+        } else {
+            self.writes &= !bit;
+        }
         Ok(Token { head, slot })
     }
 
@@ -213,10 +221,10 @@ impl<H: Hal, T: Transport> Blk<H, T> {
         let status_at = self.slot_at(slot).and_then(|(offset, _)| offset.checked_add(STATUS_AT));
         // The device has returned the chain: the status byte is ours again.
         let status = status_at.and_then(|at| self.slots.read::<u8>(at).ok()).unwrap_or(NOT_WRITTEN);
-        if let Some(f) = self.free.get_mut(usize::from(slot)) {
-            *f = true;
-        }
-        let was_write = self.writes.get(usize::from(slot)).copied().unwrap_or(false);
+        // `slot_of` holds slots below MAX_IN_FLIGHT, so below 64.
+        let bit = 1u64.checked_shl(u32::from(slot)).unwrap_or(0);
+        self.free |= bit;
+        let was_write = self.writes & bit != 0;
         let outcome = match RequestStatus::from_raw(status) {
             Some(RequestStatus::Ok) => Ok(()),
             Some(RequestStatus::Unsupp) => Err(VirtioError::Unsupported),
@@ -232,7 +240,7 @@ impl<H: Hal, T: Transport> Blk<H, T> {
     /// would take.
     fn wait_for(&mut self, kind: RequestType, sector: u64, data: Option<Buffer>) -> Result<(), VirtioError> {
         self.control.running()?;
-        if self.free.contains(&false) {
+        if self.free != ALL_SLOTS {
             return Err(VirtioError::Busy);
         }
         // SAFETY: the caller's buffer is borrowed for this call, which
