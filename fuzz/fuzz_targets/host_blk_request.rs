@@ -6,36 +6,17 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pvkit_fuzz::RAM;
-use pvkit_host::GuestMemory;
-use pvkit_host::memory::GuestRange;
-use pvkit_host::test_utils::VecMemory;
 use pvkit_host::virtio::blk::request::{Disk, Malformed, Op, ParseError, Request};
 use pvkit_host::virtio::blk::{MAX_DISCARD_SECTORS, MAX_REQUEST_BYTES};
-use pvkit_host::virtio::chain::{Chain, split_ranges, total_len};
+use pvkit_host::virtio::chain::{split_ranges, total_len};
 
-/// Guest RAM the chains may name: far more than the bytes behind it, so
-/// buffers can be larger than the caps and headers can be unreadable.
-const CLAIM: u64 = 1 << 34;
-/// One buffer: address (4 bytes), length (4), flags (1: bit 0 writable).
-const BUFFER: usize = 9;
 const SECTOR: u64 = 512;
 
 fuzz_target!(|data: &[u8]| {
-    let [disk, count, rest @ ..] = data else { return };
-    let Some((buffers, image)) = rest.split_at_checked(usize::from(count % 8) * BUFFER) else { return };
+    let [disk, rest @ ..] = data else { return };
     let disk =
         Disk { sectors: if disk & 0x40 != 0 { 1 << 40 } else { u64::from(disk & 0x3f) }, read_only: disk & 0x80 != 0 };
-    let mem = VecMemory::with_claim(RAM, CLAIM);
-    let _ = mem.write(0, image.get(..image.len().min(RAM)).unwrap_or_default());
-    let (mut readable, mut writable) = (Vec::new(), Vec::new());
-    for b in buffers.chunks_exact(BUFFER) {
-        let addr = u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-        let len = u64::from(u32::from_le_bytes([b[4], b[5], b[6], b[7]]));
-        let Ok(range) = GuestRange::new(&mem, addr, len) else { continue };
-        if b[8] & 1 == 0 { readable.push(range) } else { writable.push(range) }
-    }
-    let Ok(chain) = Chain::new(0, readable, writable) else { return };
+    let Some((mem, chain)) = pvkit_fuzz::chain(rest) else { return };
     let (readable, writable) = (chain.readable_len(), chain.writable_len());
     // The status byte, if the chain has one: its last writable byte.
     let status = split_ranges(chain.writable(), writable.saturating_sub(1)).1.first().copied();

@@ -6,33 +6,12 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pvkit_fuzz::RAM;
-use pvkit_host::GuestMemory;
-use pvkit_host::memory::GuestRange;
-use pvkit_host::test_utils::VecMemory;
-use pvkit_host::virtio::chain::{Chain, gather, total_len};
+use pvkit_host::virtio::chain::{gather, total_len};
 use pvkit_host::virtio::net::{TxError, TxFrame};
 use pvkit_spec::virtio::net::{HEADER_LEN, MAX_FRAME_LEN, MIN_FRAME_LEN};
 
-/// Guest RAM the chains may name: far more than the bytes behind it, so
-/// buffers can be longer than the largest frame and headers unreadable.
-const CLAIM: u64 = 1 << 34;
-/// One buffer: address (4 bytes), length (4), flags (1: bit 0 writable).
-const BUFFER: usize = 9;
-
 fuzz_target!(|data: &[u8]| {
-    let [count, rest @ ..] = data else { return };
-    let Some((buffers, image)) = rest.split_at_checked(usize::from(count % 8) * BUFFER) else { return };
-    let mem = VecMemory::with_claim(RAM, CLAIM);
-    let _ = mem.write(0, image.get(..image.len().min(RAM)).unwrap_or_default());
-    let (mut readable, mut writable) = (Vec::new(), Vec::new());
-    for b in buffers.chunks_exact(BUFFER) {
-        let addr = u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-        let len = u64::from(u32::from_le_bytes([b[4], b[5], b[6], b[7]]));
-        let Ok(range) = GuestRange::new(&mem, addr, len) else { continue };
-        if b[8] & 1 == 0 { readable.push(range) } else { writable.push(range) }
-    }
-    let Ok(chain) = Chain::new(0, readable, writable) else { return };
+    let Some((mem, chain)) = pvkit_fuzz::chain(data) else { return };
     let (readable, writable) = (chain.readable_len(), chain.writable_len());
     let (header, smallest, largest) = (HEADER_LEN as u64, MIN_FRAME_LEN as u64, MAX_FRAME_LEN as u64);
     match TxFrame::parse(&chain, &mem) {
