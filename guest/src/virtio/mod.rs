@@ -1,6 +1,7 @@
-//! Virtio drivers over virtio-mmio version 2 and split virtqueues
-//! (`virtio.md`, `devices.md`): they work on pvkit's devices and on other
-//! hypervisors' (QEMU's microvm, Firecracker).
+//! Virtio drivers over split virtqueues and two transports, virtio-mmio
+//! version 2 ([`mmio`]) and modern virtio-pci ([`pci`]) (`virtio.md`,
+//! `devices.md`): they work on pvkit's devices and on other hypervisors'
+//! (QEMU's microvm, pc and q35, Firecracker).
 //!
 //! The kernel supplies DMA memory and address translation through [`Hal`];
 //! drivers are generic over it and over a [`Transport`], allocate nothing
@@ -20,6 +21,7 @@ pub mod dma;
 pub mod hal;
 pub mod mmio;
 pub mod net;
+pub mod pci;
 pub mod queue;
 pub mod rng;
 pub mod transport;
