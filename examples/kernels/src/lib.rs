@@ -17,6 +17,7 @@ pub mod cpu;
 mod exceptions;
 pub mod irq;
 pub mod out;
+pub mod pci;
 pub mod raw;
 mod serial;
 pub mod smp;

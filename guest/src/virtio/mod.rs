@@ -13,6 +13,7 @@
 //! [`VirtioError::DeviceMisbehaved`] goes back to the caller with the
 //! caller's buffer. After that the driver takes no more requests.
 
+pub mod any;
 pub mod blk;
 pub mod console;
 mod control;
@@ -28,6 +29,7 @@ pub mod transport;
 
 use core::fmt;
 
+pub use any::AnyTransport;
 pub use dma::Dma;
 pub use hal::Hal;
 pub use transport::Transport;

@@ -8,7 +8,8 @@
 //!
 //! let mut hole = BarWindow::new(0xc000_0000, 0xfec0_0000).unwrap();
 //! hole.reserve(0xc000_0000, 0x1000); // the firmware placed one there
-//! assert_eq!(hole.allocate(0x4000), Some(0xc000_4000), "naturally aligned, after the reserved one");
+//! assert_eq!(hole.allocate(0x4000), Some(0xc000_4000), "naturally aligned, clear of the reserved one");
+//! assert_eq!(hole.allocate(0x1000), Some(0xc000_1000), "first fit");
 //! assert!(hole.contains(0xc000_4000, 0x4000));
 //! assert!(!hole.contains(0x1000, 0x1000), "RAM is not in the window");
 //! ```
@@ -30,22 +31,33 @@ pub struct Bar {
     pub wide: bool,
 }
 
+/// How many ranges a [`BarWindow`] keeps out of its allocations.
+pub const MAX_RESERVED: usize = 32;
+
 /// A range of guest-physical addresses for BARs, with nothing else in it
 /// (no RAM): the PCI hole below 4 GiB on a PC. It checks that the BARs a
 /// function reports lie inside it, and hands out addresses for the ones
-/// the firmware left unassigned.
+/// the firmware left unassigned, first fit, around the ones it placed
+/// (SeaBIOS, for one, places them from the top of the hole down).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BarWindow {
     start: u64,
     end: u64,
-    /// Where the next allocation may start.
-    next: u64,
+    /// Ranges taken, `(start, end)`: the first `count` entries.
+    taken: [(u64, u64); MAX_RESERVED],
+    count: usize,
+    /// More ranges were reserved than fit: nothing more is handed out.
+    overflowed: bool,
 }
 
 impl BarWindow {
     /// The window `start..end`; `None` if it is empty.
     pub const fn new(start: u64, end: u64) -> Option<Self> {
-        if start < end { Some(Self { start, end, next: start }) } else { None }
+        if start < end {
+            Some(Self { start, end, taken: [(0, 0); MAX_RESERVED], count: 0, overflowed: false })
+        } else {
+            None
+        }
     }
 
     /// Whether `size` bytes at `address` lie inside the window.
@@ -53,23 +65,45 @@ impl BarWindow {
         address >= self.start && address.checked_add(size).is_some_and(|end| end <= self.end)
     }
 
-    /// Notes a BAR already placed (by the firmware): allocations come after it.
+    fn taken(&self) -> &[(u64, u64)] {
+        self.taken.get(..self.count).unwrap_or(&[])
+    }
+
+    /// Notes a BAR already placed (by the firmware): allocations avoid it.
+    /// Past [`MAX_RESERVED`] ranges the window hands out nothing more.
     pub fn reserve(&mut self, address: u64, size: u64) {
-        if self.contains(address, size) {
-            self.next = self.next.max(address.saturating_add(size));
+        let Some(end) = address.checked_add(size) else { return };
+        if end <= self.start || address >= self.end {
+            return;
+        }
+        match self.taken.get_mut(self.count) {
+            Some(slot) => {
+                *slot = (address, end);
+                self.count = self.count.saturating_add(1);
+            }
+            None => self.overflowed = true,
         }
     }
 
-    /// `size` bytes (a power of two), naturally aligned, from the window;
-    /// `None` when it is full.
+    /// `size` bytes (a power of two), naturally aligned, from the window,
+    /// clear of every range reserved or allocated; `None` when there is no
+    /// such room.
     pub fn allocate(&mut self, size: u64) -> Option<u64> {
-        if !size.is_power_of_two() {
+        if !size.is_power_of_two() || self.overflowed {
             return None;
         }
-        let address = self.next.checked_next_multiple_of(size)?;
-        let end = address.checked_add(size).filter(|&end| end <= self.end)?;
-        self.next = end;
-        Some(address)
+        let mut address = self.start.checked_next_multiple_of(size)?;
+        loop {
+            let end = address.checked_add(size).filter(|&end| end <= self.end)?;
+            match self.taken().iter().find(|&&(s, e)| address < e && s < end) {
+                // Each step moves past a taken range: at most `count` steps.
+                Some(&(_, e)) => address = e.checked_next_multiple_of(size)?,
+                None => {
+                    self.reserve(address, size);
+                    return (!self.overflowed).then_some(address);
+                }
+            }
+        }
     }
 }
 

@@ -141,9 +141,11 @@ impl PortConfig {
     /// # Safety
     ///
     /// The machine must have PCI configuration mechanism #1 at ports 0xCF8
-    /// and 0xCFC, and nothing else may use those ports while this value
-    /// lives (an address written by another user between this one's two
-    /// port accesses would redirect them).
+    /// and 0xCFC, and no other access to those ports (through another
+    /// `PortConfig` or otherwise) may run between one access's two port
+    /// instructions: an address written in between would redirect it. A
+    /// kernel that uses every `PortConfig` from one thread, never from an
+    /// interrupt handler, meets that.
     pub unsafe fn new() -> Self {
         Self { _owned: () }
     }
