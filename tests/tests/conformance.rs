@@ -75,7 +75,7 @@ fn a_host_broken_on_purpose_fails_exactly_that_clause() {
 }
 
 #[test]
-fn on_qemu_the_virtio_clauses_run_and_the_pvkit_ones_skip() {
+fn on_qemu_the_device_clauses_run_over_mmio_and_pci_alike_and_the_pvkit_ones_skip() {
     if !kvm_available() || !qemu_available() {
         return;
     }
