@@ -194,6 +194,13 @@ fn the_same_guest_drivers_on_qemu_q35_over_virtio_pci() {
     );
     assert_eq!(run.code(), QEMU_CLEAN_EXIT, "{run:#?}");
     assert!(run.stdout.contains("rng: not all equal"), "{}", run.stdout);
+    // The device's MSI-X entry, aimed at the boot vCPU, interrupted it once
+    // for one request made with interrupts on.
+    assert!(
+        run.stdout.contains("rng: a request with interrupts on: used Some((0, 16)), 1 interrupt(s) by MSI-X"),
+        "{}",
+        run.stdout
+    );
 
     let run = run_with_input(
         &mut qemu_q35_virtio_console(&kernel("vconsole")),

@@ -58,6 +58,14 @@ impl Window {
             Regs::Pci(p) => p.borrow_mut().write(r, v),
         }
     }
+    /// On a virtio-pci function with MSI-X, has every queue set up from now
+    /// on (and configuration changes) send `message`; whether it could.
+    pub fn use_msix(&self, message: pvkit_guest::virtio::pci::MsiMessage) -> bool {
+        match &self.0 {
+            Regs::Mmio(_) => false,
+            Regs::Pci(p) => p.borrow_mut().transport.use_msix(message).is_ok(),
+        }
+    }
     /// Reads the byte at `offset` of the window (on virtio-pci, the device
     /// configuration from 0x100; below it, 0).
     pub fn read_byte(&self, offset: usize) -> u8 {
