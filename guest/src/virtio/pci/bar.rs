@@ -108,17 +108,24 @@ impl BarWindow {
 }
 
 /// The memory BARs of the function at `bdf`, by index (`None`: no BAR,
-/// an I/O BAR, or the upper half of a 64-bit one). Memory decoding is off
-/// while they are sized and restored after.
+/// an I/O BAR, or the upper half of a 64-bit one): six for an endpoint,
+/// two for a bridge (whose later registers are bus numbers and windows),
+/// none for another header type. Memory decoding is off while they are
+/// sized and restored after.
 pub fn read_bars<C: ConfigSpace + ?Sized>(config: &mut C, bdf: Bdf) -> Result<[Option<Bar>; BARS], PciError> {
+    let count = match config.read8(bdf, reg::HEADER_TYPE) & 0x7f {
+        0 => BARS,
+        1 => 2,
+        _ => return Ok([None; BARS]),
+    };
     let command = config.read32(bdf, reg::COMMAND);
     // Status bits are write-one-to-clear: write back the command half only.
     config.write32(bdf, reg::COMMAND, command & 0xffff & !reg::COMMAND_MEMORY);
     let mut bars = [None; BARS];
     let mut index = 0;
     let mut result = Ok(());
-    while index < BARS {
-        match size_bar(config, bdf, index) {
+    while index < count {
+        match size_bar(config, bdf, index, count) {
             Ok((bar, used)) => {
                 if let Some(slot) = bars.get_mut(index) {
                     *slot = bar;
@@ -143,7 +150,12 @@ fn bar_register(index: usize) -> u16 {
 }
 
 /// Sizes BAR `index`; returns it (if a memory BAR) and how many registers it takes.
-fn size_bar<C: ConfigSpace + ?Sized>(config: &mut C, bdf: Bdf, index: usize) -> Result<(Option<Bar>, usize), PciError> {
+fn size_bar<C: ConfigSpace + ?Sized>(
+    config: &mut C,
+    bdf: Bdf,
+    index: usize,
+    count: usize,
+) -> Result<(Option<Bar>, usize), PciError> {
     let at = bar_register(index);
     let low = config.read32(bdf, at);
     if low & 1 != 0 {
@@ -154,7 +166,7 @@ fn size_bar<C: ConfigSpace + ?Sized>(config: &mut C, bdf: Bdf, index: usize) -> 
     let low_mask = config.read32(bdf, at) & !0xf;
     config.write32(bdf, at, low);
     let (high, high_mask) = if wide {
-        if index.saturating_add(1) >= BARS {
+        if index.saturating_add(1) >= count {
             return Err(PciError::BadBar { bdf, index, what: "a 64-bit BAR in the last register" });
         }
         let high_at = bar_register(index.saturating_add(1));

@@ -224,6 +224,18 @@ fn bars_are_sized_by_kind_and_a_size_mask_with_holes_is_refused() {
 }
 
 #[test]
+fn a_bridge_has_two_bars_and_its_bus_numbers_are_not_sized() {
+    let mut pci = FakePci::new();
+    let at = bdf(0, 2, 0);
+    pci.add_function(at, 0x1b36, 0x000c, 1);
+    pci.poke(at, 0x18, 0x0001_0100);
+    pci.set_bar_mask(at, 2, u32::MAX); // a sizing write would stick
+    let mut config = pci.clone();
+    assert_eq!(bar::read_bars(&mut config, at).unwrap(), [None; bar::BARS]);
+    assert_eq!(pci.read32(at, 0x18), 0x0001_0100, "the bus numbers are untouched");
+}
+
+#[test]
 fn msix_programs_entry_zero_and_gives_it_to_every_queue() {
     let mut pci = FakePci::new();
     let device = pci.add_virtio(3, entropy());
