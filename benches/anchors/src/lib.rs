@@ -40,6 +40,7 @@ use std::process::Command;
 pub mod clock;
 pub mod guest_blk;
 pub mod host_queue;
+pub mod hypercall;
 
 /// The work one side does, set up once and run many times.
 pub trait Work {
