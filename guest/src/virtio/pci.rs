@@ -4,7 +4,7 @@
 //!
 //! A kernel reaches configuration space through a [`ConfigSpace`] (the port
 //! pair, [`PortConfig`], or the ECAM window its ACPI MCFG table names,
-//! [`Ecam`]), finds functions with [`scan`], and makes a [`PciTransport`] of
+//! [`Ecam`]), finds functions with [`scan()`], and makes a [`PciTransport`] of
 //! one: the transport sizes the function's BARs, places those the firmware
 //! left unassigned in the caller's [`BarWindow`], turns on memory decoding
 //! and bus mastering, reads virtio's capabilities and maps the regions they
