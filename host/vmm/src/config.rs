@@ -160,6 +160,10 @@ pub(crate) struct DevicesConfig {
     /// A virtio console on pvkit's standard input and output.
     #[serde(default, skip_serializing_if = "is_false")]
     pub(crate) virtio_console: bool,
+    /// Refuse a driver's status write that skips a step of the virtio
+    /// initialization order (clause MMIO-12), as Firecracker does.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub(crate) strict_virtio: bool,
 }
 
 /// `[api]`.
