@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{
-    self, ApiConfig, BootConfig, ConfigError, DevicesConfig, DiskConfig, MachineConfig, NetConfig, VmConfig,
+    self, ApiConfig, BootConfig, ConfigError, CpuidConfig, DevicesConfig, DiskConfig, MachineConfig, NetConfig,
+    VmConfig,
 };
 use crate::layout::{self, MemSize};
 use crate::net::NetArg;
@@ -49,7 +50,7 @@ pub(crate) enum Command {
 
 /// The options that describe the machine; a VM description file gives the
 /// same (`--config`), and `--print-config` writes the file they mean.
-const MACHINE_OPTIONS: [&str; 11] = [
+const MACHINE_OPTIONS: [&str; 13] = [
     "kernel",
     "mem",
     "allow_overcommit",
@@ -59,6 +60,8 @@ const MACHINE_OPTIONS: [&str; 11] = [
     "rng",
     "virtio_console",
     "strict_virtio",
+    "cpuid_hide",
+    "cpuid_require",
     "api_sock",
     "nets",
 ];
@@ -123,6 +126,18 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     pub(crate) strict_virtio: bool,
 
+    /// Hide these CPUID features from the guest, and every feature that
+    /// needs one of them (names as docs/config.md lists them; avx512*
+    /// names a family). Repeat, or separate with commas.
+    #[arg(long, value_name = "FEATURE[,FEATURE..]", value_delimiter = ',')]
+    pub(crate) cpuid_hide: Vec<String>,
+
+    /// Refuse to start unless this host offers the guest these CPUID
+    /// features: what a snapshot taken elsewhere needs. Repeat, or
+    /// separate with commas.
+    #[arg(long, value_name = "FEATURE[,FEATURE..]", value_delimiter = ',')]
+    pub(crate) cpuid_require: Vec<String>,
+
     /// Serve the management API (HTTP/1.1 and JSON, docs/api.yaml) on this
     /// Unix socket, created with mode 0600; `pvkit ctl --sock PATH` talks to it.
     #[arg(long, value_name = "PATH")]
@@ -168,6 +183,7 @@ impl RunArgs {
                 virtio_console: self.virtio_console,
                 strict_virtio: self.strict_virtio,
             },
+            cpuid: CpuidConfig { hide: self.cpuid_hide.clone(), require: self.cpuid_require.clone() },
             api: self.api_sock.clone().map(|socket| ApiConfig { socket }),
             annotations: Default::default(),
         })

@@ -43,6 +43,9 @@ pub(crate) struct VmConfig {
     /// The other devices.
     #[serde(default)]
     pub(crate) devices: DevicesConfig,
+    /// The CPUID policy.
+    #[serde(default, skip_serializing_if = "CpuidConfig::is_empty")]
+    pub(crate) cpuid: CpuidConfig,
     /// The management API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) api: Option<ApiConfig>,
@@ -164,6 +167,31 @@ pub(crate) struct DevicesConfig {
     /// initialization order (clause MMIO-12), as Firecracker does.
     #[serde(default, skip_serializing_if = "is_false")]
     pub(crate) strict_virtio: bool,
+}
+
+/// `[cpuid]`: CPUID features hidden from the guest, and features the
+/// machine requires (`crate::cpuid::CpuidPolicy`); names, or prefixes
+/// ending in `*`, from docs/config.md's table.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CpuidConfig {
+    /// Features the guest does not see, with everything that needs them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) hide: Vec<String>,
+    /// Features the host must offer, or pvkit refuses to start.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) require: Vec<String>,
+}
+
+impl CpuidConfig {
+    fn is_empty(&self) -> bool {
+        self.hide.is_empty() && self.require.is_empty()
+    }
+
+    /// The policy the names describe.
+    pub(crate) fn policy(&self) -> Result<crate::cpuid::CpuidPolicy, crate::cpuid::CpuidError> {
+        crate::cpuid::CpuidPolicy::new(&self.hide, &self.require)
+    }
 }
 
 /// `[api]`.
@@ -335,6 +363,7 @@ impl VmConfig {
         for net in &self.nets {
             net.to_arg()?;
         }
+        self.cpuid.policy().map_err(|e| format!("cpuid: {e}"))?;
         Ok(())
     }
 

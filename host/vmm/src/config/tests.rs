@@ -21,6 +21,11 @@ path = "/abs/other.img"
 [devices]
 rng = true
 virtio_console = true
+strict_virtio = true
+
+[cpuid]
+hide = ["xsave", "avx512*"]
+require = ["cx16"]
 
 [api]
 socket = "pvkit.sock"
@@ -36,7 +41,8 @@ fn a_full_file_parses_and_round_trips_through_toml_and_json() {
     assert_eq!(config.machine.memory, MemSize::parse("128M").unwrap());
     assert_eq!(config.disks.len(), 2);
     assert!(config.disks[0].readonly && !config.disks[1].readonly);
-    assert!(config.devices.rng && config.devices.virtio_console);
+    assert!(config.devices.rng && config.devices.virtio_console && config.devices.strict_virtio);
+    assert_eq!((config.cpuid.hide.len(), config.cpuid.require.as_slice()), (2, &["cx16".to_string()][..]));
     assert_eq!(config.annotations["owner"], "ops");
     assert_eq!(VmConfig::parse(&config.to_toml()).unwrap(), config);
     let json = serde_json::to_string(&config).unwrap();
@@ -52,6 +58,14 @@ fn the_json_form_reads_the_same_and_refuses_the_same() {
     assert!(err.starts_with("3: unknown field `speed`"), "{err}");
     let err = VmConfig::parse_json("{\"pvkit\": 2, \"boot\": {\"kernel\": \"k\"}}").unwrap_err();
     assert!(err.contains("format version pvkit = 2"), "{err}");
+}
+
+#[test]
+fn a_cpuid_policy_with_an_unknown_feature_is_refused_naming_it() {
+    let err = VmConfig::parse("pvkit = 1\n[boot]\nkernel = \"k\"\n[cpuid]\nhide = [\"avx3\"]\n").unwrap_err();
+    assert!(err.contains("cpuid: unknown CPUID feature \"avx3\""), "{err}");
+    let err = VmConfig::parse("pvkit = 1\n[boot]\nkernel = \"k\"\n[cpuid]\nshow = []\n").unwrap_err();
+    assert!(err.contains("unknown field `show`"), "{err}");
 }
 
 #[test]
