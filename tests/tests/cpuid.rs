@@ -69,7 +69,7 @@ fn a_required_feature_this_host_lacks_is_refused_naming_it() {
     assert_eq!(run.code(), 1, "{run:#?}");
     assert_eq!(run.stdout, "", "the guest never ran");
     assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
-    assert!(run.stderr.contains(&format!("requires {name}, which this host does not offer")), "{}", run.stderr);
+    assert!(run.stderr.contains(&format!("asks for {name}, which this host does not offer")), "{}", run.stderr);
     let unknown = cpuid(&["--cpuid-hide", "avx3"]);
     assert_eq!(unknown.code(), 1, "{unknown:#?}");
     assert!(unknown.stderr.contains("unknown CPUID feature \"avx3\""), "{}", unknown.stderr);

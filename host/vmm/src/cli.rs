@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{
-    self, ApiConfig, BootConfig, ConfigError, CpuidConfig, DevicesConfig, DiskConfig, MachineConfig, NetConfig,
-    VmConfig,
+    self, ApiConfig, BootConfig, ConfigError, CpuidConfig, CpuidPin, DevicesConfig, DiskConfig, MachineConfig,
+    NetConfig, VmConfig,
 };
 use crate::layout::{self, MemSize};
 use crate::net::NetArg;
@@ -50,7 +50,7 @@ pub(crate) enum Command {
 
 /// The options that describe the machine; a VM description file gives the
 /// same (`--config`), and `--print-config` writes the file they mean.
-const MACHINE_OPTIONS: [&str; 13] = [
+const MACHINE_OPTIONS: [&str; 14] = [
     "kernel",
     "mem",
     "allow_overcommit",
@@ -62,6 +62,7 @@ const MACHINE_OPTIONS: [&str; 13] = [
     "strict_virtio",
     "cpuid_hide",
     "cpuid_require",
+    "cpuid_pins",
     "api_sock",
     "nets",
 ];
@@ -138,6 +139,12 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "FEATURE[,FEATURE..]", value_delimiter = ',')]
     pub(crate) cpuid_require: Vec<String>,
 
+    /// Set a CPUID register of a leaf to VALUE for the guest, after
+    /// --cpuid-hide (like 0x7.0:ebx=0x219c07ab); refused when VALUE sets the
+    /// bit of a feature this host does not offer. Repeat for more.
+    #[arg(long = "cpuid-pin", value_name = "LEAF[.SUBLEAF]:REG=VALUE", value_parser = CpuidPin::parse)]
+    pub(crate) cpuid_pins: Vec<CpuidPin>,
+
     /// Serve the management API (HTTP/1.1 and JSON, docs/api.yaml) on this
     /// Unix socket, created with mode 0600; `pvkit ctl --sock PATH` talks to it.
     #[arg(long, value_name = "PATH")]
@@ -183,7 +190,11 @@ impl RunArgs {
                 virtio_console: self.virtio_console,
                 strict_virtio: self.strict_virtio,
             },
-            cpuid: CpuidConfig { hide: self.cpuid_hide.clone(), require: self.cpuid_require.clone() },
+            cpuid: CpuidConfig {
+                hide: self.cpuid_hide.clone(),
+                require: self.cpuid_require.clone(),
+                pins: self.cpuid_pins.clone(),
+            },
             api: self.api_sock.clone().map(|socket| ApiConfig { socket }),
             annotations: Default::default(),
         })

@@ -6,7 +6,7 @@ mod policy;
 
 #[cfg_attr(not(test), expect(unused_imports, reason = "the snapshot header (issue 14) is its first user"))]
 pub(crate) use policy::offered;
-pub(crate) use policy::{CpuidError, CpuidPolicy};
+pub(crate) use policy::{CpuidError, CpuidPolicy, Pin};
 
 use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES, kvm_cpuid_entry2};
 use kvm_ioctls::Kvm;
