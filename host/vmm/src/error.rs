@@ -30,6 +30,8 @@ pub(crate) enum VmmError {
     Host { what: &'static str, source: std::io::Error },
     /// KVM failed.
     Kvm { what: &'static str, source: kvm_ioctls::Error },
+    /// The CPUID policy cannot be met on this host.
+    Cpuid(crate::cpuid::CpuidError),
 }
 
 impl fmt::Display for VmmError {
@@ -62,6 +64,7 @@ impl fmt::Display for VmmError {
             Self::Config(why) | Self::Disk(why) | Self::Net(why) => f.write_str(why),
             Self::Host { what, source } => write!(f, "{what}: {source}"),
             Self::Kvm { what, source } => write!(f, "{what}: {source}"),
+            Self::Cpuid(e) => e.fmt(f),
         }
     }
 }

@@ -148,6 +148,9 @@ fn the_entropy_driver_runs_unchanged_over_pci_and_resets_its_device_when_dropped
     assert!(buf.iter().any(|&b| b != buf[0]));
     assert_eq!(device.device().notifications, 1);
     assert_eq!(pci.notify_mismatches(bdf(0, 3, 0)), 0, "the queue's index, at the queue's address");
+    let statuses: Vec<u32> =
+        journal.events().iter().filter_map(|e| if let Event::Status(s) = e { Some(*s) } else { None }).collect();
+    assert_eq!(statuses, [1, 3, 11, 15], "one status bit per write, through the one init path (MMIO-11)");
     assert_eq!(pci.vectors(bdf(0, 3, 0), 0), (common::NO_VECTOR, common::NO_VECTOR), "polling: no vectors");
     drop(rng);
     let ready = journal.position(0, |e| *e == Event::QueueReady { index: 0 }).unwrap();
