@@ -31,7 +31,10 @@ fn a_file_that_is_not_elf_is_one_line() {
     fs::create_dir_all(&dir).unwrap();
     let path = dir.join("not-elf");
     fs::write(&path, b"#!/bin/sh\necho this is a script, not a kernel\n").unwrap();
-    assert_one_line_error(&["run", path.to_str().unwrap()], "is not a PVH kernel pvkit can boot: no ELF magic number");
+    assert_one_line_error(
+        &["run", path.to_str().unwrap()],
+        "is not a kernel pvkit can boot: no ELF magic number, and no Linux boot header",
+    );
 }
 
 #[test]

@@ -49,14 +49,31 @@ pub(crate) enum Command {
 
 /// The options that describe the machine; a VM description file gives the
 /// same (`--config`), and `--print-config` writes the file they mean.
-const MACHINE_OPTIONS: [&str; 10] =
-    ["kernel", "mem", "allow_overcommit", "cpus", "cmdline", "disks", "rng", "virtio_console", "api_sock", "nets"];
+const MACHINE_OPTIONS: [&str; 11] = [
+    "kernel",
+    "initrd",
+    "mem",
+    "allow_overcommit",
+    "cpus",
+    "cmdline",
+    "disks",
+    "rng",
+    "virtio_console",
+    "api_sock",
+    "nets",
+];
 
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
-    /// The kernel: an executable ELF file (x86-64 or i386) with a PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY).
+    /// The kernel: an executable ELF file (x86-64 or i386) with a PVH entry
+    /// note (XEN_ELFNOTE_PHYS32_ENTRY), or a Linux bzImage (boot protocol
+    /// 2.12 or later), told apart by their content.
     #[arg(required_unless_present = "config")]
     pub(crate) kernel: Option<PathBuf>,
+
+    /// An initial RAM disk: a bzImage's initrd, or a PVH kernel's first module.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) initrd: Option<PathBuf>,
 
     /// Boot the machine a VM description file describes (TOML, docs/config.md)
     /// instead of one given by the options below, which it excludes.
@@ -143,7 +160,12 @@ impl RunArgs {
                 memory: self.mem.unwrap_or(MemSize::DEFAULT),
                 allow_overcommit: self.allow_overcommit,
             },
-            boot: BootConfig { kernel, kernel_sha256: None, cmdline: self.cmdline.clone().unwrap_or_default() },
+            boot: BootConfig {
+                kernel,
+                kernel_sha256: None,
+                cmdline: self.cmdline.clone().unwrap_or_default(),
+                initrd: self.initrd.clone(),
+            },
             disks: self.disks.clone(),
             nets: self.nets.iter().map(NetConfig::from_arg).collect(),
             devices: DevicesConfig { rng: self.rng, virtio_console: self.virtio_console },
