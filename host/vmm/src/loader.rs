@@ -303,6 +303,36 @@ fn load_initrd(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use zerocopy::FromBytes;
+
+    #[test]
+    fn a_pvh_initrd_is_the_one_module() {
+        let mem = MemSize::parse("16M").unwrap();
+        let guest = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 16 << 20)]).unwrap();
+        let path = std::env::temp_dir().join(format!("pvkit-initrd-{}", std::process::id()));
+        std::fs::write(&path, b"an initrd of 24 bytes...").unwrap();
+        let args = BootArgs { cmdline: "x", rsdp: 0xe_0000, initrd: Some(&path) };
+        let start = write_boot_info(&guest, mem, &Loaded::Pvh(0x10_0000), &args).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!((start.entry, start.ebx), (0x10_0000, START_INFO_EBX));
+        let mut bytes = [0u8; 56];
+        guest.read_slice(&mut bytes, GuestAddress(START_INFO_ADDR)).unwrap();
+        let info = StartInfo::read_from_bytes(&bytes).unwrap();
+        assert_eq!((info.nr_modules.get(), info.modlist_paddr.get()), (1, MODLIST_ADDR));
+        assert_eq!((info.rsdp_paddr.get(), info.memmap_entries.get()), (0xe_0000, 3));
+        let mut bytes = [0u8; 32];
+        guest.read_slice(&mut bytes, GuestAddress(MODLIST_ADDR)).unwrap();
+        let module = ModlistEntry::read_from_bytes(&bytes).unwrap();
+        assert_eq!((module.paddr.get(), module.size.get(), module.cmdline_paddr.get()), ((16 << 20) - 4096, 24, 0));
+        let mut data = [0u8; 24];
+        guest.read_slice(&mut data, GuestAddress(module.paddr.get())).unwrap();
+        assert_eq!(&data, b"an initrd of 24 bytes...");
+        // Without one, no module.
+        let args = BootArgs { initrd: None, ..args };
+        write_boot_info(&guest, mem, &Loaded::Pvh(0x10_0000), &args).unwrap();
+        guest.read_slice(&mut bytes[..16], GuestAddress(START_INFO_ADDR)).unwrap();
+        assert_eq!(u32::from_le_bytes(bytes[12..16].try_into().unwrap()), 0);
+    }
 
     #[test]
     fn segments_must_fit_and_avoid_boot_info() {
