@@ -93,8 +93,8 @@ enum Format {
 /// A kernel in guest memory, and how it is entered.
 #[derive(Debug)]
 pub(crate) enum Loaded {
-    /// A PVH kernel: its entry point.
-    Pvh(u32),
+    /// A PVH kernel: its entry point, and where its highest segment ends.
+    Pvh { entry: u32, end: u64 },
     /// A bzImage.
     BzImage(bzimage::Loaded),
 }
@@ -144,7 +144,7 @@ impl KernelImage {
             })?;
         }
         log::info!("kernel: {:?}, {} segments, PVH entry {:#x}", k.class, k.segments.len(), k.entry);
-        Ok(Loaded::Pvh(k.entry))
+        Ok(Loaded::Pvh { entry: k.entry, end: k.segments.iter().map(|s| s.end).max().unwrap_or(0) })
     }
 }
 
@@ -216,7 +216,7 @@ pub(crate) fn write_boot_info(
                 .map_err(|e| VmmError::Host { what: "writing the boot_params", source: std::io::Error::other(e) })?;
             Ok(Start { entry: loaded.entry(), ebx: 0, esi: layout::BOOT_PARAMS_ESI })
         }
-        Loaded::Pvh(entry) => {
+        Loaded::Pvh { entry, end } => {
             let memmap: Vec<MemmapEntry> = layout::memory_map(mem)
                 .into_iter()
                 .map(|(addr, size, kind)| MemmapEntry {
@@ -229,7 +229,7 @@ pub(crate) fn write_boot_info(
                     reserved: U32::ZERO,
                 })
                 .collect();
-            let initrd = initrd(&|size| pvh_initrd_addr(mem, size))?;
+            let initrd = initrd(&|size| pvh_initrd_addr(mem, *end, size))?;
             let mut info = StartInfo {
                 magic: U32::new(START_INFO_MAGIC),
                 version: U32::new(START_INFO_VERSION),
@@ -253,14 +253,14 @@ pub(crate) fn write_boot_info(
     }
 }
 
-/// Where a PVH kernel's initrd goes: at the top of the RAM below 4 GiB.
-fn pvh_initrd_addr(mem: MemSize, size: u64) -> Result<u64, String> {
+/// Where a PVH kernel's initrd goes: at the top of the RAM below 4 GiB,
+/// above the kernel's segments (which end at `kernel_end`) and the ACPI
+/// tables (clause BOOT-11).
+fn pvh_initrd_addr(mem: MemSize, kernel_end: u64, size: u64) -> Result<u64, String> {
     let low_end = mem.regions().first().map_or(0, |&(start, len)| start.saturating_add(len));
-    low_end
-        .checked_sub(size)
-        .map(|a| a & !0xfff)
-        .filter(|&a| a >= layout::ACPI_END)
-        .ok_or_else(|| format!("the initrd ({size} bytes) does not fit in the machine's RAM: give it more --mem"))
+    low_end.checked_sub(size).map(|a| a & !0xfff).filter(|&a| a >= layout::ACPI_END.max(kernel_end)).ok_or_else(|| {
+        format!("the initrd ({size} bytes) does not fit in the RAM above the kernel (which ends at {kernel_end:#x}): give the machine more --mem")
+    })
 }
 
 /// Opens the initrd: a regular file, opened without waiting (a named pipe
@@ -312,7 +312,7 @@ mod tests {
         let path = std::env::temp_dir().join(format!("pvkit-initrd-{}", std::process::id()));
         std::fs::write(&path, b"an initrd of 24 bytes...").unwrap();
         let args = BootArgs { cmdline: "x", rsdp: 0xe_0000, initrd: Some(&path) };
-        let start = write_boot_info(&guest, mem, &Loaded::Pvh(0x10_0000), &args).unwrap();
+        let start = write_boot_info(&guest, mem, &Loaded::Pvh { entry: 0x10_0000, end: 0x20_0000 }, &args).unwrap();
         std::fs::remove_file(&path).unwrap();
         assert_eq!((start.entry, start.ebx), (0x10_0000, START_INFO_EBX));
         let mut bytes = [0u8; 56];
@@ -329,9 +329,11 @@ mod tests {
         assert_eq!(&data, b"an initrd of 24 bytes...");
         // Without one, no module.
         let args = BootArgs { initrd: None, ..args };
-        write_boot_info(&guest, mem, &Loaded::Pvh(0x10_0000), &args).unwrap();
+        write_boot_info(&guest, mem, &Loaded::Pvh { entry: 0x10_0000, end: 0x20_0000 }, &args).unwrap();
         guest.read_slice(&mut bytes[..16], GuestAddress(START_INFO_ADDR)).unwrap();
         assert_eq!(u32::from_le_bytes(bytes[12..16].try_into().unwrap()), 0);
+        // One that would overlap the kernel is refused.
+        assert!(pvh_initrd_addr(mem, 15 << 20, 2 << 20).unwrap_err().contains("ends at 0xf00000"));
     }
 
     #[test]
