@@ -70,8 +70,10 @@ fn assert_blk_read_write(run: &Run, image: &Path, clean: i32, discard_zeroes: bo
     eprintln!("{chunks} MiB at random offsets: guest read-back matched; image checksum {actual:016x} as expected");
 }
 
+/// `pvkit ARGS --strict-virtio`: the drivers must follow the status order
+/// (clause MMIO-11) or the device refuses them.
 fn pvkit_run(args: &[&str], input: Option<&[u8]>) -> Run {
-    run_with_input(Command::new(pvkit()).args(args), input, Duration::from_secs(120))
+    run_with_input(Command::new(pvkit()).args(args).arg("--strict-virtio"), input, Duration::from_secs(120))
 }
 
 #[test]

@@ -29,7 +29,8 @@ impl Window {
     }
     /// Writes `v` to register `r`.
     pub fn write(&self, r: Register, v: u32) {
-        // SAFETY: as above.
+        // SAFETY: `r` is a register of the device's window, so the word is
+        // aligned and inside the window `window` found and mapped 1:1.
         unsafe { self.0.as_ptr().wrapping_add(r.raw() as usize).cast::<u32>().write_volatile(v) };
     }
     /// Reads the byte at `offset` of the window.
@@ -52,18 +53,22 @@ impl Window {
         self.write(Register::DeviceFeaturesSel, 1);
         u64::from(low) | (u64::from(self.read(Register::DeviceFeatures)) << 32)
     }
-    /// Resets, accepts `features`, and returns whether FEATURES_OK stuck.
+    /// Resets, accepts `features`, and returns whether FEATURES_OK stuck;
+    /// the status goes one bit per write in the order of clause MMIO-11
+    /// (virtio 1.2 §3.1.1), as `pvkit_guest::virtio::init` drives it.
     pub fn negotiate(&self, features: u64) -> bool {
         self.write(Register::Status, 0);
-        self.write(Register::Status, (DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER).bits());
+        let mut status = DeviceStatus::empty();
+        for step in [DeviceStatus::ACKNOWLEDGE, DeviceStatus::DRIVER] {
+            status |= step;
+            self.write(Register::Status, status.bits());
+        }
+        self.features();
         self.write(Register::DriverFeaturesSel, 0);
         self.write(Register::DriverFeatures, features as u32);
         self.write(Register::DriverFeaturesSel, 1);
         self.write(Register::DriverFeatures, (features >> 32) as u32);
-        self.write(
-            Register::Status,
-            (DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER | DeviceStatus::FEATURES_OK).bits(),
-        );
+        self.write(Register::Status, (status | DeviceStatus::FEATURES_OK).bits());
         self.read(Register::Status) & DeviceStatus::FEATURES_OK.bits() != 0
     }
     /// Sets queue 0 up with these areas; whether QueueReady stuck.
@@ -81,7 +86,8 @@ impl Window {
         self.write(Register::QueueReady, 1);
         self.read(Register::QueueReady) == 1
     }
-    /// Sets DRIVER_OK (with the bits before it).
+    /// Sets DRIVER_OK (with the bits before it): the last step of clause
+    /// MMIO-11, after [`Window::negotiate`] and the queues' set-up.
     pub fn driver_ok(&self) {
         let s = DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER | DeviceStatus::FEATURES_OK | DeviceStatus::DRIVER_OK;
         self.write(Register::Status, s.bits());
@@ -129,7 +135,9 @@ impl RawQueue {
     }
     /// Reads a `T` at `addr`, which must be in the queue's pages.
     pub fn get<T: Copy>(addr: u64) -> T {
-        // SAFETY: as above.
+        // SAFETY: callers pass an address inside the queue's two DMA pages,
+        // which the kernel maps 1:1 and this queue owns; the read is
+        // volatile because the device may write there.
         unsafe { (addr as *const T).read_volatile() }
     }
     /// `len` bytes of the buffer page from `offset`.

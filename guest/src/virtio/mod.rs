@@ -18,6 +18,7 @@ mod control;
 pub mod devices;
 pub mod dma;
 pub mod hal;
+pub mod init;
 pub mod mmio;
 pub mod net;
 pub mod queue;

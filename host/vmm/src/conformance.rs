@@ -149,8 +149,10 @@ fn command(args: &ConformanceArgs, disk: &ScratchDisk) -> Result<Command, String
     let Some(template) = &args.vmm else {
         let me = std::env::current_exe().map_err(|e| format!("finding pvkit itself: {e}"))?;
         let mut cmd = Command::new(me);
-        // A network card whose frames come back, so the delivery clauses run.
-        cmd.args(["run", "--cpus", "2", "--mem", "3200M", "--rng", "--net", "loopback", "--disk"]).arg(&disk);
+        // A network card whose frames come back, so the delivery clauses run;
+        // strict virtio, so the guest's raw driver must follow MMIO-11.
+        cmd.args(["run", "--cpus", "2", "--mem", "3200M", "--strict-virtio", "--rng", "--net", "loopback", "--disk"]);
+        cmd.arg(&disk);
         cmd.arg("--cmdline").arg(format!("conformance.disk_sectors={DISK_SECTORS}"));
         if let Some(clause) = &args.break_clause {
             cmd.arg("--break-clause").arg(clause);

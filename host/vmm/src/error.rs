@@ -35,6 +35,8 @@ pub(crate) enum VmmError {
     Kvm { what: &'static str, source: kvm_ioctls::Error },
     /// The ACPI tables cannot describe the machine.
     Acpi(crate::acpi::AcpiError),
+    /// The CPUID policy cannot be met on this host.
+    Cpuid(crate::cpuid::CpuidError),
 }
 
 impl fmt::Display for VmmError {
@@ -69,6 +71,7 @@ impl fmt::Display for VmmError {
             Self::Host { what, source } => write!(f, "{what}: {source}"),
             Self::Kvm { what, source } => write!(f, "{what}: {source}"),
             Self::Acpi(e) => e.fmt(f),
+            Self::Cpuid(e) => e.fmt(f),
         }
     }
 }

@@ -75,6 +75,7 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks, accounting_out: Option<Ou
     // Everything the operator gave is checked before KVM is touched.
     limits::check_guest_ram(mem, config.machine.allow_overcommit)?;
     config.check_digests().map_err(|e| VmmError::Config(e.to_string()))?;
+    let cpuid_policy = config.cpuid.policy().map_err(VmmError::Cpuid)?;
     let mut kernel = loader::KernelImage::open(&config.boot.kernel, mem)?;
     if let Some(initrd) = &config.boot.initrd {
         loader::check_initrd(initrd)?;
@@ -139,7 +140,7 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks, accounting_out: Option<Ou
     // Accounting needs the clock, and the kernel's per-thread figures.
     let wanted = if time.is_some() && accounting::available() { wanted | Features::ACCOUNTING } else { wanted };
     let dispatcher = Dispatcher::new(HostConfig::new(cpus, wanted), services);
-    let base_cpuid = cpuid::base(&kvm_fd, dispatcher.config(), tsc_khz, LAPIC_KHZ)?;
+    let base_cpuid = cpuid::machine(&kvm_fd, dispatcher.config(), &cpuid_policy, tsc_khz, LAPIC_KHZ)?;
     for (index, fd) in (0u32..).zip(&fds) {
         fd.set_cpuid2(&cpuid::for_vcpu(&base_cpuid, index)).map_err(kvm("KVM_SET_CPUID2"))?;
     }
