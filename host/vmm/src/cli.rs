@@ -32,7 +32,7 @@ pub(crate) enum Command {
     /// start the machine, 2 for a usage error, and 3 when the guest crashes
     /// (triple fault, emulation failure, an exit pvkit cannot serve), after
     /// printing the vCPU and its registers.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Measure hypercalls beside the exit floors, the clock and timer, block I/O, boot time and footprint, beside QEMU when asked.
     Bench(crate::bench::BenchArgs),
     /// Check a hypervisor against the pvkit specification, clause by clause.
@@ -50,8 +50,9 @@ pub(crate) enum Command {
 
 /// The options that describe the machine; a VM description file gives the
 /// same (`--config`), and `--print-config` writes the file they mean.
-const MACHINE_OPTIONS: [&str; 14] = [
+const MACHINE_OPTIONS: [&str; 15] = [
     "kernel",
+    "initrd",
     "mem",
     "allow_overcommit",
     "cpus",
@@ -69,9 +70,15 @@ const MACHINE_OPTIONS: [&str; 14] = [
 
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
-    /// The kernel: an executable ELF file (x86-64 or i386) with a PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY).
+    /// The kernel: an executable ELF file (x86-64 or i386) with a PVH entry
+    /// note (XEN_ELFNOTE_PHYS32_ENTRY), or a Linux bzImage (boot protocol
+    /// 2.12 or later), told apart by their content.
     #[arg(required_unless_present = "config")]
     pub(crate) kernel: Option<PathBuf>,
+
+    /// An initial RAM disk: a bzImage's initrd, or a PVH kernel's first module.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) initrd: Option<PathBuf>,
 
     /// Boot the machine a VM description file describes (TOML, docs/config.md)
     /// instead of one given by the options below, which it excludes.
@@ -182,7 +189,12 @@ impl RunArgs {
                 memory: self.mem.unwrap_or(MemSize::DEFAULT),
                 allow_overcommit: self.allow_overcommit,
             },
-            boot: BootConfig { kernel, kernel_sha256: None, cmdline: self.cmdline.clone().unwrap_or_default() },
+            boot: BootConfig {
+                kernel,
+                kernel_sha256: None,
+                cmdline: self.cmdline.clone().unwrap_or_default(),
+                initrd: self.initrd.clone(),
+            },
             disks: self.disks.clone(),
             nets: self.nets.iter().map(NetConfig::from_arg).collect(),
             devices: DevicesConfig {

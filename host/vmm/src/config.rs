@@ -88,6 +88,10 @@ pub(crate) struct BootConfig {
     /// The kernel command line.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub(crate) cmdline: String,
+    /// An initial RAM disk for the kernel: a bzImage's `ramdisk_image`, a
+    /// PVH kernel's first module.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) initrd: Option<PathBuf>,
 }
 
 /// One `[[disk]]`.
@@ -414,6 +418,9 @@ impl VmConfig {
         if self.boot.kernel.as_os_str().is_empty() {
             return Err("boot.kernel is empty".into());
         }
+        if self.boot.initrd.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+            return Err("boot.initrd is empty".into());
+        }
         if self.disks.iter().any(|d| d.path.as_os_str().is_empty()) {
             return Err("a disk's path is empty".into());
         }
@@ -431,6 +438,7 @@ impl VmConfig {
             }
         };
         resolve(&mut self.boot.kernel);
+        self.boot.initrd.iter_mut().for_each(resolve);
         self.disks.iter_mut().for_each(|d| resolve(&mut d.path));
         self.nets.iter_mut().filter_map(|n| n.socket.as_mut()).for_each(resolve);
         if let Some(api) = &mut self.api {

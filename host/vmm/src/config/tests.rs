@@ -10,6 +10,7 @@ memory = "128M"
 [boot]
 kernel = "kernels/hello"
 cmdline = "hello.greeting=hi"
+initrd = "initrd.img"
 
 [[disk]]
 path = "disk.img"
@@ -43,6 +44,7 @@ fn a_full_file_parses_and_round_trips_through_toml_and_json() {
     let config = VmConfig::parse(FULL).unwrap();
     assert_eq!(config.machine.vcpus, 2);
     assert_eq!(config.machine.memory, MemSize::parse("128M").unwrap());
+    assert_eq!(config.boot.initrd.as_deref(), Some(std::path::Path::new("initrd.img")));
     assert_eq!(config.disks.len(), 2);
     assert!(config.disks[0].readonly && !config.disks[1].readonly);
     assert!(config.devices.rng && config.devices.virtio_console && config.devices.strict_virtio);
@@ -146,7 +148,10 @@ fn load_errors_name_the_file() {
     let err = VmConfig::load(&file).unwrap_err().to_string();
     assert_eq!(
         err,
-        format!("{}:4: unknown field `speed`, expected one of `kernel`, `kernel_sha256`, `cmdline`", file.display())
+        format!(
+            "{}:4: unknown field `speed`, expected one of `kernel`, `kernel_sha256`, `cmdline`, `initrd`",
+            file.display()
+        )
     );
     let err = VmConfig::load(&dir).unwrap_err().to_string();
     assert!(err.ends_with("a directory, not a regular file"), "{err}");
