@@ -75,7 +75,7 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks, accounting_out: Option<Ou
     // Everything the operator gave is checked before KVM is touched.
     limits::check_guest_ram(mem, config.machine.allow_overcommit)?;
     config.check_digests().map_err(|e| VmmError::Config(e.to_string()))?;
-    let cpuid_policy = config.cpuid.policy().map_err(VmmError::Cpuid)?;
+    let cpuid_policy = config.cpuid.policy().map_err(|e| VmmError::Cpuid(e.to_string()))?;
     let mut kernel = loader::KernelImage::open(&config.boot.kernel, mem)?;
     if let Some(initrd) = &config.boot.initrd {
         loader::check_initrd(initrd)?;
