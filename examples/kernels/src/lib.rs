@@ -18,6 +18,7 @@ pub mod cpu;
 mod exceptions;
 pub mod irq;
 pub mod out;
+pub mod pci;
 pub mod power;
 pub mod raw;
 mod serial;

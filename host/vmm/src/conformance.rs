@@ -44,7 +44,12 @@ pub(crate) struct ConformanceArgs {
     /// -serial stdio -device isa-debug-exit,iobase=0xf4,iosize=4 -global
     /// virtio-mmio.force-legacy=false -device virtio-rng-device -drive
     /// id=d0,file={disk},format=raw,if=none -device virtio-blk-device,drive=d0
-    /// -kernel {kernel} -append conformance.disk_sectors={disk_sectors}"
+    /// -kernel {kernel} -append conformance.disk_sectors={disk_sectors}".
+    /// For QEMU q35 with modern virtio-pci devices (the guest finds them by
+    /// a PCI scan, and the virtio-mmio transport's clauses SKIP), replace
+    /// the machine with "-M q35", drop the -global and use
+    /// "virtio-rng-pci,disable-legacy=on" and
+    /// "virtio-blk-pci,drive=d0,disable-legacy=on"
     #[arg(long, value_name = "TEMPLATE")]
     vmm: Option<String>,
 
