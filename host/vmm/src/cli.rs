@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{
     self, ApiConfig, BootConfig, ConfigError, DevicesConfig, DiskConfig, MachineConfig, NetConfig, VmConfig,
 };
+use crate::confine::{Kind, SeccompMode, SecurityConfig, UserIds};
 use crate::layout::{self, MemSize};
 use crate::net::NetArg;
 
@@ -49,8 +50,20 @@ pub(crate) enum Command {
 
 /// The options that describe the machine; a VM description file gives the
 /// same (`--config`), and `--print-config` writes the file they mean.
-const MACHINE_OPTIONS: [&str; 10] =
-    ["kernel", "mem", "allow_overcommit", "cpus", "cmdline", "disks", "rng", "virtio_console", "api_sock", "nets"];
+const MACHINE_OPTIONS: [&str; 12] = [
+    "kernel",
+    "mem",
+    "allow_overcommit",
+    "cpus",
+    "cmdline",
+    "disks",
+    "rng",
+    "virtio_console",
+    "api_sock",
+    "nets",
+    "seccomp",
+    "user",
+];
 
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
@@ -116,6 +129,18 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub(crate) accounting: Option<PathBuf>,
 
+    /// The seccomp filters' action on a system call a thread's filter does
+    /// not allow: kill the process (SIGSYS), log it (the call fails and pvkit
+    /// says so on standard error), or no filters (docs/security.md) [default: kill].
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub(crate) seccomp: Option<SeccompMode>,
+
+    /// Run as this user and group (numbers) once /dev/kvm, the disks, the
+    /// network backends, the API socket and the output files are open, with
+    /// no capabilities (docs/security.md).
+    #[arg(long, value_name = "UID:GID")]
+    pub(crate) user: Option<UserIds>,
+
     /// For `pvkit bench`: print "pvkit: boot: first guest exit" on standard
     /// error at the guest's first port I/O (the example kernels' first
     /// instruction writes port 0x80).
@@ -126,6 +151,11 @@ pub(crate) struct RunArgs {
     /// HC-3 is supported: unknown hypercalls get INVALID_ARGUMENT.
     #[arg(long, hide = true, value_parser = ["HC-3"])]
     pub(crate) break_clause: Option<String>,
+
+    /// For testing the seccomp filters: the threads of this kind make a
+    /// forbidden system call (socket) once their filter is in place.
+    #[arg(long, hide = true, value_enum, value_name = "KIND")]
+    pub(crate) forbidden_call_in: Option<Kind>,
 }
 
 impl RunArgs {
@@ -149,12 +179,17 @@ impl RunArgs {
             devices: DevicesConfig { rng: self.rng, virtio_console: self.virtio_console },
             api: self.api_sock.clone().map(|socket| ApiConfig { socket }),
             annotations: Default::default(),
+            security: SecurityConfig { seccomp: self.seccomp.unwrap_or_default(), user: self.user },
         })
     }
 
     /// What only the tests and the benchmark ask for.
     pub(crate) fn hooks(&self) -> TestHooks {
-        TestHooks { boot_trace: self.boot_trace, break_unknown_call: self.break_clause.as_deref() == Some("HC-3") }
+        TestHooks {
+            boot_trace: self.boot_trace,
+            break_unknown_call: self.break_clause.as_deref() == Some("HC-3"),
+            forbidden_call_in: self.forbidden_call_in,
+        }
     }
 }
 
@@ -166,6 +201,8 @@ pub(crate) struct TestHooks {
     pub(crate) boot_trace: bool,
     /// Answer unknown hypercalls with the wrong status (clause HC-3 broken).
     pub(crate) break_unknown_call: bool,
+    /// Make the threads of this kind attempt a forbidden system call.
+    pub(crate) forbidden_call_in: Option<Kind>,
 }
 
 fn parse_mem(text: &str) -> Result<MemSize, String> {

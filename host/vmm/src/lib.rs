@@ -17,6 +17,7 @@ mod api;
 mod bench;
 mod cli;
 mod config;
+mod confine;
 mod conformance;
 mod console;
 mod control;
