@@ -51,6 +51,9 @@ const NONE: u64 = 0;
 const WRITE: u64 = 1;
 const READ: u64 = 2;
 
+/// Sets a socket non-blocking (`set_nonblocking`): a network peer accepted
+/// on a listening socket.
+pub(super) const FIONBIO: Ioctl = Ioctl { name: "FIONBIO", request: libc::FIONBIO };
 pub(super) const KVM_RUN: Ioctl = kvm_ioctl("KVM_RUN", NONE, 0x80, 0);
 pub(super) const KVM_GET_REGS: Ioctl = kvm_ioctl("KVM_GET_REGS", READ, 0x81, size_of::<kvm_regs>());
 pub(super) const KVM_SET_REGS: Ioctl = kvm_ioctl("KVM_SET_REGS", WRITE, 0x82, size_of::<kvm_regs>());
@@ -275,7 +278,8 @@ const COMMON: &[Allow] = &[
 
 /// The main thread, once the machine runs: waits for its end, writes the
 /// accounting file, removes the sockets it made.
-const MAIN: &[Allow] = &[sys!(ftruncate), sys!(fstat), sys!(statx), sys!(unlink)];
+const MAIN: &[Allow] =
+    &[sys!(ftruncate), sys!(fstat), sys!(statx), sys!(unlink), sys!(openat, Only::Arg(2, &[READ_ONLY])), sys!(read)];
 
 /// A vCPU thread: runs the guest and serves its exits.
 const VCPU: &[Allow] = &[sys!(ioctl, Only::Ioctl(&[KVM_RUN, KVM_GET_REGS, KVM_SET_REGS, KVM_GET_SREGS]))];
@@ -297,6 +301,7 @@ const DEVICES: &[Allow] = &[
     sys!(recvfrom),
     sys!(sendto),
     sys!(accept4),
+    sys!(ioctl, Only::Ioctl(&[FIONBIO])),
 ];
 
 /// The clock's recalibration: only sleeps, reads the TSC and writes guest
@@ -325,6 +330,7 @@ const API: &[Allow] = &[
     sys!(clone),
     sys!(set_robust_list),
     sys!(rseq),
+    sys!(sched_getaffinity),
     sys!(prctl, Only::Arg(0, &[libc::PR_SET_NAME as u64])),
     sys!(openat, Only::Arg(2, &[READ_ONLY])),
     sys!(statx),
@@ -404,9 +410,11 @@ extern "C" fn report(_: libc::c_int, info: *mut libc::siginfo_t, context: *mut l
     // SECCOMP_RET_TRAP, whose `_sigsys` member holds the call's number at
     // this offset; the read is of an i32 inside the 128-byte structure.
     let nr = unsafe { info.cast::<u8>().add(SI_SYSCALL_OFFSET).cast::<i32>().read_unaligned() };
-    let kind = super::CURRENT.with(std::cell::Cell::get).map_or("unknown", Kind::name);
+    let kind = super::CURRENT.with(std::cell::Cell::get).map_or("child", Kind::name);
     let mut line = [0u8; 160];
     let mut at = 0;
+    // A thread a confined thread spawned (the API's clients) has its
+    // parent's filter but not its record of the kind: "child".
     for part in [b"pvkit: seccomp: the ".as_slice(), kind.as_bytes(), b" thread made system call "] {
         at = put(&mut line, at, part);
     }
