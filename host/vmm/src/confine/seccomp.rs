@@ -406,10 +406,11 @@ pub(super) fn install_report_handler() -> Result<(), ConfineError> {
 const SI_SYSCALL_OFFSET: usize = 24;
 
 extern "C" fn report(_: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
+    let number = info.cast::<u8>().wrapping_add(SI_SYSCALL_OFFSET).cast::<i32>();
     // SAFETY: the kernel passes a valid siginfo_t for a SIGSYS of
     // SECCOMP_RET_TRAP, whose `_sigsys` member holds the call's number at
-    // this offset; the read is of an i32 inside the 128-byte structure.
-    let nr = unsafe { info.cast::<u8>().add(SI_SYSCALL_OFFSET).cast::<i32>().read_unaligned() };
+    // this offset, an i32 inside the 128-byte structure.
+    let nr = unsafe { number.read_unaligned() };
     let kind = super::CURRENT.with(std::cell::Cell::get).map_or("child", Kind::name);
     let mut line = [0u8; 160];
     let mut at = 0;
@@ -425,12 +426,14 @@ extern "C" fn report(_: libc::c_int, info: *mut libc::siginfo_t, context: *mut l
     // SAFETY: write() on fd 2 reads `at` bytes of `line`, all initialized;
     // it is async-signal-safe.
     unsafe { libc::write(2, line.as_ptr().cast(), at) };
+    let context = context.cast::<libc::ucontext_t>();
     // SAFETY: for a SIGSYS the kernel passes the interrupted thread's
-    // ucontext_t; setting its RAX makes the call return -ENOSYS when the
-    // handler returns.
-    unsafe {
-        let context = context.cast::<libc::ucontext_t>();
-        (*context).uc_mcontext.gregs[libc::REG_RAX as usize] = -i64::from(libc::ENOSYS);
+    // ucontext_t, which nothing else touches while this handler runs on
+    // that thread.
+    let registers = unsafe { &mut (*context).uc_mcontext.gregs };
+    // The call returns -ENOSYS when the handler returns.
+    if let Some(rax) = usize::try_from(libc::REG_RAX).ok().and_then(|i| registers.get_mut(i)) {
+        *rax = i64::from(libc::ENOSYS).wrapping_neg();
     }
 }
 
@@ -452,8 +455,7 @@ fn put_number(buf: &mut [u8], at: usize, n: i32) -> usize {
     loop {
         i = i.saturating_sub(1);
         if let Some(d) = digits.get_mut(i) {
-            // CAST: a digit, 0 to 9.
-            *d = b'0' + (v % 10) as u8;
+            *d = b'0'.wrapping_add(u8::try_from(v % 10).unwrap_or(0));
         }
         v /= 10;
         if v == 0 || i == 0 {
