@@ -221,7 +221,10 @@ fn kvm_node_for_the_group(dir: &Path) -> std::path::PathBuf {
 /// A whole boot by a user who is not root, has no capabilities, and can
 /// open /dev/kvm only as a member of the group owning it. The host's
 /// /dev/kvm is left alone: the child gets a mount namespace of its own in
-/// which a node owned by the tests' group is bound over it.
+/// which a node owned by the tests' group is bound over it. The user reaches
+/// the `pvkit` binary and the kernels where the build left them, which a
+/// checkout made with the usual umask (022) lets everyone read; the disk is
+/// the user's own, mode 0600.
 #[test]
 fn a_user_in_the_group_owning_dev_kvm_boots_a_guest_with_a_disk_without_root() {
     if !kvm_available() {
