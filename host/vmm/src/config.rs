@@ -371,7 +371,7 @@ impl VmConfig {
         let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
         let meta = file.metadata().map_err(|e| fail(e.to_string()))?;
         if !meta.is_file() {
-            return Err(fail(format!("{}, not a regular file", crate::loader::file_kind(&meta))));
+            return Err(fail(format!("{}, not a regular file", crate::files::file_kind(&meta))));
         }
         let mut text = String::new();
         file.take(MAX_FILE_BYTES + 1).read_to_string(&mut text).map_err(|e| fail(e.to_string()))?;

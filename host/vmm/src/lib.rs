@@ -30,6 +30,7 @@ mod elf;
 mod error;
 mod events;
 mod exit;
+mod files;
 mod layout;
 mod limits;
 mod loader;
