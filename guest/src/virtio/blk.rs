@@ -9,7 +9,7 @@ use pvkit_spec::virtio::blk::{
     BlkConfig, BlkFeatures, DiscardSegment, ID_BYTES, RequestHeader, RequestStatus, RequestType, SECTOR_SIZE,
 };
 use pvkit_spec::virtio::{DeviceId, Features};
-use zerocopy::{FromBytes, IntoBytes};
+use zerocopy::FromBytes;
 
 use super::VirtioError;
 use super::control::Control;
@@ -49,6 +49,12 @@ pub type Completion = (Token, Result<(), VirtioError>);
 /// Dropping it resets the device, then frees the queue and the request
 /// slots; requests still in flight never complete, and their buffers are
 /// the caller's again.
+///
+/// # Invariants
+///
+/// `slots` holds `SLOT_PAGES` pages, at guest-physical addresses that do not
+/// wrap; `free` and `writes` have bits below `MAX_IN_FLIGHT` only, and
+/// `slot_of` holds slots below `MAX_IN_FLIGHT`.
 #[derive(Debug)]
 pub struct Blk<H: Hal, T: Transport> {
     control: Control<T>,
@@ -78,6 +84,8 @@ impl<H: Hal, T: Transport> Blk<H, T> {
         let features = transport.begin_init(wanted)?;
         let queue = SplitQueue::new(0, features & Features::EVENT_IDX.bits() != 0)?;
         let slots = Dma::new(SLOT_PAGES)?;
+        // The slots' addresses do not wrap: `slot_paddr` adds to them freely.
+        slots.paddr_at(slots.byte_len() - 1).ok_or(VirtioError::NoMemory)?;
         let mut config = [0u8; size_of::<BlkConfig>()];
         transport.read_config(0, &mut config);
         let capacity = BlkConfig::read_from_bytes(&config).map(|c| c.capacity.get()).unwrap_or(0);
@@ -117,10 +125,11 @@ impl<H: Hal, T: Transport> Blk<H, T> {
         self.free != 0 && self.queue.free() >= 3
     }
 
-    /// Where slot `slot` lies in the slots' DMA area: offset and guest-physical address.
-    fn slot_at(&self, slot: u16) -> Option<(usize, u64)> {
-        let offset = usize::from(slot).checked_mul(SLOT)?;
-        Some((offset, self.slots.paddr_at(offset)?))
+    /// Where slot `slot` (below `MAX_IN_FLIGHT`) lies in the slots' DMA area.
+    #[inline(always)]
+    fn slot_offset(slot: u16) -> usize {
+        debug_assert!(usize::from(slot) < MAX_IN_FLIGHT);
+        usize::from(slot) * SLOT
     }
 
     /// Notifications sent to the device so far: each is one VM exit.
@@ -154,6 +163,22 @@ impl<H: Hal, T: Transport> Blk<H, T> {
         data: Option<Buffer>,
     ) -> Result<Token, VirtioError> {
         self.control.running()?;
+        // SAFETY: forwarded from our caller.
+        unsafe { self.submit_running(kind, sector, data) }
+    }
+
+    /// [`Blk::submit`] on a device known to be running.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Blk::submit`].
+    #[inline(always)]
+    unsafe fn submit_running(
+        &mut self,
+        kind: RequestType,
+        sector: u64,
+        data: Option<Buffer>,
+    ) -> Result<Token, VirtioError> {
         if let Some(buffer) = data {
             let len = u64::from(buffer.len);
             let whole = len.is_multiple_of(SECTOR_SIZE) || matches!(kind, RequestType::GetId | RequestType::Discard);
@@ -162,21 +187,23 @@ impl<H: Hal, T: Transport> Blk<H, T> {
                 return Err(VirtioError::InvalidRequest);
             }
         }
-        // The lowest free slot (none: 64, refused).
-        let slot = u16::try_from(self.free.trailing_zeros()).map_err(|_| VirtioError::QueueFull)?;
         if self.free == 0 {
             return Err(VirtioError::QueueFull);
         }
-        // Every slot below MAX_IN_FLIGHT lies in the area (SLOT_PAGES).
-        let (offset, paddr) = self.slot_at(slot).ok_or(VirtioError::QueueFull)?;
-        let header = RequestHeader::new(kind, sector);
-        let status_at = offset.checked_add(STATUS_AT).ok_or(VirtioError::QueueFull)?;
-        // The slot is not in flight: the device does not use it now.
-        self.slots.copy_in(offset, header.as_bytes()).map_err(|_| VirtioError::QueueFull)?;
-        self.slots.write(status_at, NOT_WRITTEN).map_err(|_| VirtioError::QueueFull)?;
-        let status_paddr = paddr.checked_add(16).ok_or(VirtioError::QueueFull)?;
-        let head_buf = Buffer { addr: paddr, len: 16 };
-        let status_buf = Buffer { addr: status_paddr, len: 1 };
+        // CAST: the lowest free slot, below MAX_IN_FLIGHT (`free`'s invariant).
+        let slot = self.free.trailing_zeros() as u16;
+        let offset = Self::slot_offset(slot);
+        // No overflow: the slots' addresses do not wrap (`Blk`'s invariant).
+        let paddr = self.slots.paddr() + offset as u64;
+        // SAFETY: slot `slot` < MAX_IN_FLIGHT lies inside the SLOT_PAGES
+        // pages of `slots` (SLOT bytes each, header then status byte);
+        // `RequestHeader` and `u8` need no alignment. The slot is not in
+        // flight: the device does not use it now.
+        unsafe { self.slots.write_at(offset, RequestHeader::new(kind, sector)) };
+        // SAFETY: the status byte of the same slot, inside it as just said.
+        unsafe { self.slots.write_at(offset + STATUS_AT, NOT_WRITTEN) };
+        let head_buf = Buffer { addr: paddr, len: STATUS_AT as u32 };
+        let status_buf = Buffer { addr: paddr + STATUS_AT as u64, len: 1 };
         let device_writes = !matches!(kind, RequestType::Out | RequestType::Discard);
         let head = match data {
             // SAFETY: `d` is forwarded from the caller, who keeps it valid;
@@ -191,11 +218,8 @@ impl<H: Hal, T: Transport> Blk<H, T> {
             // until `Drop` has reset the device.
             None => unsafe { self.queue.add(&[head_buf], &[status_buf]) }?,
         };
-        let Some(slot_of) = self.slot_of.get_mut(usize::from(head)) else {
-            // `head` < QUEUE_SIZE: never here.
-            return Err(self.control.stop("a request the driver cannot track"));
-        };
-        *slot_of = slot;
+        // `head` < QUEUE_SIZE, a power of two: the mask changes nothing.
+        self.slot_of[usize::from(head) & (QUEUE_SIZE - 1)] = slot;
         let bit = 1u64 << slot;
         self.free &= !bit;
         if kind == RequestType::Out {
@@ -214,15 +238,23 @@ impl<H: Hal, T: Transport> Blk<H, T> {
     /// are the caller's again.
     pub fn poll(&mut self) -> Result<Option<Completion>, VirtioError> {
         self.control.running()?;
+        self.poll_running()
+    }
+
+    /// [`Blk::poll`] on a device known to be running.
+    #[inline(always)]
+    fn poll_running(&mut self) -> Result<Option<Completion>, VirtioError> {
         let popped = self.queue.pop_used();
         let Some((head, _len)) = self.control.check(popped)? else { return Ok(None) };
-        // `pop_used` gives back only heads in flight, below QUEUE_SIZE.
-        let slot = self.slot_of.get(usize::from(head)).copied().unwrap_or(0);
-        let status_at = self.slot_at(slot).and_then(|(offset, _)| offset.checked_add(STATUS_AT));
-        // The device has returned the chain: the status byte is ours again.
-        let status = status_at.and_then(|at| self.slots.read::<u8>(at).ok()).unwrap_or(NOT_WRITTEN);
-        // `slot_of` holds slots below MAX_IN_FLIGHT, so below 64.
-        let bit = 1u64.checked_shl(u32::from(slot)).unwrap_or(0);
+        // `pop_used` gives back only heads in flight, below QUEUE_SIZE, a
+        // power of two: the mask changes nothing.
+        let slot = self.slot_of[usize::from(head) & (QUEUE_SIZE - 1)];
+        // SAFETY: `slot_of` holds slots below MAX_IN_FLIGHT (`Blk`'s
+        // invariant), whose status bytes lie inside `slots`. The device has
+        // returned the chain: the status byte is ours again; any byte is a
+        // `u8`, and the value is checked below.
+        let status = unsafe { self.slots.read_at::<u8>(Self::slot_offset(slot) + STATUS_AT) };
+        let bit = 1u64 << slot;
         self.free |= bit;
         let was_write = self.writes & bit != 0;
         let outcome = match RequestStatus::from_raw(status) {
@@ -238,6 +270,7 @@ impl<H: Hal, T: Transport> Blk<H, T> {
     /// Submits and waits for one request; [`VirtioError::Busy`] while
     /// requests from [`Blk::submit`] are in flight, whose completions this
     /// would take.
+    #[inline(always)]
     fn wait_for(&mut self, kind: RequestType, sector: u64, data: Option<Buffer>) -> Result<(), VirtioError> {
         self.control.running()?;
         if self.free != ALL_SLOTS {
@@ -247,10 +280,12 @@ impl<H: Hal, T: Transport> Blk<H, T> {
         // returns when the request completed, or when the device misbehaved
         // and `poll` reset it (a device that does not confirm the reset may
         // write anything, the buffer included, whatever the driver does).
-        let token = unsafe { self.submit(kind, sector, data) }?;
+        let token = unsafe { self.submit_running(kind, sector, data) }?;
         self.kick();
+        // The device is running until `poll_running` stops it, and then it
+        // returns the error that ends this loop.
         loop {
-            if let Some((done, outcome)) = self.poll()? {
+            if let Some((done, outcome)) = self.poll_running()? {
                 if done == token {
                     return outcome;
                 }

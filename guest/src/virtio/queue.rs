@@ -30,14 +30,24 @@ pub struct Buffer {
 }
 
 /// What the driver remembers of a chain in flight, to check and free it.
+///
+/// # Invariants
+///
+/// `descriptors` is 0 exactly when no chain with this head is in flight;
+/// `last` is below the queue size.
 #[derive(Clone, Copy, Debug)]
 struct InFlight {
     /// The total length of its writable buffers.
     writable: u32,
-    /// How many descriptors it holds.
+    /// How many descriptors it holds; 0: not in flight.
     descriptors: u16,
     /// Its last descriptor.
     last: u16,
+}
+
+impl InFlight {
+    /// No chain in flight at this head.
+    const NONE: Self = Self { writable: 0, descriptors: 0, last: 0 };
 }
 
 /// Bytes of one descriptor in the table.
@@ -48,8 +58,11 @@ const DESC_BYTES: usize = size_of::<Descriptor>();
 ///
 /// # Invariants
 ///
-/// Every offset below, and every entry's (the index masked with `mask`),
-/// lies inside the area of `end` bytes that [`SplitQueue::new`] allocated.
+/// Every field below, and every entry's (the index masked with `mask`),
+/// lies inside the area of `end` bytes that [`SplitQueue::new`] allocated,
+/// aligned for what it holds (the layout's: 16 for descriptors, 2 for the
+/// available ring, 4 for the used ring), so the ring accesses need no
+/// check when they are made.
 #[derive(Clone, Copy, Debug)]
 struct Offsets {
     /// The queue size minus one: the size is a power of two.
@@ -88,12 +101,14 @@ impl Offsets {
     }
 
     /// Entry `i` (modulo the size) of the available ring.
+    #[inline(always)]
     fn avail_entry(&self, i: u16) -> usize {
         // INVARIANT: below the size, so inside the ring: no overflow.
         self.avail_ring.wrapping_add(usize::from(i & self.mask).wrapping_mul(2))
     }
 
     /// Entry `i` (modulo the size) of the used ring.
+    #[inline(always)]
     fn used_entry(&self, i: u16) -> usize {
         // INVARIANT: below the size, so inside the ring: no overflow.
         self.used_ring.wrapping_add(usize::from(i & self.mask).wrapping_mul(8))
@@ -104,6 +119,13 @@ impl Offsets {
 ///
 /// Dropping the queue frees the rings: whoever [attached](SplitQueue::attach)
 /// it to a device resets that device first.
+///
+/// # Invariants
+///
+/// `SIZE` is a power of two up to 32768; `ring` holds at least `at.end`
+/// bytes; `free_head`, every `next` and every `last` in `in_flight` are
+/// below `SIZE`, so that masking an index with `SIZE - 1` changes nothing
+/// (it only shows the compiler the index is in range).
 #[derive(Debug)]
 pub struct SplitQueue<H: Hal, const SIZE: usize> {
     index: u16,
@@ -113,8 +135,9 @@ pub struct SplitQueue<H: Hal, const SIZE: usize> {
     /// Each descriptor's `next`, as the driver wrote it: it links the
     /// chains in flight and, through their last descriptors, the free list.
     next: [u16; SIZE],
-    /// For each head in flight, what the driver needs to check and free it.
-    in_flight: [Option<InFlight>; SIZE],
+    /// For each head, what the driver needs to check and free its chain
+    /// while in flight.
+    in_flight: [InFlight; SIZE],
     free_head: u16,
     num_free: u16,
     avail_idx: u16,
@@ -131,16 +154,17 @@ impl<H: Hal, const SIZE: usize> SplitQueue<H, SIZE> {
     /// drivers poll). The device knows nothing of them until
     /// [`SplitQueue::attach`].
     pub fn new(index: u16, event_idx: bool) -> Result<Self, VirtioError> {
+        const { assert!(SIZE.is_power_of_two() && SIZE <= 0x8000, "a queue size is a power of two up to 32768") };
         let unavailable = VirtioError::QueueUnavailable { index };
         let size = u32::try_from(SIZE).ok().and_then(QueueSize::new).ok_or(unavailable)?;
         let layout = SplitQueueLayout::new(size);
         let at = Offsets::new(layout).ok_or(unavailable)?;
         let ring = Dma::new(at.end.div_ceil(PAGE_SIZE))?;
         let mut next = [0u16; SIZE];
-        // The free list: 0, 1, ..., SIZE - 1, then SIZE (never followed: `num_free`
-        // is 0 by then).
+        // The free list: 0, 1, ..., SIZE - 1, then 0 (never followed:
+        // `num_free` is 0 by then; 0 keeps every `next` below SIZE).
         for (value, slot) in (1u16..).zip(next.iter_mut()) {
-            *slot = value;
+            *slot = value & Self::MASK;
         }
         let mut queue = Self {
             index,
@@ -148,7 +172,7 @@ impl<H: Hal, const SIZE: usize> SplitQueue<H, SIZE> {
             layout,
             at,
             next,
-            in_flight: [None; SIZE],
+            in_flight: [InFlight::NONE; SIZE],
             free_head: 0,
             num_free: size.get(),
             avail_idx: 0,
@@ -190,21 +214,28 @@ impl<H: Hal, const SIZE: usize> SplitQueue<H, SIZE> {
         self.ring.leak();
     }
 
-    /// Writes `value` (little-endian) at `offset` of the rings.
+    /// `SIZE - 1`: masks a ring index or a descriptor number into range.
+    const MASK: u16 = (SIZE - 1) as u16;
+
+    /// Writes `value` (little-endian) at `offset` of the rings, an offset
+    /// from `at`.
+    #[inline(always)]
     fn put16(&mut self, offset: usize, value: u16) {
-        let written = self.ring.write(offset, value.to_le());
-        // Every offset comes from the layout the area was sized for (`new`).
-        debug_assert!(written.is_ok(), "{written:?}");
+        debug_assert!(offset < self.at.end && offset.is_multiple_of(2));
+        // SAFETY: every offset passed here is a field of `at` or an entry
+        // it computes, inside the area and 2-aligned (`Offsets`'
+        // invariant), and the area holds `at.end` bytes (the queue's).
+        unsafe { self.ring.write_at(offset, value.to_le()) };
     }
 
-    /// Reads a little-endian `u16` at `offset` of the rings.
-    fn get16(&self, offset: usize) -> Option<u16> {
-        self.ring.read::<u16>(offset).ok().map(u16::from_le)
-    }
-
-    /// Reads a little-endian `u32` at `offset` of the rings.
-    fn get32(&self, offset: usize) -> Option<u32> {
-        self.ring.read::<u32>(offset).ok().map(u32::from_le)
+    /// Reads a little-endian `u16` at `offset` of the rings, an offset
+    /// from `at`.
+    #[inline(always)]
+    fn get16(&self, offset: usize) -> u16 {
+        debug_assert!(offset < self.at.end && offset.is_multiple_of(2));
+        // SAFETY: every offset passed here is a field of `at`, inside the
+        // area and 2-aligned (`Offsets`' invariant); any bits are a `u16`.
+        u16::from_le(unsafe { self.ring.read_at::<u16>(offset) })
     }
 
     /// The queue index.
@@ -231,10 +262,12 @@ impl<H: Hal, const SIZE: usize> SplitQueue<H, SIZE> {
     /// Keeps `used_event` out of the device's reach as entries are used: it
     /// is moved once `last_used` has come half way to where the device,
     /// at most `SIZE` entries ahead of it, could reach it; not on every pop.
+    #[inline(always)]
     fn keep_interrupts_suppressed(&mut self) {
         // The device's index is below `used_event_base + 0x8000` while
         // `last_used + SIZE` is (a queue size is at most 0x8000).
-        let reach = 0x8000u16.wrapping_sub(self.at.mask).wrapping_sub(1) / 2;
+        const { assert!(SIZE <= 0x8000) };
+        let reach = const { (0x8000 - SIZE as u16) / 2 };
         if self.event_idx && self.last_used.wrapping_sub(self.used_event_base) >= reach {
             self.suppress_interrupts();
         }
@@ -248,34 +281,43 @@ impl<H: Hal, const SIZE: usize> SplitQueue<H, SIZE> {
     ///
     /// The buffers must stay valid, and the outputs unused by anyone else,
     /// until the token comes back from `pop_used` or the device is reset.
+    #[inline(always)]
     pub unsafe fn add(&mut self, inputs: &[Buffer], outputs: &[Buffer]) -> Result<u16, VirtioError> {
-        let count = inputs.len().checked_add(outputs.len()).filter(|&c| c > 0 && c <= SIZE);
-        let count = count.and_then(|c| u16::try_from(c).ok()).ok_or(VirtioError::TooManyBuffers)?;
-        let num_free = self.num_free.checked_sub(count).ok_or(VirtioError::QueueFull)?;
+        // No overflow: two slices of 16-byte `Buffer`s hold fewer than
+        // `usize::MAX` between them.
+        let count = inputs.len().wrapping_add(outputs.len());
+        if count == 0 || count > SIZE {
+            return Err(VirtioError::TooManyBuffers);
+        }
+        if count > usize::from(self.num_free) {
+            return Err(VirtioError::QueueFull);
+        }
         let writable = outputs.iter().try_fold(0u32, |sum, b| sum.checked_add(b.len));
         let writable = writable.ok_or(VirtioError::InvalidRequest)?;
+        // CAST: `count` <= `num_free` <= SIZE <= 32768.
+        let count = count as u16;
         let head = self.free_head;
-        let (mut slot, mut last) = (head, head);
+        let mut slot = head;
+        let mut last = head;
         let mut left = count;
+        // The chain takes the free list's first `count` descriptors in its
+        // order; each descriptor's `next` stays as it was, and the last
+        // one's (ignored without NEXT) keeps linking the rest of the free
+        // list.
         for (buffers, flags) in [(inputs, DescFlags::empty()), (outputs, DescFlags::WRITE)] {
             for buffer in buffers {
-                // The free list holds `num_free` >= `count` descriptors below
-                // SIZE; were it broken, nothing has been made available yet.
-                let next = *self.next.get(usize::from(slot)).ok_or(VirtioError::QueueFull)?;
+                let next = self.next[usize::from(slot & Self::MASK)];
                 left = left.wrapping_sub(1);
                 let flags = if left > 0 { flags | DescFlags::NEXT } else { flags };
-                // `next` stays as it was: the free list's order is the chain's,
-                // and the last descriptor's `next` (ignored without NEXT) keeps
-                // linking the rest of the free list.
                 self.publish_descriptor(slot, buffer, flags, next);
                 last = slot;
                 slot = next;
             }
         }
-        let flight = self.in_flight.get_mut(usize::from(head)).ok_or(VirtioError::QueueFull)?;
-        *flight = Some(InFlight { writable, descriptors: count, last });
+        // INVARIANT: `last` is a descriptor, below SIZE; `count` > 0.
+        self.in_flight[usize::from(head & Self::MASK)] = InFlight { writable, descriptors: count, last };
         self.free_head = slot;
-        self.num_free = num_free;
+        self.num_free = self.num_free.wrapping_sub(count);
         self.put16(self.at.avail_entry(self.avail_idx), head);
         // VQ-4: the descriptors and the ring entry before the index.
         fence(Ordering::Release);
@@ -286,18 +328,22 @@ impl<H: Hal, const SIZE: usize> SplitQueue<H, SIZE> {
 
     /// Writes descriptor `slot` of the table, as two 64-bit stores: the
     /// address, then length, flags and `next`.
+    #[inline(always)]
     fn publish_descriptor(&mut self, slot: u16, buffer: &Buffer, flags: DescFlags, next: u16) {
-        let base = usize::from(slot).saturating_mul(DESC_BYTES);
+        let base = usize::from(slot & Self::MASK) * DESC_BYTES;
         let rest = u64::from(buffer.len) | u64::from(flags.bits()) << 32 | u64::from(next) << 48;
-        let written =
-            [self.ring.write(base, buffer.addr.to_le()), self.ring.write(base.saturating_add(8), rest.to_le())];
-        // `slot` < SIZE: the descriptor lies in the table at the area's start.
-        debug_assert!(written.iter().all(Result::is_ok), "{written:?}");
+        // SAFETY: descriptor `slot` (masked below SIZE) lies in the table at
+        // the area's start, which holds SIZE 16-byte descriptors
+        // (`Offsets`' invariant), so both 8-byte halves are inside and
+        // 8-aligned.
+        unsafe { self.ring.write_at(base, buffer.addr.to_le()) };
+        // SAFETY: the second half of the same descriptor, as just said.
+        unsafe { self.ring.write_at(base + 8, rest.to_le()) };
     }
 
     /// Whether the device wants to be notified of what was added since the
-    /// last notification (clause VQ-5). When its answer cannot be read, it
-    /// is notified.
+    /// last notification (clause VQ-5).
+    #[inline(always)]
     pub fn should_notify(&mut self) -> bool {
         fence(Ordering::SeqCst);
         let (old, new) = (self.kicked_idx, self.avail_idx);
@@ -306,13 +352,14 @@ impl<H: Hal, const SIZE: usize> SplitQueue<H, SIZE> {
             return false;
         }
         if self.event_idx {
-            self.get16(self.at.avail_event).is_none_or(|event| need_event(event, new, old))
+            need_event(self.get16(self.at.avail_event), new, old)
         } else {
-            self.get16(self.at.used).is_none_or(|flags| flags & UsedFlags::NO_NOTIFY.bits() == 0)
+            self.get16(self.at.used) & UsedFlags::NO_NOTIFY.bits() == 0
         }
     }
 
     /// Notifies the device if it wants it; returns whether it did.
+    #[inline(always)]
     pub fn kick<T: Transport>(&mut self, transport: &mut T) -> bool {
         let notify = self.should_notify();
         if notify {
@@ -322,41 +369,45 @@ impl<H: Hal, const SIZE: usize> SplitQueue<H, SIZE> {
     }
 
     /// Whether a used entry is waiting.
+    #[inline(always)]
     pub fn can_pop(&self) -> bool {
-        self.get16(self.at.used.wrapping_add(2)).is_some_and(|idx| idx != self.last_used)
+        self.get16(self.at.used.wrapping_add(2)) != self.last_used
     }
 
     /// Takes the next used entry: the request's token and the bytes the
     /// device wrote. An entry that breaks the protocol is an error and the
     /// queue is left as it was (clause VQ-6).
+    #[inline(always)]
     pub fn pop_used(&mut self) -> Result<Option<(u16, u32)>, VirtioError> {
         if !self.can_pop() {
             return Ok(None);
         }
         fence(Ordering::Acquire);
         let entry = self.at.used_entry(self.last_used);
-        let (id, len) = (self.get32(entry), self.get32(entry.wrapping_add(4)));
-        let (Some(id), Some(len)) = (id, len) else {
-            return Err(VirtioError::DeviceMisbehaved("used entry outside the ring"));
-        };
+        // SAFETY: a used entry (masked below SIZE) lies inside the area and
+        // is 4-aligned (`Offsets`' invariant); any bits are a `u32`.
+        let id = u32::from_le(unsafe { self.ring.read_at::<u32>(entry) });
+        // SAFETY: the entry's second half, as just said.
+        let len = u32::from_le(unsafe { self.ring.read_at::<u32>(entry + 4) });
+        // VQ-6, checked once here: the id names a head in flight, the length
+        // is within its writable buffers.
         let head = u16::try_from(id).ok().filter(|&h| usize::from(h) < SIZE);
         let head = head.ok_or(VirtioError::DeviceMisbehaved("used id out of range"))?;
-        let slot = self.in_flight.get_mut(usize::from(head));
-        let slot = slot.ok_or(VirtioError::DeviceMisbehaved("used id out of range"))?;
-        let flight = slot.ok_or(VirtioError::DeviceMisbehaved("used id not in flight"))?;
+        let flight = self.in_flight[usize::from(head & Self::MASK)];
+        if flight.descriptors == 0 {
+            return Err(VirtioError::DeviceMisbehaved("used id not in flight"));
+        }
         if len > flight.writable {
             return Err(VirtioError::DeviceMisbehaved("used length beyond the buffers"));
         }
-        *slot = None;
+        self.in_flight[usize::from(head & Self::MASK)] = InFlight::NONE;
         self.last_used = self.last_used.wrapping_add(1);
         // Back on the free list: the chain's descriptors are still linked by
         // their `next`; its last one now links to the old free head.
-        if let Some(last) = self.next.get_mut(usize::from(flight.last)) {
-            *last = self.free_head;
-        }
+        self.next[usize::from(flight.last & Self::MASK)] = self.free_head;
         self.free_head = head;
-        // Never saturates: gives back exactly what `add` took.
-        self.num_free = self.num_free.saturating_add(flight.descriptors);
+        // No overflow: gives back exactly what `add` took.
+        self.num_free = self.num_free.wrapping_add(flight.descriptors);
         self.keep_interrupts_suppressed();
         Ok(Some((head, len)))
     }
