@@ -26,6 +26,12 @@ pub const MAX_IN_FLIGHT: usize = QUEUE_SIZE / 3;
 const SLOT: usize = 32;
 /// Where the status byte lies in a slot, after the 16-byte header.
 const STATUS_AT: usize = size_of::<RequestHeader>();
+/// Bytes of the header, the first buffer of every request.
+const HEADER_BYTES: u32 = 16;
+static_assertions::const_assert_eq!(HEADER_BYTES as usize, STATUS_AT);
+/// Masks a queue head into `slot_of` (the queue size is a power of two).
+const HEAD_MASK: usize = QUEUE_SIZE.wrapping_sub(1);
+static_assertions::const_assert!(QUEUE_SIZE.is_power_of_two());
 /// What a status byte holds until the device writes it.
 const NOT_WRITTEN: u8 = 0xff;
 /// Pages of request slots.
@@ -85,7 +91,7 @@ impl<H: Hal, T: Transport> Blk<H, T> {
         let queue = SplitQueue::new(0, features & Features::EVENT_IDX.bits() != 0)?;
         let slots = Dma::new(SLOT_PAGES)?;
         // The slots' addresses do not wrap: `slot_paddr` adds to them freely.
-        slots.paddr_at(slots.byte_len() - 1).ok_or(VirtioError::NoMemory)?;
+        slots.paddr_at(slots.byte_len().wrapping_sub(1)).ok_or(VirtioError::NoMemory)?;
         let mut config = [0u8; size_of::<BlkConfig>()];
         transport.read_config(0, &mut config);
         let capacity = BlkConfig::read_from_bytes(&config).map(|c| c.capacity.get()).unwrap_or(0);
@@ -129,7 +135,8 @@ impl<H: Hal, T: Transport> Blk<H, T> {
     #[inline(always)]
     fn slot_offset(slot: u16) -> usize {
         debug_assert!(usize::from(slot) < MAX_IN_FLIGHT);
-        usize::from(slot) * SLOT
+        // No overflow: below MAX_IN_FLIGHT * SLOT.
+        usize::from(slot).wrapping_mul(SLOT)
     }
 
     /// Notifications sent to the device so far: each is one VM exit.
@@ -191,19 +198,20 @@ impl<H: Hal, T: Transport> Blk<H, T> {
             return Err(VirtioError::QueueFull);
         }
         // CAST: the lowest free slot, below MAX_IN_FLIGHT (`free`'s invariant).
+        #[expect(clippy::cast_possible_truncation, reason = "see CAST")]
         let slot = self.free.trailing_zeros() as u16;
         let offset = Self::slot_offset(slot);
         // No overflow: the slots' addresses do not wrap (`Blk`'s invariant).
-        let paddr = self.slots.paddr() + offset as u64;
+        let paddr = self.slots.paddr().wrapping_add(offset as u64);
         // SAFETY: slot `slot` < MAX_IN_FLIGHT lies inside the SLOT_PAGES
         // pages of `slots` (SLOT bytes each, header then status byte);
         // `RequestHeader` and `u8` need no alignment. The slot is not in
         // flight: the device does not use it now.
         unsafe { self.slots.write_at(offset, RequestHeader::new(kind, sector)) };
         // SAFETY: the status byte of the same slot, inside it as just said.
-        unsafe { self.slots.write_at(offset + STATUS_AT, NOT_WRITTEN) };
-        let head_buf = Buffer { addr: paddr, len: STATUS_AT as u32 };
-        let status_buf = Buffer { addr: paddr + STATUS_AT as u64, len: 1 };
+        unsafe { self.slots.write_at(offset.wrapping_add(STATUS_AT), NOT_WRITTEN) };
+        let head_buf = Buffer { addr: paddr, len: HEADER_BYTES };
+        let status_buf = Buffer { addr: paddr.wrapping_add(u64::from(HEADER_BYTES)), len: 1 };
         let device_writes = !matches!(kind, RequestType::Out | RequestType::Discard);
         let head = match data {
             // SAFETY: `d` is forwarded from the caller, who keeps it valid;
@@ -218,8 +226,11 @@ impl<H: Hal, T: Transport> Blk<H, T> {
             // until `Drop` has reset the device.
             None => unsafe { self.queue.add(&[head_buf], &[status_buf]) }?,
         };
-        // `head` < QUEUE_SIZE, a power of two: the mask changes nothing.
-        self.slot_of[usize::from(head) & (QUEUE_SIZE - 1)] = slot;
+        // `head` < QUEUE_SIZE, a power of two: the mask changes nothing but
+        // shows the compiler the index is in range.
+        if let Some(slot_of) = self.slot_of.get_mut(usize::from(head) & HEAD_MASK) {
+            *slot_of = slot;
+        }
         let bit = 1u64 << slot;
         self.free &= !bit;
         if kind == RequestType::Out {
@@ -248,12 +259,12 @@ impl<H: Hal, T: Transport> Blk<H, T> {
         let Some((head, _len)) = self.control.check(popped)? else { return Ok(None) };
         // `pop_used` gives back only heads in flight, below QUEUE_SIZE, a
         // power of two: the mask changes nothing.
-        let slot = self.slot_of[usize::from(head) & (QUEUE_SIZE - 1)];
+        let slot = self.slot_of.get(usize::from(head) & HEAD_MASK).copied().unwrap_or(0);
         // SAFETY: `slot_of` holds slots below MAX_IN_FLIGHT (`Blk`'s
         // invariant), whose status bytes lie inside `slots`. The device has
         // returned the chain: the status byte is ours again; any byte is a
         // `u8`, and the value is checked below.
-        let status = unsafe { self.slots.read_at::<u8>(Self::slot_offset(slot) + STATUS_AT) };
+        let status = unsafe { self.slots.read_at::<u8>(Self::slot_offset(slot).wrapping_add(STATUS_AT)) };
         let bit = 1u64 << slot;
         self.free |= bit;
         let was_write = self.writes & bit != 0;

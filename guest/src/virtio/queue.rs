@@ -84,20 +84,25 @@ struct Offsets {
 }
 
 impl Offsets {
-    fn new(layout: SplitQueueLayout) -> Option<Self> {
-        let offset = |base: usize, add: u64| base.checked_add(usize::try_from(add).ok()?);
-        let avail = usize::try_from(layout.desc_table_bytes()).ok()?;
-        let used = offset(avail, layout.avail_ring_bytes())?.checked_next_multiple_of(4)?;
-        Some(Self {
+    /// The offsets for a queue of `size` entries, in one area that starts
+    /// with the descriptor table.
+    #[expect(clippy::cast_possible_truncation, reason = "every offset is below 2^20 (see below)")]
+    #[expect(clippy::arithmetic_side_effects, reason = "evaluated at compile time, where an overflow fails the build")]
+    const fn of(layout: SplitQueueLayout) -> Self {
+        // CAST: a queue has at most 32768 entries, so its three areas take
+        // less than 2^20 bytes: every `u64` below fits a `usize`.
+        let avail = layout.desc_table_bytes() as usize;
+        let used = (avail + layout.avail_ring_bytes() as usize).next_multiple_of(4);
+        Self {
             mask: layout.size().get().wrapping_sub(1),
             avail,
-            avail_ring: offset(avail, layout.avail_entry_offset(0))?,
-            used_event: offset(avail, layout.used_event_offset())?,
+            avail_ring: avail + layout.avail_entry_offset(0) as usize,
+            used_event: avail + layout.used_event_offset() as usize,
             used,
-            used_ring: offset(used, layout.used_entry_offset(0))?,
-            avail_event: offset(used, layout.avail_event_offset())?,
-            end: offset(used, layout.used_ring_bytes())?,
-        })
+            used_ring: used + layout.used_entry_offset(0) as usize,
+            avail_event: used + layout.avail_event_offset() as usize,
+            end: used + layout.used_ring_bytes() as usize,
+        }
     }
 
     /// Entry `i` (modulo the size) of the available ring.
@@ -130,8 +135,6 @@ impl Offsets {
 pub struct SplitQueue<H: Hal, const SIZE: usize> {
     index: u16,
     ring: Dma<H>,
-    layout: SplitQueueLayout,
-    at: Offsets,
     /// Each descriptor's `next`, as the driver wrote it: it links the
     /// chains in flight and, through their last descriptors, the free list.
     next: [u16; SIZE],
@@ -154,12 +157,7 @@ impl<H: Hal, const SIZE: usize> SplitQueue<H, SIZE> {
     /// drivers poll). The device knows nothing of them until
     /// [`SplitQueue::attach`].
     pub fn new(index: u16, event_idx: bool) -> Result<Self, VirtioError> {
-        const { assert!(SIZE.is_power_of_two() && SIZE <= 0x8000, "a queue size is a power of two up to 32768") };
-        let unavailable = VirtioError::QueueUnavailable { index };
-        let size = u32::try_from(SIZE).ok().and_then(QueueSize::new).ok_or(unavailable)?;
-        let layout = SplitQueueLayout::new(size);
-        let at = Offsets::new(layout).ok_or(unavailable)?;
-        let ring = Dma::new(at.end.div_ceil(PAGE_SIZE))?;
+        let ring = Dma::new(Self::AT.end.div_ceil(PAGE_SIZE))?;
         let mut next = [0u16; SIZE];
         // The free list: 0, 1, ..., SIZE - 1, then 0 (never followed:
         // `num_free` is 0 by then; 0 keeps every `next` below SIZE).
@@ -169,12 +167,10 @@ impl<H: Hal, const SIZE: usize> SplitQueue<H, SIZE> {
         let mut queue = Self {
             index,
             ring,
-            layout,
-            at,
             next,
             in_flight: [InFlight::NONE; SIZE],
             free_head: 0,
-            num_free: size.get(),
+            num_free: Self::LAYOUT.size().get(),
             avail_idx: 0,
             kicked_idx: 0,
             last_used: 0,
@@ -195,17 +191,17 @@ impl<H: Hal, const SIZE: usize> SplitQueue<H, SIZE> {
     /// the reset fails, keeps the rings from being freed ([`SplitQueue::leak`]).
     pub unsafe fn attach<T: Transport>(&mut self, transport: &mut T) -> Result<(), VirtioError> {
         let index = self.index;
-        if transport.queue_max(index) < self.layout.size().get().into() {
+        if transport.queue_max(index) < Self::LAYOUT.size().get().into() {
             return Err(VirtioError::QueueUnavailable { index });
         }
         let (desc, avail, used) =
-            (self.ring.paddr_at(0), self.ring.paddr_at(self.at.avail), self.ring.paddr_at(self.at.used));
+            (self.ring.paddr_at(0), self.ring.paddr_at(Self::AT.avail), self.ring.paddr_at(Self::AT.used));
         let (Some(desc), Some(avail), Some(used)) = (desc, avail, used) else {
             return Err(VirtioError::QueueUnavailable { index });
         };
         // SAFETY: the three rings lie in this queue's DMA area, sized for
         // `SIZE` entries; the caller keeps them alive until the device is reset.
-        unsafe { transport.queue_setup(index, self.layout.size().get(), desc, avail, used) }
+        unsafe { transport.queue_setup(index, Self::LAYOUT.size().get(), desc, avail, used) }
     }
 
     /// Keeps the rings allocated for ever: for a queue whose device did not
@@ -215,13 +211,55 @@ impl<H: Hal, const SIZE: usize> SplitQueue<H, SIZE> {
     }
 
     /// `SIZE - 1`: masks a ring index or a descriptor number into range.
-    const MASK: u16 = (SIZE - 1) as u16;
+    #[expect(clippy::cast_possible_truncation, reason = "SIZE is at most 32768 (`LAYOUT`)")]
+    const MASK: u16 = SIZE.wrapping_sub(1) as u16;
+
+    /// The queue's layout; compiling it fails for a size that is not a
+    /// power of two up to 32768.
+    #[expect(clippy::cast_possible_truncation, reason = "a size beyond u32 fails QueueSize::new")]
+    const LAYOUT: SplitQueueLayout = match QueueSize::new(if SIZE > u32::MAX as usize { 0 } else { SIZE as u32 }) {
+        Some(size) => SplitQueueLayout::new(size),
+        None => panic!("a queue size is a power of two up to 32768"),
+    };
+
+    /// Where the rings' parts lie in `ring`, worked out at compile time.
+    const AT: Offsets = Offsets::of(Self::LAYOUT);
+
+    /// Descriptor `d`'s `next`, as the driver wrote it.
+    #[inline(always)]
+    fn next_of(&self, d: u16) -> u16 {
+        // The mask keeps the index below SIZE, so the compiler drops the
+        // check; `d` is below SIZE anyway (the invariant).
+        self.next.get(usize::from(d & Self::MASK)).copied().unwrap_or(0)
+    }
+
+    /// Sets descriptor `d`'s `next` (`value` below SIZE).
+    #[inline(always)]
+    fn set_next(&mut self, d: u16, value: u16) {
+        if let Some(next) = self.next.get_mut(usize::from(d & Self::MASK)) {
+            *next = value;
+        }
+    }
+
+    /// The record of head `head`'s chain.
+    #[inline(always)]
+    fn flight(&self, head: u16) -> InFlight {
+        self.in_flight.get(usize::from(head & Self::MASK)).copied().unwrap_or(InFlight::NONE)
+    }
+
+    /// Sets the record of head `head`'s chain.
+    #[inline(always)]
+    fn set_flight(&mut self, head: u16, flight: InFlight) {
+        if let Some(slot) = self.in_flight.get_mut(usize::from(head & Self::MASK)) {
+            *slot = flight;
+        }
+    }
 
     /// Writes `value` (little-endian) at `offset` of the rings, an offset
     /// from `at`.
     #[inline(always)]
     fn put16(&mut self, offset: usize, value: u16) {
-        debug_assert!(offset < self.at.end && offset.is_multiple_of(2));
+        debug_assert!(offset < Self::AT.end && offset.is_multiple_of(2));
         // SAFETY: every offset passed here is a field of `at` or an entry
         // it computes, inside the area and 2-aligned (`Offsets`'
         // invariant), and the area holds `at.end` bytes (the queue's).
@@ -232,7 +270,7 @@ impl<H: Hal, const SIZE: usize> SplitQueue<H, SIZE> {
     /// from `at`.
     #[inline(always)]
     fn get16(&self, offset: usize) -> u16 {
-        debug_assert!(offset < self.at.end && offset.is_multiple_of(2));
+        debug_assert!(offset < Self::AT.end && offset.is_multiple_of(2));
         // SAFETY: every offset passed here is a field of `at`, inside the
         // area and 2-aligned (`Offsets`' invariant); any bits are a `u16`.
         u16::from_le(unsafe { self.ring.read_at::<u16>(offset) })
@@ -253,9 +291,9 @@ impl<H: Hal, const SIZE: usize> SplitQueue<H, SIZE> {
     fn suppress_interrupts(&mut self) {
         if self.event_idx {
             self.used_event_base = self.last_used;
-            self.put16(self.at.used_event, self.last_used.wrapping_add(0x8000));
+            self.put16(Self::AT.used_event, self.last_used.wrapping_add(0x8000));
         } else {
-            self.put16(self.at.avail, AvailFlags::NO_INTERRUPT.bits());
+            self.put16(Self::AT.avail, AvailFlags::NO_INTERRUPT.bits());
         }
     }
 
@@ -266,8 +304,8 @@ impl<H: Hal, const SIZE: usize> SplitQueue<H, SIZE> {
     fn keep_interrupts_suppressed(&mut self) {
         // The device's index is below `used_event_base + 0x8000` while
         // `last_used + SIZE` is (a queue size is at most 0x8000).
-        const { assert!(SIZE <= 0x8000) };
-        let reach = const { (0x8000 - SIZE as u16) / 2 };
+        // A constant: (0x8000 - SIZE) / 2.
+        let reach = 0x7fffu16.wrapping_sub(Self::MASK) >> 1;
         if self.event_idx && self.last_used.wrapping_sub(self.used_event_base) >= reach {
             self.suppress_interrupts();
         }
@@ -295,6 +333,7 @@ impl<H: Hal, const SIZE: usize> SplitQueue<H, SIZE> {
         let writable = outputs.iter().try_fold(0u32, |sum, b| sum.checked_add(b.len));
         let writable = writable.ok_or(VirtioError::InvalidRequest)?;
         // CAST: `count` <= `num_free` <= SIZE <= 32768.
+        #[expect(clippy::cast_possible_truncation, reason = "see CAST")]
         let count = count as u16;
         let head = self.free_head;
         let mut slot = head;
@@ -306,7 +345,7 @@ impl<H: Hal, const SIZE: usize> SplitQueue<H, SIZE> {
         // list.
         for (buffers, flags) in [(inputs, DescFlags::empty()), (outputs, DescFlags::WRITE)] {
             for buffer in buffers {
-                let next = self.next[usize::from(slot & Self::MASK)];
+                let next = self.next_of(slot);
                 left = left.wrapping_sub(1);
                 let flags = if left > 0 { flags | DescFlags::NEXT } else { flags };
                 self.publish_descriptor(slot, buffer, flags, next);
@@ -315,14 +354,14 @@ impl<H: Hal, const SIZE: usize> SplitQueue<H, SIZE> {
             }
         }
         // INVARIANT: `last` is a descriptor, below SIZE; `count` > 0.
-        self.in_flight[usize::from(head & Self::MASK)] = InFlight { writable, descriptors: count, last };
+        self.set_flight(head, InFlight { writable, descriptors: count, last });
         self.free_head = slot;
         self.num_free = self.num_free.wrapping_sub(count);
-        self.put16(self.at.avail_entry(self.avail_idx), head);
+        self.put16(Self::AT.avail_entry(self.avail_idx), head);
         // VQ-4: the descriptors and the ring entry before the index.
         fence(Ordering::Release);
         self.avail_idx = self.avail_idx.wrapping_add(1);
-        self.put16(self.at.avail.wrapping_add(2), self.avail_idx);
+        self.put16(Self::AT.avail.wrapping_add(2), self.avail_idx);
         Ok(head)
     }
 
@@ -330,7 +369,8 @@ impl<H: Hal, const SIZE: usize> SplitQueue<H, SIZE> {
     /// address, then length, flags and `next`.
     #[inline(always)]
     fn publish_descriptor(&mut self, slot: u16, buffer: &Buffer, flags: DescFlags, next: u16) {
-        let base = usize::from(slot & Self::MASK) * DESC_BYTES;
+        // No overflow: below SIZE * 16.
+        let base = usize::from(slot & Self::MASK).wrapping_mul(DESC_BYTES);
         let rest = u64::from(buffer.len) | u64::from(flags.bits()) << 32 | u64::from(next) << 48;
         // SAFETY: descriptor `slot` (masked below SIZE) lies in the table at
         // the area's start, which holds SIZE 16-byte descriptors
@@ -338,7 +378,7 @@ impl<H: Hal, const SIZE: usize> SplitQueue<H, SIZE> {
         // 8-aligned.
         unsafe { self.ring.write_at(base, buffer.addr.to_le()) };
         // SAFETY: the second half of the same descriptor, as just said.
-        unsafe { self.ring.write_at(base + 8, rest.to_le()) };
+        unsafe { self.ring.write_at(base.wrapping_add(8), rest.to_le()) };
     }
 
     /// Whether the device wants to be notified of what was added since the
@@ -352,9 +392,9 @@ impl<H: Hal, const SIZE: usize> SplitQueue<H, SIZE> {
             return false;
         }
         if self.event_idx {
-            need_event(self.get16(self.at.avail_event), new, old)
+            need_event(self.get16(Self::AT.avail_event), new, old)
         } else {
-            self.get16(self.at.used) & UsedFlags::NO_NOTIFY.bits() == 0
+            self.get16(Self::AT.used) & UsedFlags::NO_NOTIFY.bits() == 0
         }
     }
 
@@ -371,7 +411,7 @@ impl<H: Hal, const SIZE: usize> SplitQueue<H, SIZE> {
     /// Whether a used entry is waiting.
     #[inline(always)]
     pub fn can_pop(&self) -> bool {
-        self.get16(self.at.used.wrapping_add(2)) != self.last_used
+        self.get16(Self::AT.used.wrapping_add(2)) != self.last_used
     }
 
     /// Takes the next used entry: the request's token and the bytes the
@@ -383,28 +423,28 @@ impl<H: Hal, const SIZE: usize> SplitQueue<H, SIZE> {
             return Ok(None);
         }
         fence(Ordering::Acquire);
-        let entry = self.at.used_entry(self.last_used);
+        let entry = Self::AT.used_entry(self.last_used);
         // SAFETY: a used entry (masked below SIZE) lies inside the area and
         // is 4-aligned (`Offsets`' invariant); any bits are a `u32`.
         let id = u32::from_le(unsafe { self.ring.read_at::<u32>(entry) });
         // SAFETY: the entry's second half, as just said.
-        let len = u32::from_le(unsafe { self.ring.read_at::<u32>(entry + 4) });
+        let len = u32::from_le(unsafe { self.ring.read_at::<u32>(entry.wrapping_add(4)) });
         // VQ-6, checked once here: the id names a head in flight, the length
         // is within its writable buffers.
         let head = u16::try_from(id).ok().filter(|&h| usize::from(h) < SIZE);
         let head = head.ok_or(VirtioError::DeviceMisbehaved("used id out of range"))?;
-        let flight = self.in_flight[usize::from(head & Self::MASK)];
+        let flight = self.flight(head);
         if flight.descriptors == 0 {
             return Err(VirtioError::DeviceMisbehaved("used id not in flight"));
         }
         if len > flight.writable {
             return Err(VirtioError::DeviceMisbehaved("used length beyond the buffers"));
         }
-        self.in_flight[usize::from(head & Self::MASK)] = InFlight::NONE;
+        self.set_flight(head, InFlight::NONE);
         self.last_used = self.last_used.wrapping_add(1);
         // Back on the free list: the chain's descriptors are still linked by
         // their `next`; its last one now links to the old free head.
-        self.next[usize::from(flight.last & Self::MASK)] = self.free_head;
+        self.set_next(flight.last, self.free_head);
         self.free_head = head;
         // No overflow: gives back exactly what `add` took.
         self.num_free = self.num_free.wrapping_add(flight.descriptors);
