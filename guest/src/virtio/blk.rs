@@ -4,10 +4,19 @@
 //! status bytes live in the driver's own DMA page, one slot per request in
 //! flight. [`Blk::read`], [`Blk::write`] and [`Blk::flush`] wait for their
 //! request; [`Blk::submit`] and [`Blk::poll`] keep many in flight.
+//!
+//! Each slot owns three descriptors of the queue for good (taken with
+//! [`SplitQueue::take_descriptors`]): its header's (descriptor `slot`, the
+//! chain's head), its data's (`MAX_IN_FLIGHT + slot`) and its status
+//! byte's (`2 * MAX_IN_FLIGHT + slot`). The header's address and the status
+//! descriptor are written once, at set-up; a request writes its data
+//! descriptor and the header's length, flags and link (to the data, or to
+//! the status for a request without data).
 
 use pvkit_spec::virtio::blk::{
     BlkConfig, BlkFeatures, DiscardSegment, ID_BYTES, RequestHeader, RequestStatus, RequestType, SECTOR_SIZE,
 };
+use pvkit_spec::virtio::queue::DescFlags;
 use pvkit_spec::virtio::{DeviceId, Features};
 use zerocopy::FromBytes;
 
@@ -29,9 +38,13 @@ const STATUS_AT: usize = size_of::<RequestHeader>();
 /// Bytes of the header, the first buffer of every request.
 const HEADER_BYTES: u32 = 16;
 static_assertions::const_assert_eq!(HEADER_BYTES as usize, STATUS_AT);
-/// Masks a queue head into `slot_of` (the queue size is a power of two).
-const HEAD_MASK: usize = QUEUE_SIZE.wrapping_sub(1);
-static_assertions::const_assert!(QUEUE_SIZE.is_power_of_two());
+/// `MAX_IN_FLIGHT` as a descriptor count.
+#[expect(clippy::cast_possible_truncation, reason = "MAX_IN_FLIGHT * 3 <= QUEUE_SIZE, checked below")]
+const SLOTS: u16 = MAX_IN_FLIGHT as u16;
+/// Descriptors the slots own: three each.
+#[expect(clippy::cast_possible_truncation, reason = "MAX_IN_FLIGHT * 3 <= QUEUE_SIZE, checked below")]
+const SLOT_DESCRIPTORS: u16 = (MAX_IN_FLIGHT * 3) as u16;
+static_assertions::const_assert!(MAX_IN_FLIGHT * 3 <= QUEUE_SIZE);
 /// What a status byte holds until the device writes it.
 const NOT_WRITTEN: u8 = 0xff;
 /// Pages of request slots.
@@ -59,8 +72,10 @@ pub type Completion = (Token, Result<(), VirtioError>);
 /// # Invariants
 ///
 /// `slots` holds `SLOT_PAGES` pages, at guest-physical addresses that do not
-/// wrap; `free` and `writes` have bits below `MAX_IN_FLIGHT` only, and
-/// `slot_of` holds slots below `MAX_IN_FLIGHT`.
+/// wrap; `free` and `writes` have bits below `MAX_IN_FLIGHT` only; the
+/// queue's descriptors below `SLOT_DESCRIPTORS` are taken, and each slot's
+/// header descriptor holds its header's address, its status descriptor its
+/// status byte.
 #[derive(Debug)]
 pub struct Blk<H: Hal, T: Transport> {
     control: Control<T>,
@@ -69,8 +84,6 @@ pub struct Blk<H: Hal, T: Transport> {
     slots: Dma<H>,
     /// The slots not in flight: bit `i` for slot `i`.
     free: u64,
-    /// The slot of each queue head in flight.
-    slot_of: [u16; QUEUE_SIZE],
     /// The slots that hold a write: bit `i` for slot `i`.
     writes: u64,
     capacity: u64,
@@ -102,12 +115,24 @@ impl<H: Hal, T: Transport> Blk<H, T> {
             queue,
             slots,
             free: ALL_SLOTS,
-            slot_of: [0; QUEUE_SIZE],
             writes: 0,
             capacity,
             features,
             notifications: 0,
         };
+        blk.queue.take_descriptors(SLOT_DESCRIPTORS)?;
+        for slot in (0u16..).take(MAX_IN_FLIGHT) {
+            let (header, status) = blk.slot_buffers(slot);
+            // SAFETY: descriptors of slot `slot`, taken above, of no chain
+            // yet; they name the slot's header and status byte, the
+            // driver's DMA memory, which lives until `Drop` has reset the
+            // device.
+            unsafe {
+                blk.queue.write_descriptor(slot, header, DescFlags::NEXT, Self::data_descriptor(slot));
+            }
+            // SAFETY: the slot's status descriptor, as just said.
+            unsafe { blk.queue.write_descriptor(Self::status_descriptor(slot), status, DescFlags::WRITE, 0) };
+        }
         let transport = blk.control.running()?;
         // SAFETY: `Drop` resets the device before the queue goes, and leaks
         // the queue if the reset is not confirmed.
@@ -129,6 +154,28 @@ impl<H: Hal, T: Transport> Blk<H, T> {
     /// Requests in flight that can still be added.
     pub fn can_submit(&self) -> bool {
         self.free != 0 && self.queue.free() >= 3
+    }
+
+    /// The descriptor of slot `slot`'s data.
+    #[inline(always)]
+    fn data_descriptor(slot: u16) -> u16 {
+        // No overflow: below 2 * MAX_IN_FLIGHT.
+        slot.wrapping_add(SLOTS)
+    }
+
+    /// The descriptor of slot `slot`'s status byte.
+    #[inline(always)]
+    fn status_descriptor(slot: u16) -> u16 {
+        // No overflow: below 3 * MAX_IN_FLIGHT.
+        slot.wrapping_add(SLOTS).wrapping_add(SLOTS)
+    }
+
+    /// Slot `slot`'s header and status byte, as buffers for the device.
+    fn slot_buffers(&self, slot: u16) -> (Buffer, Buffer) {
+        // No overflow: the slots' addresses do not wrap (`Blk`'s invariant).
+        let paddr = self.slots.paddr().wrapping_add(Self::slot_offset(slot) as u64);
+        let header = Buffer { addr: paddr, len: HEADER_BYTES };
+        (header, Buffer { addr: paddr.wrapping_add(u64::from(HEADER_BYTES)), len: 1 })
     }
 
     /// Where slot `slot` (below `MAX_IN_FLIGHT`) lies in the slots' DMA area.
@@ -201,36 +248,41 @@ impl<H: Hal, T: Transport> Blk<H, T> {
         #[expect(clippy::cast_possible_truncation, reason = "see CAST")]
         let slot = self.free.trailing_zeros() as u16;
         let offset = Self::slot_offset(slot);
-        // No overflow: the slots' addresses do not wrap (`Blk`'s invariant).
-        let paddr = self.slots.paddr().wrapping_add(offset as u64);
+        let header = RequestHeader::new(kind, sector);
         // SAFETY: slot `slot` < MAX_IN_FLIGHT lies inside the SLOT_PAGES
-        // pages of `slots` (SLOT bytes each, header then status byte);
-        // `RequestHeader` and `u8` need no alignment. The slot is not in
-        // flight: the device does not use it now.
-        unsafe { self.slots.write_at(offset, RequestHeader::new(kind, sector)) };
+        // pages of `slots` (SLOT bytes each, header then status byte), and
+        // SLOT-aligned; the slot is not in flight, so the device does not
+        // use it now.
+        unsafe { self.slots.write_at(offset, header) };
         // SAFETY: the status byte of the same slot, inside it as just said.
         unsafe { self.slots.write_at(offset.wrapping_add(STATUS_AT), NOT_WRITTEN) };
-        let head_buf = Buffer { addr: paddr, len: HEADER_BYTES };
-        let status_buf = Buffer { addr: paddr.wrapping_add(u64::from(HEADER_BYTES)), len: 1 };
         let device_writes = !matches!(kind, RequestType::Out | RequestType::Discard);
-        let head = match data {
-            // SAFETY: `d` is forwarded from the caller, who keeps it valid;
-            // the slot is the driver's DMA memory, which lives until `Drop`
-            // has reset the device.
-            Some(d) if device_writes => unsafe { self.queue.add(&[head_buf], &[d, status_buf]) }?,
-            // SAFETY: `d` is forwarded from the caller, who keeps it valid;
-            // the slot is the driver's DMA memory, which lives until `Drop`
-            // has reset the device.
-            Some(d) => unsafe { self.queue.add(&[head_buf, d], &[status_buf]) }?,
-            // SAFETY: only the slot, the driver's DMA memory, which lives
-            // until `Drop` has reset the device.
-            None => unsafe { self.queue.add(&[head_buf], &[status_buf]) }?,
+        let writable = match data {
+            Some(d) => {
+                let (flags, writable) =
+                    if device_writes { (DescFlags::NEXT | DescFlags::WRITE, d.len) } else { (DescFlags::NEXT, 0) };
+                let data_desc = Self::data_descriptor(slot);
+                // SAFETY: the slot's data descriptor, followed by its status
+                // descriptor, both taken; the slot is not in flight. `d` is
+                // forwarded from the caller, who keeps it valid.
+                unsafe { self.queue.write_descriptor(data_desc, d, flags, Self::status_descriptor(slot)) };
+                // SAFETY: the slot's header descriptor keeps its header's
+                // address (`Blk`'s invariant); it now leads to the data.
+                unsafe { self.queue.rewrite_descriptor(slot, HEADER_BYTES, DescFlags::NEXT, data_desc) };
+                writable
+            }
+            None => {
+                // SAFETY: the slot's header descriptor keeps its header's
+                // address (`Blk`'s invariant); it now leads to the status.
+                unsafe {
+                    self.queue.rewrite_descriptor(slot, HEADER_BYTES, DescFlags::NEXT, Self::status_descriptor(slot));
+                }
+                0
+            }
         };
-        // `head` < QUEUE_SIZE, a power of two: the mask changes nothing but
-        // shows the compiler the index is in range.
-        if let Some(slot_of) = self.slot_of.get_mut(usize::from(head) & HEAD_MASK) {
-            *slot_of = slot;
-        }
+        // The status byte: one more writable byte.
+        let writable = writable.checked_add(1).ok_or(VirtioError::InvalidRequest)?;
+        let head = self.queue.add_taken(slot, writable)?;
         let bit = 1u64 << slot;
         self.free &= !bit;
         if kind == RequestType::Out {
@@ -259,9 +311,13 @@ impl<H: Hal, T: Transport> Blk<H, T> {
         let Some((head, _len)) = self.control.check(popped)? else { return Ok(None) };
         // `pop_used` gives back only heads in flight, below QUEUE_SIZE, a
         // power of two: the mask changes nothing.
-        let slot = self.slot_of.get(usize::from(head) & HEAD_MASK).copied().unwrap_or(0);
-        // SAFETY: `slot_of` holds slots below MAX_IN_FLIGHT (`Blk`'s
-        // invariant), whose status bytes lie inside `slots`. The device has
+        // The head is the slot: only slots' heads are made available.
+        let slot = head;
+        if usize::from(slot) >= MAX_IN_FLIGHT {
+            return Err(self.control.stop("completed a chain the driver did not make"));
+        }
+        // SAFETY: slot `slot` < MAX_IN_FLIGHT, whose status byte lies
+        // inside `slots` (`Blk`'s invariant). The device has
         // returned the chain: the status byte is ours again; any byte is a
         // `u8`, and the value is checked below.
         let status = unsafe { self.slots.read_at::<u8>(Self::slot_offset(slot).wrapping_add(STATUS_AT)) };

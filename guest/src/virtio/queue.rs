@@ -7,6 +7,17 @@
 //! no more than that: a kernel's stack holds the drivers. What the device writes, the used
 //! ring, is checked before it is acted on: the id must be the head of a chain
 //! in flight, and the length within that chain's writable buffers (VQ-6).
+//!
+//! Chains come two ways. [`SplitQueue::add`] takes descriptors from a free
+//! list and writes all of each; a driver whose requests always have the
+//! same shape may instead [take](SplitQueue::take_descriptors) the first
+//! descriptors of the table for good, write once what never changes
+//! ([`SplitQueue::write_descriptor`]), and per request rewrite only what
+//! does before making the chain available ([`SplitQueue::add_taken`]): the
+//! block driver's header and status descriptors stay as written, and a
+//! request writes its data descriptor alone. The device must not write the
+//! table, and the driver never reads it back, so what a misbehaving device
+//! wrote there can only misdirect its own accesses.
 
 use core::mem::size_of;
 use core::sync::atomic::{Ordering, fence};
@@ -143,6 +154,8 @@ pub struct SplitQueue<H: Hal, const SIZE: usize> {
     in_flight: [InFlight; SIZE],
     free_head: u16,
     num_free: u16,
+    /// Descriptors `[0, taken)` are the driver's own, off the free list.
+    taken: u16,
     avail_idx: u16,
     /// The available index when the device was last notified.
     kicked_idx: u16,
@@ -170,6 +183,7 @@ impl<H: Hal, const SIZE: usize> SplitQueue<H, SIZE> {
             next,
             in_flight: [InFlight::NONE; SIZE],
             free_head: 0,
+            taken: 0,
             num_free: Self::LAYOUT.size().get(),
             avail_idx: 0,
             kicked_idx: 0,
@@ -311,6 +325,92 @@ impl<H: Hal, const SIZE: usize> SplitQueue<H, SIZE> {
         }
     }
 
+    /// Takes descriptors `0..count` off the free list for good, for chains
+    /// the driver writes itself ([`SplitQueue::write_descriptor`]) and
+    /// makes available with [`SplitQueue::add_taken`]; [`SplitQueue::add`]
+    /// uses the rest. Only on a queue that has made nothing available yet
+    /// ([`VirtioError::Busy`] otherwise), and once.
+    pub fn take_descriptors(&mut self, count: u16) -> Result<(), VirtioError> {
+        if self.taken != 0 || usize::from(self.num_free) != SIZE || self.avail_idx != 0 {
+            return Err(VirtioError::Busy);
+        }
+        if usize::from(count) > SIZE {
+            return Err(VirtioError::TooManyBuffers);
+        }
+        // The free list of a fresh queue is 0, 1, ..., SIZE - 1.
+        self.taken = count;
+        self.free_head = count & Self::MASK;
+        self.num_free = self.num_free.wrapping_sub(count);
+        Ok(())
+    }
+
+    /// Writes descriptor `d`, one of those [taken](SplitQueue::take_descriptors):
+    /// `buffer`, with `flags`, followed by descriptor `next` when `flags`
+    /// has `NEXT`. Two 64-bit stores; nothing is checked on this path.
+    ///
+    /// # Safety
+    ///
+    /// `d` must be a taken descriptor of no chain in flight, and `next`
+    /// (with `NEXT`) a taken descriptor; the buffer must stay valid, and
+    /// unused by anyone else if the device writes it, until every chain
+    /// made available through `d` has come back from
+    /// [`SplitQueue::pop_used`] or the device is reset.
+    #[inline(always)]
+    pub unsafe fn write_descriptor(&mut self, d: u16, buffer: Buffer, flags: DescFlags, next: u16) {
+        debug_assert!(d < self.taken && (!flags.contains(DescFlags::NEXT) || next < self.taken));
+        self.publish_descriptor(d, &buffer, flags, next);
+    }
+
+    /// Rewrites the second half of descriptor `d` (length, flags, `next`)
+    /// and keeps its address: one 64-bit store.
+    ///
+    /// # Safety
+    ///
+    /// As for [`SplitQueue::write_descriptor`], `d` keeping the buffer
+    /// address written last, now `len` bytes long.
+    #[inline(always)]
+    pub unsafe fn rewrite_descriptor(&mut self, d: u16, len: u32, flags: DescFlags, next: u16) {
+        debug_assert!(d < self.taken && (!flags.contains(DescFlags::NEXT) || next < self.taken));
+        let rest = u64::from(len) | u64::from(flags.bits()) << 32 | u64::from(next) << 48;
+        // No overflow: below SIZE * 16 + 8.
+        let at = usize::from(d & Self::MASK).wrapping_mul(DESC_BYTES).wrapping_add(8);
+        // SAFETY: the second half of descriptor `d` (masked below SIZE),
+        // inside the table at the area's start and 8-aligned (`Offsets`'
+        // invariant).
+        unsafe { self.ring.write_at(at, rest.to_le()) };
+    }
+
+    /// Makes the chain starting at taken descriptor `head` available: its
+    /// descriptors as the driver wrote them, `writable` bytes of them for
+    /// the device to write. Returns the token [`SplitQueue::pop_used`] gives
+    /// back (`head`). [`VirtioError::InvalidRequest`] if `head` is not a
+    /// taken descriptor or its chain is in flight already.
+    ///
+    /// The chain's descriptors and buffers are covered by the `unsafe`
+    /// calls that wrote them ([`SplitQueue::write_descriptor`]).
+    #[inline(always)]
+    pub fn add_taken(&mut self, head: u16, writable: u32) -> Result<u16, VirtioError> {
+        if head >= self.taken || self.flight(head).descriptors != 0 {
+            return Err(VirtioError::InvalidRequest);
+        }
+        // INVARIANT: `last` is unused for taken chains (they go back to no
+        // free list); 1 descriptor marks the record in flight.
+        self.set_flight(head, InFlight { writable, descriptors: 1, last: head });
+        self.publish_available(head);
+        Ok(head)
+    }
+
+    /// Puts `head` in the next entry of the available ring and makes it
+    /// visible.
+    #[inline(always)]
+    fn publish_available(&mut self, head: u16) {
+        self.put16(Self::AT.avail_entry(self.avail_idx), head);
+        // VQ-4: the descriptors and the ring entry before the index.
+        fence(Ordering::Release);
+        self.avail_idx = self.avail_idx.wrapping_add(1);
+        self.put16(Self::AT.avail.wrapping_add(2), self.avail_idx);
+    }
+
     /// Makes a request available: `inputs` for the device to read, then
     /// `outputs` for it to write. Returns the token [`SplitQueue::pop_used`]
     /// gives back.
@@ -357,11 +457,7 @@ impl<H: Hal, const SIZE: usize> SplitQueue<H, SIZE> {
         self.set_flight(head, InFlight { writable, descriptors: count, last });
         self.free_head = slot;
         self.num_free = self.num_free.wrapping_sub(count);
-        self.put16(Self::AT.avail_entry(self.avail_idx), head);
-        // VQ-4: the descriptors and the ring entry before the index.
-        fence(Ordering::Release);
-        self.avail_idx = self.avail_idx.wrapping_add(1);
-        self.put16(Self::AT.avail.wrapping_add(2), self.avail_idx);
+        self.publish_available(head);
         Ok(head)
     }
 
@@ -442,12 +538,14 @@ impl<H: Hal, const SIZE: usize> SplitQueue<H, SIZE> {
         }
         self.set_flight(head, InFlight::NONE);
         self.last_used = self.last_used.wrapping_add(1);
-        // Back on the free list: the chain's descriptors are still linked by
-        // their `next`; its last one now links to the old free head.
-        self.set_next(flight.last, self.free_head);
-        self.free_head = head;
-        // No overflow: gives back exactly what `add` took.
-        self.num_free = self.num_free.wrapping_add(flight.descriptors);
+        if head >= self.taken {
+            // Back on the free list: the chain's descriptors are still linked
+            // by their `next`; its last one now links to the old free head.
+            self.set_next(flight.last, self.free_head);
+            self.free_head = head;
+            // No overflow: gives back exactly what `add` took.
+            self.num_free = self.num_free.wrapping_add(flight.descriptors);
+        }
         self.keep_interrupts_suppressed();
         Ok(Some((head, len)))
     }
