@@ -38,6 +38,9 @@ const STATUS_AT: usize = size_of::<RequestHeader>();
 /// Bytes of the header, the first buffer of every request.
 const HEADER_BYTES: u32 = 16;
 static_assertions::const_assert_eq!(HEADER_BYTES as usize, STATUS_AT);
+// `submit` writes the header as two u64s: the type and a reserved zero, then the sector.
+static_assertions::const_assert_eq!(core::mem::offset_of!(RequestHeader, reserved), 4);
+static_assertions::const_assert_eq!(core::mem::offset_of!(RequestHeader, sector), 8);
 /// `MAX_IN_FLIGHT` as a descriptor count.
 #[expect(clippy::cast_possible_truncation, reason = "MAX_IN_FLIGHT * 3 <= QUEUE_SIZE, checked below")]
 const SLOTS: u16 = MAX_IN_FLIGHT as u16;
@@ -196,7 +199,8 @@ impl<H: Hal, T: Transport> Blk<H, T> {
     pub fn kick(&mut self) -> bool {
         let Ok(transport) = self.control.running() else { return false };
         let notified = self.queue.kick(transport);
-        self.notifications = self.notifications.saturating_add(u64::from(notified));
+        // A u64 count of exits does not wrap.
+        self.notifications = self.notifications.wrapping_add(u64::from(notified));
         notified
     }
 
@@ -248,11 +252,13 @@ impl<H: Hal, T: Transport> Blk<H, T> {
         #[expect(clippy::cast_possible_truncation, reason = "see CAST")]
         let slot = self.free.trailing_zeros() as u16;
         let offset = Self::slot_offset(slot);
-        let header = RequestHeader::new(kind, sector);
+        // The header as two little-endian u64s (`RequestHeader`'s layout:
+        // the type, a reserved zero, the sector), two stores.
+        let header = [u64::from(kind.raw()).to_le(), sector.to_le()];
         // SAFETY: slot `slot` < MAX_IN_FLIGHT lies inside the SLOT_PAGES
         // pages of `slots` (SLOT bytes each, header then status byte), and
-        // SLOT-aligned; the slot is not in flight, so the device does not
-        // use it now.
+        // SLOT-aligned, so 8-aligned; the slot is not in flight, so the
+        // device does not use it now.
         unsafe { self.slots.write_at(offset, header) };
         // SAFETY: the status byte of the same slot, inside it as just said.
         unsafe { self.slots.write_at(offset.wrapping_add(STATUS_AT), NOT_WRITTEN) };
@@ -369,12 +375,14 @@ impl<H: Hal, T: Transport> Blk<H, T> {
     }
 
     /// Reads whole sectors at `sector` into `buf` (physically contiguous).
+    #[inline]
     pub fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), VirtioError> {
         let b = Self::buffer(buf)?;
         self.wait_for(RequestType::In, sector, Some(b))
     }
 
     /// Writes whole sectors from `buf` (physically contiguous) at `sector`.
+    #[inline]
     pub fn write(&mut self, sector: u64, buf: &[u8]) -> Result<(), VirtioError> {
         let b = Self::buffer(buf)?;
         self.wait_for(RequestType::Out, sector, Some(b))
