@@ -253,13 +253,14 @@ impl<H: Hal, T: Transport> Blk<H, T> {
         let slot = self.free.trailing_zeros() as u16;
         let offset = Self::slot_offset(slot);
         // The header as two little-endian u64s (`RequestHeader`'s layout:
-        // the type, a reserved zero, the sector), two stores.
-        let header = [u64::from(kind.raw()).to_le(), sector.to_le()];
+        // the type and a reserved zero, then the sector), two stores.
         // SAFETY: slot `slot` < MAX_IN_FLIGHT lies inside the SLOT_PAGES
         // pages of `slots` (SLOT bytes each, header then status byte), and
         // SLOT-aligned, so 8-aligned; the slot is not in flight, so the
         // device does not use it now.
-        unsafe { self.slots.write_at(offset, header) };
+        unsafe { self.slots.write_at(offset, u64::from(kind.raw()).to_le()) };
+        // SAFETY: the header's second half, in the same slot.
+        unsafe { self.slots.write_at(offset.wrapping_add(8), sector.to_le()) };
         // SAFETY: the status byte of the same slot, inside it as just said.
         unsafe { self.slots.write_at(offset.wrapping_add(STATUS_AT), NOT_WRITTEN) };
         let device_writes = !matches!(kind, RequestType::Out | RequestType::Discard);
@@ -315,8 +316,15 @@ impl<H: Hal, T: Transport> Blk<H, T> {
     fn poll_running(&mut self) -> Result<Option<Completion>, VirtioError> {
         let popped = self.queue.pop_used();
         let Some((head, _len)) = self.control.check(popped)? else { return Ok(None) };
-        // `pop_used` gives back only heads in flight, below QUEUE_SIZE, a
-        // power of two: the mask changes nothing.
+        let outcome = self.finish(head)?;
+        Ok(Some((Token { head, slot: head }, outcome)))
+    }
+
+    /// Frees the slot of the chain `head` the device gave back and decodes
+    /// its status byte: the request's outcome, or (outer error) the device
+    /// was stopped for breaking the protocol.
+    #[inline(always)]
+    fn finish(&mut self, head: u16) -> Result<Result<(), VirtioError>, VirtioError> {
         // The head is the slot: only slots' heads are made available.
         let slot = head;
         if usize::from(slot) >= MAX_IN_FLIGHT {
@@ -329,15 +337,17 @@ impl<H: Hal, T: Transport> Blk<H, T> {
         let status = unsafe { self.slots.read_at::<u8>(Self::slot_offset(slot).wrapping_add(STATUS_AT)) };
         let bit = 1u64 << slot;
         self.free |= bit;
+        if status == RequestStatus::Ok.raw() {
+            return Ok(Ok(()));
+        }
         let was_write = self.writes & bit != 0;
-        let outcome = match RequestStatus::from_raw(status) {
-            Some(RequestStatus::Ok) => Ok(()),
-            Some(RequestStatus::Unsupp) => Err(VirtioError::Unsupported),
-            Some(RequestStatus::IoErr) if was_write && self.read_only() => Err(VirtioError::ReadOnly),
-            Some(RequestStatus::IoErr) => Err(VirtioError::IoError),
-            _ => return Err(self.control.stop("status byte not written")),
-        };
-        Ok(Some((Token { head, slot }, outcome)))
+        match RequestStatus::from_raw(status) {
+            Some(RequestStatus::Ok) => Ok(Ok(())),
+            Some(RequestStatus::Unsupp) => Ok(Err(VirtioError::Unsupported)),
+            Some(RequestStatus::IoErr) if was_write && self.read_only() => Ok(Err(VirtioError::ReadOnly)),
+            Some(RequestStatus::IoErr) => Ok(Err(VirtioError::IoError)),
+            _ => Err(self.control.stop("status byte not written")),
+        }
     }
 
     /// Submits and waits for one request; [`VirtioError::Busy`] while
@@ -358,12 +368,13 @@ impl<H: Hal, T: Transport> Blk<H, T> {
         // The device is running until `poll_running` stops it, and then it
         // returns the error that ends this loop.
         loop {
-            if let Some((done, outcome)) = self.poll_running()? {
-                if done == token {
-                    return outcome;
+            let popped = self.queue.pop_used();
+            if let Some((head, _len)) = self.control.check(popped)? {
+                if head != token.head {
+                    // Nothing else was in flight.
+                    return Err(self.control.stop("completed a request not asked for"));
                 }
-                // Nothing else was in flight.
-                return Err(self.control.stop("completed a request not asked for"));
+                return self.finish(head)?;
             }
             core::hint::spin_loop();
         }
