@@ -21,6 +21,7 @@
 
 mod api;
 mod boot;
+mod cpu;
 mod guests;
 mod plot;
 mod report;
@@ -80,7 +81,7 @@ fn qemu_command(kernel: &Path) -> Command {
     #[rustfmt::skip]
     cmd.args([
         "-M", "microvm,acpi=off", "-accel", "kvm", "-cpu", "host,-arch-capabilities", "-m", "64M",
-        "-nodefaults", "-no-user-config", "-nographic", "-serial", "stdio",
+        "-nodefaults", "-no-user-config", "-nographic", "-serial", "stdio", "-name", "bench,debug-threads=on",
         "-device", "isa-debug-exit,iobase=0xf4,iosize=4", "-global", "virtio-mmio.force-legacy=false", "-kernel",
     ]);
     cmd.arg(kernel);
@@ -255,6 +256,10 @@ fn tsc_hz() -> Result<f64, String> {
     Ok(f64::from(khz) * 1000.0)
 }
 
+/// The lines `blkbench` prints as its QD32 random reads begin and end: the
+/// VMM's CPU times are read at each.
+const QD32_MARKS: [&str; 2] = ["blk_qd32_begin", "blk_qd32_requests"];
+
 /// Block figures from `blkbench` on each VMM; returns the peak resident
 /// memory beyond guest RAM of each run, per VMM, in KiB.
 fn block(
@@ -270,6 +275,7 @@ fn block(
     for &vmm in vmms {
         let mut all = Vec::new();
         let mut peaks = Vec::new();
+        let (mut cpu, mut outside) = (Vec::new(), Vec::new());
         for run in 1..=runs {
             progress(&format!("block on {}, run {run} of {runs}", vmm.name()));
             guests::fresh_image(&image, 256)?;
@@ -287,10 +293,16 @@ fn block(
                     cmd
                 }
             };
-            let result = guests::run(vmm, cmd);
+            let result = guests::run_marked(vmm, cmd, &QD32_MARKS);
             let _ = std::fs::remove_file(&image);
-            let run = result?;
+            let (run, times) = result?;
             peaks.extend(run.peak_rss_beyond_guest_kib.map(|k| k as f64));
+            let requests = run.figures.get("blk_qd32_requests")?;
+            let [Some(begin), Some(end)] = times[..] else {
+                return Err(format!("{}'s CPU times were not read around the QD32 run", vmm.name()));
+            };
+            cpu.push(end.host_seconds_since(&begin) / requests * 1e6);
+            outside.push(end.outside_vcpus_seconds_since(&begin) / requests * 1e6);
             all.push(run.figures);
         }
         let each = |f: &dyn Fn(&guests::Figures) -> Result<f64, String>| -> Result<Vec<f64>, String> {
@@ -323,6 +335,12 @@ fn block(
             metric(BLK, "exits_per_req_qd32", "VM exits per request, QD32", "exits"),
             vmm,
             &each(&|f| per(f, "qd32", "exits"))?,
+        )?;
+        report.add(metric(BLK, "host_cpu_per_req_qd32", "host CPU per request, QD32", "us"), vmm, &cpu)?;
+        report.add(
+            metric(BLK, "host_cpu_outside_vcpus_per_req_qd32", "host CPU per request beside the vCPUs, QD32", "us"),
+            vmm,
+            &outside,
         )?;
         rss.push((vmm, peaks));
     }
