@@ -74,6 +74,8 @@ pub(crate) struct Machine {
     pub(crate) created: Instant,
     /// The PV timers, for their counters.
     pub(crate) timers: Option<Arc<Timers>>,
+    /// The accounting thread, once started: a registration wakes it.
+    pub(crate) accounting_thread: std::sync::OnceLock<std::thread::Thread>,
 }
 
 impl Machine {

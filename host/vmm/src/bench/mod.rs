@@ -103,6 +103,7 @@ pub(crate) fn run(args: &BenchArgs) -> Result<(), String> {
     };
     let (hello, clockbench, blkbench) = (kernel("hello")?, kernel("clockbench")?, kernel("blkbench")?);
     let service = kernel("service")?;
+    let minimal = kernel("minimal")?;
     let mut vmms = vec![Vmm::Pvkit];
     if let Some(Other::Qemu) = args.compare {
         vmms.push(Vmm::Qemu);
@@ -116,6 +117,7 @@ pub(crate) fn run(args: &BenchArgs) -> Result<(), String> {
     clock(&mut report, &clockbench, &vmms, runs, hz)?;
     let rss = block(&mut report, &blkbench, &vmms, runs, hz)?;
     boot(&mut report, &hello, &vmms, boots)?;
+    boot_to_exit(&mut report, &minimal, &vmms, boots)?;
     footprint(&mut report, &vmms, rss)?;
     api(&mut report, &service)?;
 
@@ -373,6 +375,28 @@ fn boot(report: &mut Report, hello: &Path, vmms: &[Vmm], boots: usize) -> Result
             &ms(|t| t.first_byte),
         )?;
         report.add(metric(BOOT, "exit", "to the VMM's exit", "ms"), vmm, &ms(|t| t.exit))?;
+    }
+    Ok(())
+}
+
+/// What the `minimal` kernel prints before it stops.
+const MINIMAL_LINE: &str = "minimal: booted";
+
+/// The `minimal` kernel from spawn to exit on each VMM: the whole cost of
+/// a VM that boots, prints a line and stops, nearly all of it the VMM's.
+fn boot_to_exit(report: &mut Report, minimal: &Path, vmms: &[Vmm], boots: usize) -> Result<(), String> {
+    // Twice the boots: each is short, and the median wants them.
+    let boots = 2 * boots;
+    for &vmm in vmms {
+        // One run to warm the page cache, not counted.
+        boot::exit_once(vmm, minimal, MINIMAL_LINE)?;
+        let ms = (1..=boots)
+            .map(|n| {
+                progress(&format!("minimal boot on {}, {n} of {boots}", vmm.name()));
+                boot::exit_once(vmm, minimal, MINIMAL_LINE).map(|t| t.as_secs_f64() * 1e3)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        report.add(metric("boot", "minimal_exit", "minimal guest: spawn to exit", "ms"), vmm, &ms)?;
     }
     Ok(())
 }
