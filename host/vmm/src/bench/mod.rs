@@ -386,7 +386,7 @@ const MINIMAL_LINE: &str = "minimal: booted";
 /// a VM that boots, prints a line and stops, nearly all of it the VMM's.
 fn boot_to_exit(report: &mut Report, minimal: &Path, vmms: &[Vmm], boots: usize) -> Result<(), String> {
     // Twice the boots: each is short, and the median wants them.
-    let boots = 2 * boots;
+    let boots = boots.saturating_mul(2);
     for &vmm in vmms {
         // One run to warm the page cache, not counted.
         boot::exit_once(vmm, minimal, MINIMAL_LINE)?;
