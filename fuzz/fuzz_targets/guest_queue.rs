@@ -34,12 +34,12 @@ fuzz_target!(|data: &[u8]| {
         let output = Buffer { addr: base + i * 128 + 64, len: 64 };
         let head = 2 * i as u16;
         let added = if head < taken {
-            // SAFETY: descriptors `head` and `head + 1` are taken and of no
-            // chain; the buffers are as below.
-            unsafe {
-                queue.write_descriptor(head, input, DescFlags::NEXT, head + 1);
-                queue.write_descriptor(head + 1, output, DescFlags::WRITE, 0);
-            }
+            // SAFETY: descriptors `head` and `head + 1`, which it leads to,
+            // are taken and of no chain; the buffers are as below.
+            unsafe { queue.write_descriptor(head, input, DescFlags::NEXT, head + 1) };
+            // SAFETY: descriptor `head + 1`, taken, of no chain, the last;
+            // the buffers are as below.
+            unsafe { queue.write_descriptor(head + 1, output, DescFlags::WRITE, 0) };
             queue.add_taken(head, 64)
         } else {
             // SAFETY: `buffers` outlives the queue and nobody else uses it;

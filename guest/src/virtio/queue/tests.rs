@@ -199,13 +199,15 @@ fn used_event_stays_out_of_the_devices_reach_without_a_write_per_pop() {
 fn setup_taken() -> (SplitQueue<FakeHal, 8>, FakeTransport) {
     let (mut q, t) = setup();
     q.take_descriptors(3).unwrap();
-    // SAFETY: descriptors 0..3 are taken and of no chain; the fake device
-    // never touches the buffers.
-    unsafe {
-        q.write_descriptor(0, IN, DescFlags::NEXT, 1);
-        q.write_descriptor(1, OUT, DescFlags::NEXT | DescFlags::WRITE, 2);
-        q.write_descriptor(2, Buffer { addr: 0x3000, len: 1 }, DescFlags::WRITE, 0);
-    }
+    // SAFETY: descriptor 0 is taken and of no chain, and so is 1, which it
+    // leads to; the fake device never touches the buffers.
+    unsafe { q.write_descriptor(0, IN, DescFlags::NEXT, 1) };
+    // SAFETY: descriptor 1, taken, of no chain, leading to taken 2; the
+    // buffer is never touched.
+    unsafe { q.write_descriptor(1, OUT, DescFlags::NEXT | DescFlags::WRITE, 2) };
+    // SAFETY: descriptor 2, taken, of no chain, the last; the buffer is
+    // never touched.
+    unsafe { q.write_descriptor(2, Buffer { addr: 0x3000, len: 1 }, DescFlags::WRITE, 0) };
     (q, t)
 }
 
