@@ -128,6 +128,7 @@ impl Updater {
         std::thread::Builder::new()
             .name("accounting".into())
             .spawn(move || {
+                crate::confine::enter(crate::confine::Kind::Accounting);
                 loop {
                     let busy = updater.lock().unwrap_or_else(PoisonError::into_inner).any_registered();
                     if busy {

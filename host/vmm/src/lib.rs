@@ -13,10 +13,13 @@
 )]
 
 mod accounting;
+mod acpi;
 mod api;
 mod bench;
+mod bzimage;
 mod cli;
 mod config;
+mod confine;
 mod conformance;
 mod console;
 mod control;

@@ -33,8 +33,8 @@ pub(crate) struct BootTimes {
 pub(crate) fn boot_once(vmm: Vmm, kernel: &Path) -> Result<BootTimes, String> {
     match vmm {
         Vmm::Pvkit => {
-            let mut cmd = super::pvkit_command();
-            cmd.arg("run").arg("--boot-trace").arg(kernel);
+            let mut cmd = super::pvkit_run();
+            cmd.arg("--boot-trace").arg(kernel);
             watch(vmm, cmd, None)
         }
         Vmm::Qemu => {
@@ -54,8 +54,8 @@ pub(crate) fn boot_once(vmm: Vmm, kernel: &Path) -> Result<BootTimes, String> {
 pub(crate) fn exit_once(vmm: Vmm, kernel: &Path, line: &str) -> Result<Duration, String> {
     let mut cmd = match vmm {
         Vmm::Pvkit => {
-            let mut cmd = super::pvkit_command();
-            cmd.arg("run").arg(kernel);
+            let mut cmd = super::pvkit_run();
+            cmd.arg(kernel);
             cmd
         }
         Vmm::Qemu => super::qemu_command(kernel),
