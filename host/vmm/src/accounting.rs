@@ -29,52 +29,12 @@ pub(crate) fn available() -> bool {
     std::path::Path::new("/proc/thread-self/schedstat").exists()
 }
 
-/// A vCPU thread's `schedstat` and `status` files, opened once and read
-/// again from the start at each pass: two `pread`s a pass rather than a
-/// path walk, an open, reads to the end and a close for each file.
-struct ThreadFiles {
-    tid: i32,
-    schedstat: std::fs::File,
-    status: std::fs::File,
-    /// What was read last, kept for its allocation.
-    text: (String, String),
-}
-
-impl ThreadFiles {
-    fn open(tid: i32) -> Option<Self> {
-        let dir = format!("/proc/self/task/{tid}");
-        let schedstat = std::fs::File::open(format!("{dir}/schedstat")).ok()?;
-        let status = std::fs::File::open(format!("{dir}/status")).ok()?;
-        Some(Self { tid, schedstat, status, text: (String::new(), String::new()) })
-    }
-
-    /// The thread's scheduling figures now.
-    fn read(&mut self) -> Option<ThreadTimes> {
-        reread(&self.schedstat, &mut self.text.0)?;
-        reread(&self.status, &mut self.text.1)?;
-        ThreadTimes::parse(&self.text.0, &self.text.1)
-    }
-}
-
-/// Reads all of `/proc` file `file` into `text` from its start.
-fn reread(file: &std::fs::File, text: &mut String) -> Option<()> {
-    use std::os::unix::fs::FileExt;
-    let mut buf = std::mem::take(text).into_bytes();
-    buf.resize(buf.capacity().max(4096), 0);
-    let mut len = 0;
-    loop {
-        if len == buf.len() {
-            buf.resize(len.checked_mul(2)?, 0);
-        }
-        let n = file.read_at(buf.get_mut(len..)?, u64::try_from(len).ok()?).ok()?;
-        if n == 0 {
-            break;
-        }
-        len = len.checked_add(n)?;
-    }
-    buf.truncate(len);
-    *text = String::from_utf8(buf).ok()?;
-    Some(())
+/// The scheduling figures of thread `tid` of this process.
+fn read(tid: i32) -> Option<ThreadTimes> {
+    let dir = format!("/proc/self/task/{tid}");
+    let schedstat = std::fs::read_to_string(format!("{dir}/schedstat")).ok()?;
+    let status = std::fs::read_to_string(format!("{dir}/status")).ok()?;
+    ThreadTimes::parse(&schedstat, &status)
 }
 
 /// The accounting of one machine: a sampler per vCPU.
@@ -82,8 +42,6 @@ pub(crate) struct Updater {
     machine: Arc<Machine>,
     clock: Arc<PvClock>,
     samplers: Vec<ThreadSampler>,
-    /// Each vCPU thread's files, once it has started.
-    files: Vec<Option<ThreadFiles>>,
 }
 
 impl Updater {
@@ -96,19 +54,14 @@ impl Updater {
         for vcpu in 0..vcpus {
             let _ = machine.dispatcher.accounting().update(vcpu, RunSample::default(), now, &mem);
         }
-        let files = (0..vcpus).map(|_| None).collect();
-        Self { machine, clock, samplers: (0..vcpus).map(|_| ThreadSampler::new()).collect(), files }
+        Self { machine, clock, samplers: (0..vcpus).map(|_| ThreadSampler::new()).collect() }
     }
 
     /// One pass: every started vCPU's growth since the last.
     pub(crate) fn update(&mut self) {
         let mem = VmMemory(&self.machine.guest);
-        for ((vcpu, sampler), files) in (0u32..).zip(&mut self.samplers).zip(&mut self.files) {
-            let Some(tid) = self.machine.control.tid(vcpu) else { continue };
-            if files.as_ref().is_none_or(|f| f.tid != tid) {
-                *files = ThreadFiles::open(tid);
-            }
-            let Some(times) = files.as_mut().and_then(ThreadFiles::read) else { continue };
+        for (vcpu, sampler) in (0u32..).zip(&mut self.samplers) {
+            let Some(times) = self.machine.control.tid(vcpu).and_then(read) else { continue };
             let sample = sampler.next(times);
             let _ = self.machine.dispatcher.accounting().update(vcpu, sample, self.clock.now(), &mem);
         }
