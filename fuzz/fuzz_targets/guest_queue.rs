@@ -1,13 +1,15 @@
 //! The guest's split queue against arbitrary used-ring contents written by
 //! a hostile device: `pop_used` gives back only tokens that were
 //! outstanding, each once, with a length no larger than its writable
-//! buffers, or an error; it never panics.
+//! buffers, or an error; it never panics. Chains come from the free list
+//! or from taken descriptors.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use pvkit_guest::test_utils::{FakeDevice, FakeHal, FakeTransport};
 use pvkit_guest::virtio::Transport;
 use pvkit_guest::virtio::queue::{Buffer, SplitQueue};
+use pvkit_spec::virtio::queue::DescFlags;
 
 const SIZE: usize = 8;
 
@@ -21,14 +23,30 @@ fuzz_target!(|data: &[u8]| {
     }
     let mut buffers = vec![0u8; 4096];
     let base = buffers.as_mut_ptr() as u64;
-    // Requests of one readable and one writable buffer (writable: 64 bytes).
+    // Requests of one readable and one writable buffer (writable: 64 bytes);
+    // with bit 1 of the first byte, the first half as chains of taken
+    // descriptors (`take_descriptors`), the rest from the free list.
+    let taken = if event_idx & 2 != 0 { SIZE as u16 / 2 } else { 0 };
+    queue.take_descriptors(taken).expect("a fresh queue");
     let mut outstanding = Vec::new();
     for i in 0..SIZE as u64 / 2 {
         let input = Buffer { addr: base + i * 128, len: 16 };
         let output = Buffer { addr: base + i * 128 + 64, len: 64 };
-        // SAFETY: `buffers` outlives the queue and nobody else uses it; the
-        // fake device never touches it.
-        if let Ok(token) = unsafe { queue.add(&[input], &[output]) } {
+        let head = 2 * i as u16;
+        let added = if head < taken {
+            // SAFETY: descriptors `head` and `head + 1`, which it leads to,
+            // are taken and of no chain; the buffers are as below.
+            unsafe { queue.write_descriptor(head, input, DescFlags::NEXT, head + 1) };
+            // SAFETY: descriptor `head + 1`, taken, of no chain, the last;
+            // the buffers are as below.
+            unsafe { queue.write_descriptor(head + 1, output, DescFlags::WRITE, 0) };
+            queue.add_taken(head, 64)
+        } else {
+            // SAFETY: `buffers` outlives the queue and nobody else uses it;
+            // the fake device never touches it.
+            unsafe { queue.add(&[input], &[output]) }
+        };
+        if let Ok(token) = added {
             outstanding.push(token);
         }
     }

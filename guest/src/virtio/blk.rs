@@ -4,12 +4,21 @@
 //! status bytes live in the driver's own DMA page, one slot per request in
 //! flight. [`Blk::read`], [`Blk::write`] and [`Blk::flush`] wait for their
 //! request; [`Blk::submit`] and [`Blk::poll`] keep many in flight.
+//!
+//! Each slot owns three descriptors of the queue for good (taken with
+//! [`SplitQueue::take_descriptors`]): its header's (descriptor `slot`, the
+//! chain's head), its data's (`MAX_IN_FLIGHT + slot`) and its status
+//! byte's (`2 * MAX_IN_FLIGHT + slot`). The header's address and the status
+//! descriptor are written once, at set-up; a request writes its data
+//! descriptor and the header's length, flags and link (to the data, or to
+//! the status for a request without data).
 
 use pvkit_spec::virtio::blk::{
     BlkConfig, BlkFeatures, DiscardSegment, ID_BYTES, RequestHeader, RequestStatus, RequestType, SECTOR_SIZE,
 };
+use pvkit_spec::virtio::queue::DescFlags;
 use pvkit_spec::virtio::{DeviceId, Features};
-use zerocopy::{FromBytes, IntoBytes};
+use zerocopy::FromBytes;
 
 use super::VirtioError;
 use super::control::Control;
@@ -27,6 +36,19 @@ pub const MAX_IN_FLIGHT: usize = QUEUE_SIZE / 3;
 const SLOT: usize = 32;
 /// Where the status byte lies in a slot, after the 16-byte header.
 const STATUS_AT: usize = size_of::<RequestHeader>();
+/// Bytes of the header, the first buffer of every request.
+const HEADER_BYTES: u32 = 16;
+static_assertions::const_assert_eq!(HEADER_BYTES as usize, STATUS_AT);
+// `submit` writes the header as two u64s: the type and a reserved zero, then the sector.
+static_assertions::const_assert_eq!(core::mem::offset_of!(RequestHeader, reserved), 4);
+static_assertions::const_assert_eq!(core::mem::offset_of!(RequestHeader, sector), 8);
+/// `MAX_IN_FLIGHT` as a descriptor count.
+#[expect(clippy::cast_possible_truncation, reason = "MAX_IN_FLIGHT * 3 <= QUEUE_SIZE, checked below")]
+const SLOTS: u16 = MAX_IN_FLIGHT as u16;
+/// Descriptors the slots own: three each.
+#[expect(clippy::cast_possible_truncation, reason = "MAX_IN_FLIGHT * 3 <= QUEUE_SIZE, checked below")]
+const SLOT_DESCRIPTORS: u16 = (MAX_IN_FLIGHT * 3) as u16;
+static_assertions::const_assert!(MAX_IN_FLIGHT * 3 <= QUEUE_SIZE);
 /// What a status byte holds until the device writes it.
 const NOT_WRITTEN: u8 = 0xff;
 /// Pages of request slots.
@@ -50,6 +72,14 @@ pub type Completion = (Token, Result<(), VirtioError>);
 /// Dropping it resets the device, then frees the queue and the request
 /// slots; requests still in flight never complete, and their buffers are
 /// the caller's again.
+///
+/// # Invariants
+///
+/// `slots` holds `SLOT_PAGES` pages, at guest-physical addresses that do not
+/// wrap; `free` and `writes` have bits below `MAX_IN_FLIGHT` only; the
+/// queue's descriptors below `SLOT_DESCRIPTORS` are taken, and each slot's
+/// header descriptor holds its header's address, its status descriptor its
+/// status byte.
 #[derive(Debug)]
 pub struct Blk<H: Hal, T: Transport> {
     control: Control<T>,
@@ -58,8 +88,6 @@ pub struct Blk<H: Hal, T: Transport> {
     slots: Dma<H>,
     /// The slots not in flight: bit `i` for slot `i`.
     free: u64,
-    /// The slot of each queue head in flight.
-    slot_of: [u16; QUEUE_SIZE],
     /// The slots that hold a write: bit `i` for slot `i`.
     writes: u64,
     capacity: u64,
@@ -79,6 +107,8 @@ impl<H: Hal, T: Transport> Blk<H, T> {
         let features = init::begin(&mut transport, wanted)?;
         let queue = SplitQueue::new(0, features & Features::EVENT_IDX.bits() != 0)?;
         let slots = Dma::new(SLOT_PAGES)?;
+        // The slots' addresses do not wrap: `slot_paddr` adds to them freely.
+        slots.paddr_at(slots.byte_len().wrapping_sub(1)).ok_or(VirtioError::NoMemory)?;
         let mut config = [0u8; size_of::<BlkConfig>()];
         transport.read_config(0, &mut config);
         let capacity = BlkConfig::read_from_bytes(&config).map(|c| c.capacity.get()).unwrap_or(0);
@@ -89,12 +119,24 @@ impl<H: Hal, T: Transport> Blk<H, T> {
             queue,
             slots,
             free: ALL_SLOTS,
-            slot_of: [0; QUEUE_SIZE],
             writes: 0,
             capacity,
             features,
             notifications: 0,
         };
+        blk.queue.take_descriptors(SLOT_DESCRIPTORS)?;
+        for slot in (0u16..).take(MAX_IN_FLIGHT) {
+            let (header, status) = blk.slot_buffers(slot);
+            // SAFETY: descriptors of slot `slot`, taken above, of no chain
+            // yet; they name the slot's header and status byte, the
+            // driver's DMA memory, which lives until `Drop` has reset the
+            // device.
+            unsafe {
+                blk.queue.write_descriptor(slot, header, DescFlags::NEXT, Self::data_descriptor(slot));
+            }
+            // SAFETY: the slot's status descriptor, as just said.
+            unsafe { blk.queue.write_descriptor(Self::status_descriptor(slot), status, DescFlags::WRITE, 0) };
+        }
         let transport = blk.control.running()?;
         // SAFETY: `Drop` resets the device before the queue goes, and leaks
         // the queue if the reset is not confirmed.
@@ -118,10 +160,34 @@ impl<H: Hal, T: Transport> Blk<H, T> {
         self.free != 0 && self.queue.free() >= 3
     }
 
-    /// Where slot `slot` lies in the slots' DMA area: offset and guest-physical address.
-    fn slot_at(&self, slot: u16) -> Option<(usize, u64)> {
-        let offset = usize::from(slot).checked_mul(SLOT)?;
-        Some((offset, self.slots.paddr_at(offset)?))
+    /// The descriptor of slot `slot`'s data.
+    #[inline(always)]
+    fn data_descriptor(slot: u16) -> u16 {
+        // No overflow: below 2 * MAX_IN_FLIGHT.
+        slot.wrapping_add(SLOTS)
+    }
+
+    /// The descriptor of slot `slot`'s status byte.
+    #[inline(always)]
+    fn status_descriptor(slot: u16) -> u16 {
+        // No overflow: below 3 * MAX_IN_FLIGHT.
+        slot.wrapping_add(SLOTS).wrapping_add(SLOTS)
+    }
+
+    /// Slot `slot`'s header and status byte, as buffers for the device.
+    fn slot_buffers(&self, slot: u16) -> (Buffer, Buffer) {
+        // No overflow: the slots' addresses do not wrap (`Blk`'s invariant).
+        let paddr = self.slots.paddr().wrapping_add(Self::slot_offset(slot) as u64);
+        let header = Buffer { addr: paddr, len: HEADER_BYTES };
+        (header, Buffer { addr: paddr.wrapping_add(u64::from(HEADER_BYTES)), len: 1 })
+    }
+
+    /// Where slot `slot` (below `MAX_IN_FLIGHT`) lies in the slots' DMA area.
+    #[inline(always)]
+    fn slot_offset(slot: u16) -> usize {
+        debug_assert!(usize::from(slot) < MAX_IN_FLIGHT);
+        // No overflow: below MAX_IN_FLIGHT * SLOT.
+        usize::from(slot).wrapping_mul(SLOT)
     }
 
     /// Notifications sent to the device so far: each is one VM exit.
@@ -134,7 +200,8 @@ impl<H: Hal, T: Transport> Blk<H, T> {
     pub fn kick(&mut self) -> bool {
         let Ok(transport) = self.control.running() else { return false };
         let notified = self.queue.kick(transport);
-        self.notifications = self.notifications.saturating_add(u64::from(notified));
+        // A u64 count of exits does not wrap.
+        self.notifications = self.notifications.wrapping_add(u64::from(notified));
         notified
     }
 
@@ -155,6 +222,22 @@ impl<H: Hal, T: Transport> Blk<H, T> {
         data: Option<Buffer>,
     ) -> Result<Token, VirtioError> {
         self.control.running()?;
+        // SAFETY: forwarded from our caller.
+        unsafe { self.submit_running(kind, sector, data) }
+    }
+
+    /// [`Blk::submit`] on a device known to be running.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Blk::submit`].
+    #[inline(always)]
+    unsafe fn submit_running(
+        &mut self,
+        kind: RequestType,
+        sector: u64,
+        data: Option<Buffer>,
+    ) -> Result<Token, VirtioError> {
         if let Some(buffer) = data {
             let len = u64::from(buffer.len);
             let whole = len.is_multiple_of(SECTOR_SIZE) || matches!(kind, RequestType::GetId | RequestType::Discard);
@@ -163,40 +246,51 @@ impl<H: Hal, T: Transport> Blk<H, T> {
                 return Err(VirtioError::InvalidRequest);
             }
         }
-        // The lowest free slot (none: 64, refused).
-        let slot = u16::try_from(self.free.trailing_zeros()).map_err(|_| VirtioError::QueueFull)?;
         if self.free == 0 {
             return Err(VirtioError::QueueFull);
         }
-        // Every slot below MAX_IN_FLIGHT lies in the area (SLOT_PAGES).
-        let (offset, paddr) = self.slot_at(slot).ok_or(VirtioError::QueueFull)?;
-        let header = RequestHeader::new(kind, sector);
-        let status_at = offset.checked_add(STATUS_AT).ok_or(VirtioError::QueueFull)?;
-        // The slot is not in flight: the device does not use it now.
-        self.slots.copy_in(offset, header.as_bytes()).map_err(|_| VirtioError::QueueFull)?;
-        self.slots.write(status_at, NOT_WRITTEN).map_err(|_| VirtioError::QueueFull)?;
-        let status_paddr = paddr.checked_add(16).ok_or(VirtioError::QueueFull)?;
-        let head_buf = Buffer { addr: paddr, len: 16 };
-        let status_buf = Buffer { addr: status_paddr, len: 1 };
+        // CAST: the lowest free slot, below MAX_IN_FLIGHT (`free`'s invariant).
+        #[expect(clippy::cast_possible_truncation, reason = "see CAST")]
+        let slot = self.free.trailing_zeros() as u16;
+        let offset = Self::slot_offset(slot);
+        // The header as two little-endian u64s (`RequestHeader`'s layout:
+        // the type and a reserved zero, then the sector), two stores.
+        // SAFETY: slot `slot` < MAX_IN_FLIGHT lies inside the SLOT_PAGES
+        // pages of `slots` (SLOT bytes each, header then status byte), and
+        // SLOT-aligned, so 8-aligned; the slot is not in flight, so the
+        // device does not use it now.
+        unsafe { self.slots.write_at(offset, u64::from(kind.raw()).to_le()) };
+        // SAFETY: the header's second half, in the same slot.
+        unsafe { self.slots.write_at(offset.wrapping_add(8), sector.to_le()) };
+        // SAFETY: the status byte of the same slot, inside it as just said.
+        unsafe { self.slots.write_at(offset.wrapping_add(STATUS_AT), NOT_WRITTEN) };
         let device_writes = !matches!(kind, RequestType::Out | RequestType::Discard);
-        let head = match data {
-            // SAFETY: `d` is forwarded from the caller, who keeps it valid;
-            // the slot is the driver's DMA memory, which lives until `Drop`
-            // has reset the device.
-            Some(d) if device_writes => unsafe { self.queue.add(&[head_buf], &[d, status_buf]) }?,
-            // SAFETY: `d` is forwarded from the caller, who keeps it valid;
-            // the slot is the driver's DMA memory, which lives until `Drop`
-            // has reset the device.
-            Some(d) => unsafe { self.queue.add(&[head_buf, d], &[status_buf]) }?,
-            // SAFETY: only the slot, the driver's DMA memory, which lives
-            // until `Drop` has reset the device.
-            None => unsafe { self.queue.add(&[head_buf], &[status_buf]) }?,
+        let writable = match data {
+            Some(d) => {
+                let (flags, writable) =
+                    if device_writes { (DescFlags::NEXT | DescFlags::WRITE, d.len) } else { (DescFlags::NEXT, 0) };
+                let data_desc = Self::data_descriptor(slot);
+                // SAFETY: the slot's data descriptor, followed by its status
+                // descriptor, both taken; the slot is not in flight. `d` is
+                // forwarded from the caller, who keeps it valid.
+                unsafe { self.queue.write_descriptor(data_desc, d, flags, Self::status_descriptor(slot)) };
+                // SAFETY: the slot's header descriptor keeps its header's
+                // address (`Blk`'s invariant); it now leads to the data.
+                unsafe { self.queue.rewrite_descriptor(slot, HEADER_BYTES, DescFlags::NEXT, data_desc) };
+                writable
+            }
+            None => {
+                // SAFETY: the slot's header descriptor keeps its header's
+                // address (`Blk`'s invariant); it now leads to the status.
+                unsafe {
+                    self.queue.rewrite_descriptor(slot, HEADER_BYTES, DescFlags::NEXT, Self::status_descriptor(slot));
+                }
+                0
+            }
         };
-        let Some(slot_of) = self.slot_of.get_mut(usize::from(head)) else {
-            // `head` < QUEUE_SIZE: never here.
-            return Err(self.control.stop("a request the driver cannot track"));
-        };
-        *slot_of = slot;
+        // The status byte: one more writable byte.
+        let writable = writable.checked_add(1).ok_or(VirtioError::InvalidRequest)?;
+        let head = self.queue.add_taken(slot, writable)?;
         let bit = 1u64 << slot;
         self.free &= !bit;
         if kind == RequestType::Out {
@@ -215,30 +309,52 @@ impl<H: Hal, T: Transport> Blk<H, T> {
     /// are the caller's again.
     pub fn poll(&mut self) -> Result<Option<Completion>, VirtioError> {
         self.control.running()?;
+        self.poll_running()
+    }
+
+    /// [`Blk::poll`] on a device known to be running.
+    #[inline(always)]
+    fn poll_running(&mut self) -> Result<Option<Completion>, VirtioError> {
         let popped = self.queue.pop_used();
         let Some((head, _len)) = self.control.check(popped)? else { return Ok(None) };
-        // `pop_used` gives back only heads in flight, below QUEUE_SIZE.
-        let slot = self.slot_of.get(usize::from(head)).copied().unwrap_or(0);
-        let status_at = self.slot_at(slot).and_then(|(offset, _)| offset.checked_add(STATUS_AT));
-        // The device has returned the chain: the status byte is ours again.
-        let status = status_at.and_then(|at| self.slots.read::<u8>(at).ok()).unwrap_or(NOT_WRITTEN);
-        // `slot_of` holds slots below MAX_IN_FLIGHT, so below 64.
-        let bit = 1u64.checked_shl(u32::from(slot)).unwrap_or(0);
+        let outcome = self.finish(head)?;
+        Ok(Some((Token { head, slot: head }, outcome)))
+    }
+
+    /// Frees the slot of the chain `head` the device gave back and decodes
+    /// its status byte: the request's outcome, or (outer error) the device
+    /// was stopped for breaking the protocol.
+    #[inline(always)]
+    fn finish(&mut self, head: u16) -> Result<Result<(), VirtioError>, VirtioError> {
+        // The head is the slot: only slots' heads are made available.
+        let slot = head;
+        if usize::from(slot) >= MAX_IN_FLIGHT {
+            return Err(self.control.stop("completed a chain the driver did not make"));
+        }
+        // SAFETY: slot `slot` < MAX_IN_FLIGHT, whose status byte lies
+        // inside `slots` (`Blk`'s invariant). The device has
+        // returned the chain: the status byte is ours again; any byte is a
+        // `u8`, and the value is checked below.
+        let status = unsafe { self.slots.read_at::<u8>(Self::slot_offset(slot).wrapping_add(STATUS_AT)) };
+        let bit = 1u64 << slot;
         self.free |= bit;
+        if status == RequestStatus::Ok.raw() {
+            return Ok(Ok(()));
+        }
         let was_write = self.writes & bit != 0;
-        let outcome = match RequestStatus::from_raw(status) {
-            Some(RequestStatus::Ok) => Ok(()),
-            Some(RequestStatus::Unsupp) => Err(VirtioError::Unsupported),
-            Some(RequestStatus::IoErr) if was_write && self.read_only() => Err(VirtioError::ReadOnly),
-            Some(RequestStatus::IoErr) => Err(VirtioError::IoError),
-            _ => return Err(self.control.stop("status byte not written")),
-        };
-        Ok(Some((Token { head, slot }, outcome)))
+        match RequestStatus::from_raw(status) {
+            Some(RequestStatus::Ok) => Ok(Ok(())),
+            Some(RequestStatus::Unsupp) => Ok(Err(VirtioError::Unsupported)),
+            Some(RequestStatus::IoErr) if was_write && self.read_only() => Ok(Err(VirtioError::ReadOnly)),
+            Some(RequestStatus::IoErr) => Ok(Err(VirtioError::IoError)),
+            _ => Err(self.control.stop("status byte not written")),
+        }
     }
 
     /// Submits and waits for one request; [`VirtioError::Busy`] while
     /// requests from [`Blk::submit`] are in flight, whose completions this
     /// would take.
+    #[inline(always)]
     fn wait_for(&mut self, kind: RequestType, sector: u64, data: Option<Buffer>) -> Result<(), VirtioError> {
         self.control.running()?;
         if self.free != ALL_SLOTS {
@@ -248,15 +364,18 @@ impl<H: Hal, T: Transport> Blk<H, T> {
         // returns when the request completed, or when the device misbehaved
         // and `poll` reset it (a device that does not confirm the reset may
         // write anything, the buffer included, whatever the driver does).
-        let token = unsafe { self.submit(kind, sector, data) }?;
+        let token = unsafe { self.submit_running(kind, sector, data) }?;
         self.kick();
+        // The device is running until `poll_running` stops it, and then it
+        // returns the error that ends this loop.
         loop {
-            if let Some((done, outcome)) = self.poll()? {
-                if done == token {
-                    return outcome;
+            let popped = self.queue.pop_used();
+            if let Some((head, _len)) = self.control.check(popped)? {
+                if head != token.head {
+                    // Nothing else was in flight.
+                    return Err(self.control.stop("completed a request not asked for"));
                 }
-                // Nothing else was in flight.
-                return Err(self.control.stop("completed a request not asked for"));
+                return self.finish(head)?;
             }
             core::hint::spin_loop();
         }
@@ -268,12 +387,14 @@ impl<H: Hal, T: Transport> Blk<H, T> {
     }
 
     /// Reads whole sectors at `sector` into `buf` (physically contiguous).
+    #[inline]
     pub fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), VirtioError> {
         let b = Self::buffer(buf)?;
         self.wait_for(RequestType::In, sector, Some(b))
     }
 
     /// Writes whole sectors from `buf` (physically contiguous) at `sector`.
+    #[inline]
     pub fn write(&mut self, sector: u64, buf: &[u8]) -> Result<(), VirtioError> {
         let b = Self::buffer(buf)?;
         self.wait_for(RequestType::Out, sector, Some(b))

@@ -144,6 +144,41 @@ impl<H: Hal> Dma<H> {
         Ok(())
     }
 
+    /// Reads a `T` at `offset` with one volatile load, without checking
+    /// where: for the hot paths of the queue and the drivers, whose offsets
+    /// were worked out once and checked against the area then.
+    ///
+    /// # Safety
+    ///
+    /// `offset + size_of::<T>()` must be at most [`Dma::byte_len`], and
+    /// `offset` a multiple of `align_of::<T>()` (the area itself is
+    /// page-aligned).
+    #[inline(always)]
+    pub(crate) unsafe fn read_at<T: FromBytes>(&self, offset: usize) -> T {
+        // SAFETY: the caller's promise puts the `T` inside this live,
+        // page-aligned allocation at an offset aligned for `T`, so the
+        // pointer is in bounds and aligned; every bit pattern is a `T`; the
+        // read is volatile because the device may write the memory
+        // concurrently.
+        unsafe { self.vaddr.as_ptr().wrapping_add(offset).cast::<T>().read_volatile() }
+    }
+
+    /// Writes `value` at `offset` with one volatile store, without checking
+    /// where (see [`Dma::read_at`]).
+    ///
+    /// # Safety
+    ///
+    /// `offset + size_of::<T>()` must be at most [`Dma::byte_len`], and
+    /// `offset` a multiple of `align_of::<T>()`.
+    #[inline(always)]
+    pub(crate) unsafe fn write_at<T: IntoBytes + Immutable>(&mut self, offset: usize, value: T) {
+        // SAFETY: the caller's promise puts the `T` inside this live,
+        // page-aligned allocation at an offset aligned for `T`; `&mut self`
+        // makes this the only driver access; `IntoBytes` means no padding
+        // reaches the device.
+        unsafe { self.vaddr.as_ptr().wrapping_add(offset).cast::<T>().write_volatile(value) };
+    }
+
     /// Copies `bytes` into the area at `offset`.
     pub fn copy_in(&mut self, offset: usize, bytes: &[u8]) -> Result<(), OutOfBounds> {
         let ptr = self.span(offset, bytes.len(), 1)?;

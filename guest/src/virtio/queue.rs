@@ -7,6 +7,17 @@
 //! no more than that: a kernel's stack holds the drivers. What the device writes, the used
 //! ring, is checked before it is acted on: the id must be the head of a chain
 //! in flight, and the length within that chain's writable buffers (VQ-6).
+//!
+//! Chains come two ways. [`SplitQueue::add`] takes descriptors from a free
+//! list and writes all of each; a driver whose requests always have the
+//! same shape may instead [take](SplitQueue::take_descriptors) the first
+//! descriptors of the table for good, write once what never changes
+//! ([`SplitQueue::write_descriptor`]), and per request rewrite only what
+//! does before making the chain available ([`SplitQueue::add_taken`]): the
+//! block driver's header and status descriptors stay as written, and a
+//! request writes its data descriptor alone. The device must not write the
+//! table, and the driver never reads it back, so what a misbehaving device
+//! wrote there can only misdirect its own accesses.
 
 use core::mem::size_of;
 use core::sync::atomic::{Ordering, fence};
@@ -30,14 +41,24 @@ pub struct Buffer {
 }
 
 /// What the driver remembers of a chain in flight, to check and free it.
+///
+/// # Invariants
+///
+/// `descriptors` is 0 exactly when no chain with this head is in flight;
+/// `last` is below the queue size.
 #[derive(Clone, Copy, Debug)]
 struct InFlight {
     /// The total length of its writable buffers.
     writable: u32,
-    /// How many descriptors it holds.
+    /// How many descriptors it holds; 0: not in flight.
     descriptors: u16,
     /// Its last descriptor.
     last: u16,
+}
+
+impl InFlight {
+    /// No chain in flight at this head.
+    const NONE: Self = Self { writable: 0, descriptors: 0, last: 0 };
 }
 
 /// Bytes of one descriptor in the table.
@@ -48,8 +69,11 @@ const DESC_BYTES: usize = size_of::<Descriptor>();
 ///
 /// # Invariants
 ///
-/// Every offset below, and every entry's (the index masked with `mask`),
-/// lies inside the area of `end` bytes that [`SplitQueue::new`] allocated.
+/// Every field below, and every entry's (the index masked with `mask`),
+/// lies inside the area of `end` bytes that [`SplitQueue::new`] allocated,
+/// aligned for what it holds (the layout's: 16 for descriptors, 2 for the
+/// available ring, 4 for the used ring), so the ring accesses need no
+/// check when they are made.
 #[derive(Clone, Copy, Debug)]
 struct Offsets {
     /// The queue size minus one: the size is a power of two.
@@ -71,29 +95,36 @@ struct Offsets {
 }
 
 impl Offsets {
-    fn new(layout: SplitQueueLayout) -> Option<Self> {
-        let offset = |base: usize, add: u64| base.checked_add(usize::try_from(add).ok()?);
-        let avail = usize::try_from(layout.desc_table_bytes()).ok()?;
-        let used = offset(avail, layout.avail_ring_bytes())?.checked_next_multiple_of(4)?;
-        Some(Self {
+    /// The offsets for a queue of `size` entries, in one area that starts
+    /// with the descriptor table.
+    #[expect(clippy::cast_possible_truncation, reason = "every offset is below 2^20 (see below)")]
+    #[expect(clippy::arithmetic_side_effects, reason = "evaluated at compile time, where an overflow fails the build")]
+    const fn of(layout: SplitQueueLayout) -> Self {
+        // CAST: a queue has at most 32768 entries, so its three areas take
+        // less than 2^20 bytes: every `u64` below fits a `usize`.
+        let avail = layout.desc_table_bytes() as usize;
+        let used = (avail + layout.avail_ring_bytes() as usize).next_multiple_of(4);
+        Self {
             mask: layout.size().get().wrapping_sub(1),
             avail,
-            avail_ring: offset(avail, layout.avail_entry_offset(0))?,
-            used_event: offset(avail, layout.used_event_offset())?,
+            avail_ring: avail + layout.avail_entry_offset(0) as usize,
+            used_event: avail + layout.used_event_offset() as usize,
             used,
-            used_ring: offset(used, layout.used_entry_offset(0))?,
-            avail_event: offset(used, layout.avail_event_offset())?,
-            end: offset(used, layout.used_ring_bytes())?,
-        })
+            used_ring: used + layout.used_entry_offset(0) as usize,
+            avail_event: used + layout.avail_event_offset() as usize,
+            end: used + layout.used_ring_bytes() as usize,
+        }
     }
 
     /// Entry `i` (modulo the size) of the available ring.
+    #[inline(always)]
     fn avail_entry(&self, i: u16) -> usize {
         // INVARIANT: below the size, so inside the ring: no overflow.
         self.avail_ring.wrapping_add(usize::from(i & self.mask).wrapping_mul(2))
     }
 
     /// Entry `i` (modulo the size) of the used ring.
+    #[inline(always)]
     fn used_entry(&self, i: u16) -> usize {
         // INVARIANT: below the size, so inside the ring: no overflow.
         self.used_ring.wrapping_add(usize::from(i & self.mask).wrapping_mul(8))
@@ -104,19 +135,27 @@ impl Offsets {
 ///
 /// Dropping the queue frees the rings: whoever [attached](SplitQueue::attach)
 /// it to a device resets that device first.
+///
+/// # Invariants
+///
+/// `SIZE` is a power of two up to 32768; `ring` holds at least `at.end`
+/// bytes; `free_head`, every `next` and every `last` in `in_flight` are
+/// below `SIZE`, so that masking an index with `SIZE - 1` changes nothing
+/// (it only shows the compiler the index is in range).
 #[derive(Debug)]
 pub struct SplitQueue<H: Hal, const SIZE: usize> {
     index: u16,
     ring: Dma<H>,
-    layout: SplitQueueLayout,
-    at: Offsets,
     /// Each descriptor's `next`, as the driver wrote it: it links the
     /// chains in flight and, through their last descriptors, the free list.
     next: [u16; SIZE],
-    /// For each head in flight, what the driver needs to check and free it.
-    in_flight: [Option<InFlight>; SIZE],
+    /// For each head, what the driver needs to check and free its chain
+    /// while in flight.
+    in_flight: [InFlight; SIZE],
     free_head: u16,
     num_free: u16,
+    /// Descriptors `[0, taken)` are the driver's own, off the free list.
+    taken: u16,
     avail_idx: u16,
     /// The available index when the device was last notified.
     kicked_idx: u16,
@@ -131,26 +170,21 @@ impl<H: Hal, const SIZE: usize> SplitQueue<H, SIZE> {
     /// drivers poll). The device knows nothing of them until
     /// [`SplitQueue::attach`].
     pub fn new(index: u16, event_idx: bool) -> Result<Self, VirtioError> {
-        let unavailable = VirtioError::QueueUnavailable { index };
-        let size = u32::try_from(SIZE).ok().and_then(QueueSize::new).ok_or(unavailable)?;
-        let layout = SplitQueueLayout::new(size);
-        let at = Offsets::new(layout).ok_or(unavailable)?;
-        let ring = Dma::new(at.end.div_ceil(PAGE_SIZE))?;
+        let ring = Dma::new(Self::AT.end.div_ceil(PAGE_SIZE))?;
         let mut next = [0u16; SIZE];
-        // The free list: 0, 1, ..., SIZE - 1, then SIZE (never followed: `num_free`
-        // is 0 by then).
+        // The free list: 0, 1, ..., SIZE - 1, then 0 (never followed:
+        // `num_free` is 0 by then; 0 keeps every `next` below SIZE).
         for (value, slot) in (1u16..).zip(next.iter_mut()) {
-            *slot = value;
+            *slot = value & Self::MASK;
         }
         let mut queue = Self {
             index,
             ring,
-            layout,
-            at,
             next,
-            in_flight: [None; SIZE],
+            in_flight: [InFlight::NONE; SIZE],
             free_head: 0,
-            num_free: size.get(),
+            taken: 0,
+            num_free: Self::LAYOUT.size().get(),
             avail_idx: 0,
             kicked_idx: 0,
             last_used: 0,
@@ -171,17 +205,17 @@ impl<H: Hal, const SIZE: usize> SplitQueue<H, SIZE> {
     /// the reset fails, keeps the rings from being freed ([`SplitQueue::leak`]).
     pub unsafe fn attach<T: Transport>(&mut self, transport: &mut T) -> Result<(), VirtioError> {
         let index = self.index;
-        if transport.queue_max(index) < self.layout.size().get().into() {
+        if transport.queue_max(index) < Self::LAYOUT.size().get().into() {
             return Err(VirtioError::QueueUnavailable { index });
         }
         let (desc, avail, used) =
-            (self.ring.paddr_at(0), self.ring.paddr_at(self.at.avail), self.ring.paddr_at(self.at.used));
+            (self.ring.paddr_at(0), self.ring.paddr_at(Self::AT.avail), self.ring.paddr_at(Self::AT.used));
         let (Some(desc), Some(avail), Some(used)) = (desc, avail, used) else {
             return Err(VirtioError::QueueUnavailable { index });
         };
         // SAFETY: the three rings lie in this queue's DMA area, sized for
         // `SIZE` entries; the caller keeps them alive until the device is reset.
-        unsafe { transport.queue_setup(index, self.layout.size().get(), desc, avail, used) }
+        unsafe { transport.queue_setup(index, Self::LAYOUT.size().get(), desc, avail, used) }
     }
 
     /// Keeps the rings allocated for ever: for a queue whose device did not
@@ -190,21 +224,70 @@ impl<H: Hal, const SIZE: usize> SplitQueue<H, SIZE> {
         self.ring.leak();
     }
 
-    /// Writes `value` (little-endian) at `offset` of the rings.
+    /// `SIZE - 1`: masks a ring index or a descriptor number into range.
+    #[expect(clippy::cast_possible_truncation, reason = "SIZE is at most 32768 (`LAYOUT`)")]
+    const MASK: u16 = SIZE.wrapping_sub(1) as u16;
+
+    /// The queue's layout; compiling it fails for a size that is not a
+    /// power of two up to 32768.
+    #[expect(clippy::cast_possible_truncation, reason = "a size beyond u32 fails QueueSize::new")]
+    const LAYOUT: SplitQueueLayout = match QueueSize::new(if SIZE > u32::MAX as usize { 0 } else { SIZE as u32 }) {
+        Some(size) => SplitQueueLayout::new(size),
+        None => panic!("a queue size is a power of two up to 32768"),
+    };
+
+    /// Where the rings' parts lie in `ring`, worked out at compile time.
+    const AT: Offsets = Offsets::of(Self::LAYOUT);
+
+    /// Descriptor `d`'s `next`, as the driver wrote it.
+    #[inline(always)]
+    fn next_of(&self, d: u16) -> u16 {
+        // The mask keeps the index below SIZE, so the compiler drops the
+        // check; `d` is below SIZE anyway (the invariant).
+        self.next.get(usize::from(d & Self::MASK)).copied().unwrap_or(0)
+    }
+
+    /// Sets descriptor `d`'s `next` (`value` below SIZE).
+    #[inline(always)]
+    fn set_next(&mut self, d: u16, value: u16) {
+        if let Some(next) = self.next.get_mut(usize::from(d & Self::MASK)) {
+            *next = value;
+        }
+    }
+
+    /// The record of head `head`'s chain.
+    #[inline(always)]
+    fn flight(&self, head: u16) -> InFlight {
+        self.in_flight.get(usize::from(head & Self::MASK)).copied().unwrap_or(InFlight::NONE)
+    }
+
+    /// Sets the record of head `head`'s chain.
+    #[inline(always)]
+    fn set_flight(&mut self, head: u16, flight: InFlight) {
+        if let Some(slot) = self.in_flight.get_mut(usize::from(head & Self::MASK)) {
+            *slot = flight;
+        }
+    }
+
+    /// Writes `value` (little-endian) at `offset` of the rings, an offset
+    /// from `at`.
+    #[inline(always)]
     fn put16(&mut self, offset: usize, value: u16) {
-        let written = self.ring.write(offset, value.to_le());
-        // Every offset comes from the layout the area was sized for (`new`).
-        debug_assert!(written.is_ok(), "{written:?}");
+        debug_assert!(offset < Self::AT.end && offset.is_multiple_of(2));
+        // SAFETY: every offset passed here is a field of `at` or an entry
+        // it computes, inside the area and 2-aligned (`Offsets`'
+        // invariant), and the area holds `at.end` bytes (the queue's).
+        unsafe { self.ring.write_at(offset, value.to_le()) };
     }
 
-    /// Reads a little-endian `u16` at `offset` of the rings.
-    fn get16(&self, offset: usize) -> Option<u16> {
-        self.ring.read::<u16>(offset).ok().map(u16::from_le)
-    }
-
-    /// Reads a little-endian `u32` at `offset` of the rings.
-    fn get32(&self, offset: usize) -> Option<u32> {
-        self.ring.read::<u32>(offset).ok().map(u32::from_le)
+    /// Reads a little-endian `u16` at `offset` of the rings, an offset
+    /// from `at`.
+    #[inline(always)]
+    fn get16(&self, offset: usize) -> u16 {
+        debug_assert!(offset < Self::AT.end && offset.is_multiple_of(2));
+        // SAFETY: every offset passed here is a field of `at`, inside the
+        // area and 2-aligned (`Offsets`' invariant); any bits are a `u16`.
+        u16::from_le(unsafe { self.ring.read_at::<u16>(offset) })
     }
 
     /// The queue index.
@@ -222,22 +305,110 @@ impl<H: Hal, const SIZE: usize> SplitQueue<H, SIZE> {
     fn suppress_interrupts(&mut self) {
         if self.event_idx {
             self.used_event_base = self.last_used;
-            self.put16(self.at.used_event, self.last_used.wrapping_add(0x8000));
+            self.put16(Self::AT.used_event, self.last_used.wrapping_add(0x8000));
         } else {
-            self.put16(self.at.avail, AvailFlags::NO_INTERRUPT.bits());
+            self.put16(Self::AT.avail, AvailFlags::NO_INTERRUPT.bits());
         }
     }
 
     /// Keeps `used_event` out of the device's reach as entries are used: it
     /// is moved once `last_used` has come half way to where the device,
     /// at most `SIZE` entries ahead of it, could reach it; not on every pop.
+    #[inline(always)]
     fn keep_interrupts_suppressed(&mut self) {
         // The device's index is below `used_event_base + 0x8000` while
         // `last_used + SIZE` is (a queue size is at most 0x8000).
-        let reach = 0x8000u16.wrapping_sub(self.at.mask).wrapping_sub(1) / 2;
+        // A constant: (0x8000 - SIZE) / 2.
+        let reach = 0x7fffu16.wrapping_sub(Self::MASK) >> 1;
         if self.event_idx && self.last_used.wrapping_sub(self.used_event_base) >= reach {
             self.suppress_interrupts();
         }
+    }
+
+    /// Takes descriptors `0..count` off the free list for good, for chains
+    /// the driver writes itself ([`SplitQueue::write_descriptor`]) and
+    /// makes available with [`SplitQueue::add_taken`]; [`SplitQueue::add`]
+    /// uses the rest. Only on a queue that has made nothing available yet
+    /// ([`VirtioError::Busy`] otherwise), and once.
+    pub fn take_descriptors(&mut self, count: u16) -> Result<(), VirtioError> {
+        if self.taken != 0 || usize::from(self.num_free) != SIZE || self.avail_idx != 0 {
+            return Err(VirtioError::Busy);
+        }
+        if usize::from(count) > SIZE {
+            return Err(VirtioError::TooManyBuffers);
+        }
+        // The free list of a fresh queue is 0, 1, ..., SIZE - 1.
+        self.taken = count;
+        self.free_head = count & Self::MASK;
+        self.num_free = self.num_free.wrapping_sub(count);
+        Ok(())
+    }
+
+    /// Writes descriptor `d`, one of those [taken](SplitQueue::take_descriptors):
+    /// `buffer`, with `flags`, followed by descriptor `next` when `flags`
+    /// has `NEXT`. Two 64-bit stores; nothing is checked on this path.
+    ///
+    /// # Safety
+    ///
+    /// `d` must be a taken descriptor of no chain in flight, and `next`
+    /// (with `NEXT`) a taken descriptor; the buffer must stay valid, and
+    /// unused by anyone else if the device writes it, until every chain
+    /// made available through `d` has come back from
+    /// [`SplitQueue::pop_used`] or the device is reset.
+    #[inline(always)]
+    pub unsafe fn write_descriptor(&mut self, d: u16, buffer: Buffer, flags: DescFlags, next: u16) {
+        debug_assert!(d < self.taken && (!flags.contains(DescFlags::NEXT) || next < self.taken));
+        self.publish_descriptor(d, &buffer, flags, next);
+    }
+
+    /// Rewrites the second half of descriptor `d` (length, flags, `next`)
+    /// and keeps its address: one 64-bit store.
+    ///
+    /// # Safety
+    ///
+    /// As for [`SplitQueue::write_descriptor`], `d` keeping the buffer
+    /// address written last, now `len` bytes long.
+    #[inline(always)]
+    pub unsafe fn rewrite_descriptor(&mut self, d: u16, len: u32, flags: DescFlags, next: u16) {
+        debug_assert!(d < self.taken && (!flags.contains(DescFlags::NEXT) || next < self.taken));
+        let rest = u64::from(len) | u64::from(flags.bits()) << 32 | u64::from(next) << 48;
+        // No overflow: below SIZE * 16 + 8.
+        let at = usize::from(d & Self::MASK).wrapping_mul(DESC_BYTES).wrapping_add(8);
+        // SAFETY: the second half of descriptor `d` (masked below SIZE),
+        // inside the table at the area's start and 8-aligned (`Offsets`'
+        // invariant).
+        unsafe { self.ring.write_at(at, rest.to_le()) };
+    }
+
+    /// Makes the chain starting at taken descriptor `head` available: its
+    /// descriptors as the driver wrote them, `writable` bytes of them for
+    /// the device to write. Returns the token [`SplitQueue::pop_used`] gives
+    /// back (`head`). [`VirtioError::InvalidRequest`] if `head` is not a
+    /// taken descriptor or its chain is in flight already.
+    ///
+    /// The chain's descriptors and buffers are covered by the `unsafe`
+    /// calls that wrote them ([`SplitQueue::write_descriptor`]).
+    #[inline(always)]
+    pub fn add_taken(&mut self, head: u16, writable: u32) -> Result<u16, VirtioError> {
+        if head >= self.taken || self.flight(head).descriptors != 0 {
+            return Err(VirtioError::InvalidRequest);
+        }
+        // INVARIANT: `last` is unused for taken chains (they go back to no
+        // free list); 1 descriptor marks the record in flight.
+        self.set_flight(head, InFlight { writable, descriptors: 1, last: head });
+        self.publish_available(head);
+        Ok(head)
+    }
+
+    /// Puts `head` in the next entry of the available ring and makes it
+    /// visible.
+    #[inline(always)]
+    fn publish_available(&mut self, head: u16) {
+        self.put16(Self::AT.avail_entry(self.avail_idx), head);
+        // VQ-4: the descriptors and the ring entry before the index.
+        fence(Ordering::Release);
+        self.avail_idx = self.avail_idx.wrapping_add(1);
+        self.put16(Self::AT.avail.wrapping_add(2), self.avail_idx);
     }
 
     /// Makes a request available: `inputs` for the device to read, then
@@ -248,56 +419,67 @@ impl<H: Hal, const SIZE: usize> SplitQueue<H, SIZE> {
     ///
     /// The buffers must stay valid, and the outputs unused by anyone else,
     /// until the token comes back from `pop_used` or the device is reset.
+    #[inline(always)]
     pub unsafe fn add(&mut self, inputs: &[Buffer], outputs: &[Buffer]) -> Result<u16, VirtioError> {
-        let count = inputs.len().checked_add(outputs.len()).filter(|&c| c > 0 && c <= SIZE);
-        let count = count.and_then(|c| u16::try_from(c).ok()).ok_or(VirtioError::TooManyBuffers)?;
-        let num_free = self.num_free.checked_sub(count).ok_or(VirtioError::QueueFull)?;
+        // No overflow: two slices of 16-byte `Buffer`s hold fewer than
+        // `usize::MAX` between them.
+        let count = inputs.len().wrapping_add(outputs.len());
+        if count == 0 || count > SIZE {
+            return Err(VirtioError::TooManyBuffers);
+        }
+        if count > usize::from(self.num_free) {
+            return Err(VirtioError::QueueFull);
+        }
         let writable = outputs.iter().try_fold(0u32, |sum, b| sum.checked_add(b.len));
         let writable = writable.ok_or(VirtioError::InvalidRequest)?;
+        // CAST: `count` <= `num_free` <= SIZE <= 32768.
+        #[expect(clippy::cast_possible_truncation, reason = "see CAST")]
+        let count = count as u16;
         let head = self.free_head;
-        let (mut slot, mut last) = (head, head);
+        let mut slot = head;
+        let mut last = head;
         let mut left = count;
+        // The chain takes the free list's first `count` descriptors in its
+        // order; each descriptor's `next` stays as it was, and the last
+        // one's (ignored without NEXT) keeps linking the rest of the free
+        // list.
         for (buffers, flags) in [(inputs, DescFlags::empty()), (outputs, DescFlags::WRITE)] {
             for buffer in buffers {
-                // The free list holds `num_free` >= `count` descriptors below
-                // SIZE; were it broken, nothing has been made available yet.
-                let next = *self.next.get(usize::from(slot)).ok_or(VirtioError::QueueFull)?;
+                let next = self.next_of(slot);
                 left = left.wrapping_sub(1);
                 let flags = if left > 0 { flags | DescFlags::NEXT } else { flags };
-                // `next` stays as it was: the free list's order is the chain's,
-                // and the last descriptor's `next` (ignored without NEXT) keeps
-                // linking the rest of the free list.
                 self.publish_descriptor(slot, buffer, flags, next);
                 last = slot;
                 slot = next;
             }
         }
-        let flight = self.in_flight.get_mut(usize::from(head)).ok_or(VirtioError::QueueFull)?;
-        *flight = Some(InFlight { writable, descriptors: count, last });
+        // INVARIANT: `last` is a descriptor, below SIZE; `count` > 0.
+        self.set_flight(head, InFlight { writable, descriptors: count, last });
         self.free_head = slot;
-        self.num_free = num_free;
-        self.put16(self.at.avail_entry(self.avail_idx), head);
-        // VQ-4: the descriptors and the ring entry before the index.
-        fence(Ordering::Release);
-        self.avail_idx = self.avail_idx.wrapping_add(1);
-        self.put16(self.at.avail.wrapping_add(2), self.avail_idx);
+        self.num_free = self.num_free.wrapping_sub(count);
+        self.publish_available(head);
         Ok(head)
     }
 
     /// Writes descriptor `slot` of the table, as two 64-bit stores: the
     /// address, then length, flags and `next`.
+    #[inline(always)]
     fn publish_descriptor(&mut self, slot: u16, buffer: &Buffer, flags: DescFlags, next: u16) {
-        let base = usize::from(slot).saturating_mul(DESC_BYTES);
+        // No overflow: below SIZE * 16.
+        let base = usize::from(slot & Self::MASK).wrapping_mul(DESC_BYTES);
         let rest = u64::from(buffer.len) | u64::from(flags.bits()) << 32 | u64::from(next) << 48;
-        let written =
-            [self.ring.write(base, buffer.addr.to_le()), self.ring.write(base.saturating_add(8), rest.to_le())];
-        // `slot` < SIZE: the descriptor lies in the table at the area's start.
-        debug_assert!(written.iter().all(Result::is_ok), "{written:?}");
+        // SAFETY: descriptor `slot` (masked below SIZE) lies in the table at
+        // the area's start, which holds SIZE 16-byte descriptors
+        // (`Offsets`' invariant), so both 8-byte halves are inside and
+        // 8-aligned.
+        unsafe { self.ring.write_at(base, buffer.addr.to_le()) };
+        // SAFETY: the second half of the same descriptor, as just said.
+        unsafe { self.ring.write_at(base.wrapping_add(8), rest.to_le()) };
     }
 
     /// Whether the device wants to be notified of what was added since the
-    /// last notification (clause VQ-5). When its answer cannot be read, it
-    /// is notified.
+    /// last notification (clause VQ-5).
+    #[inline(always)]
     pub fn should_notify(&mut self) -> bool {
         fence(Ordering::SeqCst);
         let (old, new) = (self.kicked_idx, self.avail_idx);
@@ -306,13 +488,14 @@ impl<H: Hal, const SIZE: usize> SplitQueue<H, SIZE> {
             return false;
         }
         if self.event_idx {
-            self.get16(self.at.avail_event).is_none_or(|event| need_event(event, new, old))
+            need_event(self.get16(Self::AT.avail_event), new, old)
         } else {
-            self.get16(self.at.used).is_none_or(|flags| flags & UsedFlags::NO_NOTIFY.bits() == 0)
+            self.get16(Self::AT.used) & UsedFlags::NO_NOTIFY.bits() == 0
         }
     }
 
     /// Notifies the device if it wants it; returns whether it did.
+    #[inline(always)]
     pub fn kick<T: Transport>(&mut self, transport: &mut T) -> bool {
         let notify = self.should_notify();
         if notify {
@@ -322,41 +505,47 @@ impl<H: Hal, const SIZE: usize> SplitQueue<H, SIZE> {
     }
 
     /// Whether a used entry is waiting.
+    #[inline(always)]
     pub fn can_pop(&self) -> bool {
-        self.get16(self.at.used.wrapping_add(2)).is_some_and(|idx| idx != self.last_used)
+        self.get16(Self::AT.used.wrapping_add(2)) != self.last_used
     }
 
     /// Takes the next used entry: the request's token and the bytes the
     /// device wrote. An entry that breaks the protocol is an error and the
     /// queue is left as it was (clause VQ-6).
+    #[inline(always)]
     pub fn pop_used(&mut self) -> Result<Option<(u16, u32)>, VirtioError> {
         if !self.can_pop() {
             return Ok(None);
         }
         fence(Ordering::Acquire);
-        let entry = self.at.used_entry(self.last_used);
-        let (id, len) = (self.get32(entry), self.get32(entry.wrapping_add(4)));
-        let (Some(id), Some(len)) = (id, len) else {
-            return Err(VirtioError::DeviceMisbehaved("used entry outside the ring"));
-        };
+        let entry = Self::AT.used_entry(self.last_used);
+        // SAFETY: a used entry (masked below SIZE) lies inside the area and
+        // is 4-aligned (`Offsets`' invariant); any bits are a `u32`.
+        let id = u32::from_le(unsafe { self.ring.read_at::<u32>(entry) });
+        // SAFETY: the entry's second half, as just said.
+        let len = u32::from_le(unsafe { self.ring.read_at::<u32>(entry.wrapping_add(4)) });
+        // VQ-6, checked once here: the id names a head in flight, the length
+        // is within its writable buffers.
         let head = u16::try_from(id).ok().filter(|&h| usize::from(h) < SIZE);
         let head = head.ok_or(VirtioError::DeviceMisbehaved("used id out of range"))?;
-        let slot = self.in_flight.get_mut(usize::from(head));
-        let slot = slot.ok_or(VirtioError::DeviceMisbehaved("used id out of range"))?;
-        let flight = slot.ok_or(VirtioError::DeviceMisbehaved("used id not in flight"))?;
+        let flight = self.flight(head);
+        if flight.descriptors == 0 {
+            return Err(VirtioError::DeviceMisbehaved("used id not in flight"));
+        }
         if len > flight.writable {
             return Err(VirtioError::DeviceMisbehaved("used length beyond the buffers"));
         }
-        *slot = None;
+        self.set_flight(head, InFlight::NONE);
         self.last_used = self.last_used.wrapping_add(1);
-        // Back on the free list: the chain's descriptors are still linked by
-        // their `next`; its last one now links to the old free head.
-        if let Some(last) = self.next.get_mut(usize::from(flight.last)) {
-            *last = self.free_head;
+        if head >= self.taken {
+            // Back on the free list: the chain's descriptors are still linked
+            // by their `next`; its last one now links to the old free head.
+            self.set_next(flight.last, self.free_head);
+            self.free_head = head;
+            // No overflow: gives back exactly what `add` took.
+            self.num_free = self.num_free.wrapping_add(flight.descriptors);
         }
-        self.free_head = head;
-        // Never saturates: gives back exactly what `add` took.
-        self.num_free = self.num_free.saturating_add(flight.descriptors);
         self.keep_interrupts_suppressed();
         Ok(Some((head, len)))
     }

@@ -77,6 +77,10 @@ pub(crate) struct Machine {
     pub(crate) created: Instant,
     /// The PV timers, for their counters.
     pub(crate) timers: Option<Arc<Timers>>,
+    /// The accounting thread, once started: it idles while no guest area is
+    /// registered, so whatever registers one (`ACCOUNTING_REGISTER`, and a
+    /// restore that brings areas back) unparks it.
+    pub(crate) accounting_thread: std::sync::OnceLock<std::thread::Thread>,
 }
 
 impl Machine {

@@ -173,6 +173,7 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks, accounting_out: Option<Ou
         config: config.clone(),
         created: Instant::now(),
         timers: time.as_ref().map(|t| Arc::clone(&t.timers)),
+        accounting_thread: std::sync::OnceLock::new(),
     });
     machine.console.start_input();
     devices.serve(machine.guest.clone())?;
@@ -183,8 +184,9 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks, accounting_out: Option<Ou
         _ => None,
     };
     if let Some(updater) = &accounting {
-        Updater::start(Arc::clone(updater))
+        let thread = Updater::start(Arc::clone(updater))
             .map_err(|source| VmmError::Host { what: "spawning the accounting thread", source })?;
+        let _ = machine.accounting_thread.set(thread);
     }
     if let Some(time) = time {
         start_time_threads(&machine, time)?;

@@ -193,3 +193,92 @@ fn used_event_stays_out_of_the_devices_reach_without_a_write_per_pop() {
     t.reset().unwrap();
     drop(q);
 }
+
+/// A queue whose descriptors 0..3 are taken for one fixed chain: 0 (the
+/// head, readable) -> 1 (writable, OUT) -> 2 (writable, one byte).
+fn setup_taken() -> (SplitQueue<FakeHal, 8>, FakeTransport) {
+    let (mut q, t) = setup();
+    q.take_descriptors(3).unwrap();
+    // SAFETY: descriptor 0 is taken and of no chain, and so is 1, which it
+    // leads to; the fake device never touches the buffers.
+    unsafe { q.write_descriptor(0, IN, DescFlags::NEXT, 1) };
+    // SAFETY: descriptor 1, taken, of no chain, leading to taken 2; the
+    // buffer is never touched.
+    unsafe { q.write_descriptor(1, OUT, DescFlags::NEXT | DescFlags::WRITE, 2) };
+    // SAFETY: descriptor 2, taken, of no chain, the last; the buffer is
+    // never touched.
+    unsafe { q.write_descriptor(2, Buffer { addr: 0x3000, len: 1 }, DescFlags::WRITE, 0) };
+    (q, t)
+}
+
+#[test]
+fn a_taken_chain_goes_round_and_stays_off_the_free_list() {
+    let (mut q, mut t) = setup_taken();
+    let mut d = device(&t);
+    assert_eq!(q.free(), 5);
+    for round in 0..3 {
+        assert_eq!(q.add_taken(0, 513), Ok(0));
+        assert!(q.kick(&mut t), "round {round}");
+        let chain = d.pop().unwrap();
+        let expected = [
+            ChainBuffer { addr: 0x1000, len: 16, writable: false },
+            ChainBuffer { addr: 0x2000, len: 512, writable: true },
+            ChainBuffer { addr: 0x3000, len: 1, writable: true },
+        ];
+        assert_eq!((chain.head, &chain.buffers[..]), (0, &expected[..]));
+        d.push_used(0, 513);
+        assert_eq!(q.pop_used(), Ok(Some((0, 513))));
+        assert_eq!(q.free(), 5, "a taken chain goes back to no free list");
+    }
+    // The free list hands out the other five only.
+    let mut heads = Vec::new();
+    for _ in 0..5 {
+        // SAFETY: the fake device never touches the buffers.
+        heads.push(unsafe { q.add(&[OUT], &[]) }.unwrap());
+    }
+    assert!(heads.iter().all(|&h| h >= 3), "{heads:?}");
+    // SAFETY: as above.
+    assert_eq!(unsafe { q.add(&[OUT], &[]) }, Err(VirtioError::QueueFull));
+    done(q, t);
+}
+
+#[test]
+fn a_taken_chain_is_checked_as_any_other() {
+    let (mut q, t) = setup_taken();
+    let mut d = device(&t);
+    assert_eq!(q.add_taken(0, 513), Ok(0));
+    assert_eq!(q.add_taken(0, 513), Err(VirtioError::InvalidRequest), "in flight already");
+    assert_eq!(q.add_taken(3, 1), Err(VirtioError::InvalidRequest), "not a taken descriptor");
+    d.pop().unwrap();
+    // VQ-6: a taken descriptor that is no head in flight, a length beyond
+    // the chain's writable bytes.
+    d.push_used(1, 0);
+    assert_eq!(q.pop_used(), Err(VirtioError::DeviceMisbehaved("used id not in flight")));
+    done(q, t);
+}
+
+#[test]
+fn a_taken_chain_refuses_a_length_beyond_its_buffers() {
+    let (mut q, t) = setup_taken();
+    let mut d = device(&t);
+    assert_eq!(q.add_taken(0, 513), Ok(0));
+    d.pop().unwrap();
+    d.push_used(0, 514);
+    assert_eq!(q.pop_used(), Err(VirtioError::DeviceMisbehaved("used length beyond the buffers")));
+    done(q, t);
+}
+
+#[test]
+fn descriptors_are_taken_only_from_a_fresh_queue_and_once() {
+    let (mut q, t) = setup();
+    assert_eq!(q.take_descriptors(9), Err(VirtioError::TooManyBuffers));
+    q.take_descriptors(8).unwrap();
+    assert_eq!(q.free(), 0);
+    assert_eq!(q.take_descriptors(1), Err(VirtioError::Busy));
+    let (mut q2, t2) = setup();
+    // SAFETY: the fake device never touches the buffers.
+    unsafe { q2.add(&[IN], &[OUT]) }.unwrap();
+    assert_eq!(q2.take_descriptors(2), Err(VirtioError::Busy), "something was made available");
+    done(q, t);
+    done(q2, t2);
+}

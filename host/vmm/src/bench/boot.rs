@@ -2,6 +2,8 @@
 //! guest's first instruction, to the guest's first console byte, and to the
 //! process's exit.
 //!
+//! The minimal kernel's run is timed from the spawn to the exit alone.
+//!
 //! The example kernels' first instruction writes port 0x80. pvkit reports
 //! that exit on standard error when run with `--boot-trace`; QEMU is given
 //! an `isa-debugcon` at port 0x80 that writes the byte to a FIFO.
@@ -43,6 +45,34 @@ pub(crate) fn boot_once(vmm: Vmm, kernel: &Path) -> Result<BootTimes, String> {
             watch(vmm, cmd, Some(fifo.open()?))
         }
     }
+}
+
+/// Runs `kernel` on `vmm` once, from the spawn of the VMM's process to its
+/// exit, with nothing watching it on the way: the time a user waits for a
+/// guest that boots, prints a line and stops. Its output is read after the
+/// exit (a line fits a pipe's buffer) and must hold `line`.
+pub(crate) fn exit_once(vmm: Vmm, kernel: &Path, line: &str) -> Result<Duration, String> {
+    let mut cmd = match vmm {
+        Vmm::Pvkit => {
+            let mut cmd = super::pvkit_run();
+            cmd.arg(kernel);
+            cmd
+        }
+        Vmm::Qemu => super::qemu_command(kernel),
+    };
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
+    let start = Instant::now();
+    let mut child = cmd.spawn().map_err(|e| format!("cannot start {cmd:?}: {e}"))?;
+    let status = child.wait().map_err(|e| format!("waiting for {cmd:?}: {e}"))?;
+    let took = start.elapsed();
+    let mut out = String::new();
+    if let Some(mut stdout) = child.stdout.take() {
+        let _ = stdout.read_to_string(&mut out);
+    }
+    if !vmm.guest_succeeded(status) || !out.contains(line) {
+        return Err(format!("{cmd:?} failed ({status}):\n{out}"));
+    }
+    Ok(took)
 }
 
 /// A FIFO in the temporary directory, removed on drop.

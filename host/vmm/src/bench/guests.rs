@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use super::cpu::CpuTimes;
 use super::report::Vmm;
 
 /// Guest RAM of the runs whose footprint is measured, in MiB; both VMMs get
@@ -42,14 +43,25 @@ pub(crate) struct Run {
 
 /// Runs `cmd` to its end, sampling its resident memory, and returns what it
 /// printed; a failure carries its output.
-pub(crate) fn run(vmm: Vmm, mut cmd: Command) -> Result<Run, String> {
+pub(crate) fn run(vmm: Vmm, cmd: Command) -> Result<Run, String> {
+    run_marked(vmm, cmd, &[]).map(|(run, _)| run)
+}
+
+/// [`run`], and the VMM's CPU times read as each of `marks` came: the
+/// moment its process printed the line `BENCH <mark> ...` (`None` for a
+/// mark never printed).
+pub(crate) fn run_marked(
+    vmm: Vmm,
+    mut cmd: Command,
+    marks: &[&'static str],
+) -> Result<(Run, Vec<Option<CpuTimes>>), String> {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot start {cmd:?}: {e}"))?;
-    let out = read_all(child.stdout.take().ok_or("no stdout")?);
+    let out = read_marked(child.stdout.take().ok_or("no stdout")?, child.id(), marks.to_vec());
     let err = read_all(child.stderr.take().ok_or("no stderr")?);
     let mut peak = None;
     let (status, cpu_seconds) = loop {
@@ -61,12 +73,38 @@ pub(crate) fn run(vmm: Vmm, mut cmd: Command) -> Result<Run, String> {
         }
         std::thread::sleep(Duration::from_millis(25));
     };
-    let text = out.join().unwrap_or_default();
+    let (text, times) = out.join().unwrap_or_default();
     let err = err.join().unwrap_or_default();
     if !vmm.guest_succeeded(status) {
         return Err(format!("{cmd:?} failed ({status}):\n{text}{err}"));
     }
-    Ok(Run { figures: Figures { text }, peak_rss_beyond_guest_kib: peak, cpu_seconds })
+    Ok((Run { figures: Figures { text }, peak_rss_beyond_guest_kib: peak, cpu_seconds }, times))
+}
+
+/// Reads `pipe` line by line to its end on a thread of its own, reading
+/// process `pid`'s CPU times the moment a line `BENCH <mark> ...` comes for
+/// each of `marks`.
+fn read_marked(
+    pipe: impl Read + Send + 'static,
+    pid: u32,
+    marks: Vec<&'static str>,
+) -> std::thread::JoinHandle<(String, Vec<Option<CpuTimes>>)> {
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut text = String::new();
+        let mut times = vec![None; marks.len()];
+        let mut lines = std::io::BufReader::new(pipe);
+        let mut line = String::new();
+        while lines.read_line(&mut line).is_ok_and(|n| n > 0) {
+            let name = line.strip_prefix("BENCH ").and_then(|l| l.split_whitespace().next());
+            if let Some(slot) = name.and_then(|n| marks.iter().position(|m| *m == n)).and_then(|i| times.get_mut(i)) {
+                *slot = CpuTimes::of(pid);
+            }
+            text.push_str(&line);
+            line.clear();
+        }
+        (text, times)
+    })
 }
 
 /// The child's exit status and the CPU time it used (`wait4`'s rusage),

@@ -21,6 +21,7 @@
 
 mod api;
 mod boot;
+mod cpu;
 mod guests;
 mod plot;
 mod report;
@@ -93,7 +94,7 @@ fn qemu_command(kernel: &Path) -> Command {
     #[rustfmt::skip]
     cmd.args([
         "-M", "microvm,acpi=off", "-accel", "kvm", "-cpu", "host,-arch-capabilities", "-m", "64M",
-        "-nodefaults", "-no-user-config", "-nographic", "-serial", "stdio",
+        "-nodefaults", "-no-user-config", "-nographic", "-serial", "stdio", "-name", "bench,debug-threads=on",
         "-device", "isa-debug-exit,iobase=0xf4,iosize=4", "-global", "virtio-mmio.force-legacy=false", "-kernel",
     ]);
     cmd.arg(kernel);
@@ -116,6 +117,7 @@ pub(crate) fn run(args: &BenchArgs) -> Result<(), String> {
     };
     let (hello, clockbench, blkbench) = (kernel("hello")?, kernel("clockbench")?, kernel("blkbench")?);
     let service = kernel("service")?;
+    let minimal = kernel("minimal")?;
     let mut vmms = vec![Vmm::Pvkit];
     if let Some(Other::Qemu) = args.compare {
         vmms.push(Vmm::Qemu);
@@ -129,6 +131,7 @@ pub(crate) fn run(args: &BenchArgs) -> Result<(), String> {
     clock(&mut report, &clockbench, &vmms, runs, hz)?;
     let rss = block(&mut report, &blkbench, &vmms, runs, hz)?;
     boot(&mut report, &hello, &vmms, boots)?;
+    boot_to_exit(&mut report, &minimal, &vmms, boots)?;
     footprint(&mut report, &vmms, rss)?;
     api(&mut report, &service)?;
 
@@ -269,6 +272,10 @@ fn tsc_hz() -> Result<f64, String> {
     Ok(f64::from(khz) * 1000.0)
 }
 
+/// The lines `blkbench` prints as its QD32 random reads begin and end: the
+/// VMM's CPU times are read at each.
+const QD32_MARKS: [&str; 2] = ["blk_qd32_begin", "blk_qd32_requests"];
+
 /// Block figures from `blkbench` on each VMM; returns the peak resident
 /// memory beyond guest RAM of each run, per VMM, in KiB.
 fn block(
@@ -285,6 +292,7 @@ fn block(
         let mut all = Vec::new();
         let mut peaks = Vec::new();
         let mut cpu = Vec::new();
+        let (mut qd32_cpu, mut outside) = (Vec::new(), Vec::new());
         for run in 1..=runs {
             progress(&format!("block on {}, run {run} of {runs}", vmm.name()));
             guests::fresh_image(&image, 256)?;
@@ -302,10 +310,16 @@ fn block(
                     cmd
                 }
             };
-            let result = guests::run(vmm, cmd);
+            let result = guests::run_marked(vmm, cmd, &QD32_MARKS);
             let _ = std::fs::remove_file(&image);
-            let run = result?;
+            let (run, times) = result?;
             peaks.extend(run.peak_rss_beyond_guest_kib.map(|k| k as f64));
+            let requests = run.figures.get("blk_qd32_requests")?;
+            let [Some(begin), Some(end)] = times[..] else {
+                return Err(format!("{}'s CPU times were not read around the QD32 run", vmm.name()));
+            };
+            qd32_cpu.push(end.host_seconds_since(&begin) / requests * 1e6);
+            outside.push(end.outside_vcpus_seconds_since(&begin) / requests * 1e6);
             cpu.push(run.cpu_seconds);
             all.push(run.figures);
         }
@@ -352,6 +366,12 @@ fn block(
             vmm,
             &each(&|f| per(f, "qd32", "exits"))?,
         )?;
+        report.add(metric(BLK, "host_cpu_per_req_qd32", "host CPU per request, QD32", "us"), vmm, &qd32_cpu)?;
+        report.add(
+            metric(BLK, "host_cpu_outside_vcpus_per_req_qd32", "host CPU per request beside the vCPUs, QD32", "us"),
+            vmm,
+            &outside,
+        )?;
         rss.push((vmm, peaks));
     }
     Ok(rss)
@@ -383,6 +403,28 @@ fn boot(report: &mut Report, hello: &Path, vmms: &[Vmm], boots: usize) -> Result
             &ms(|t| t.first_byte),
         )?;
         report.add(metric(BOOT, "exit", "to the VMM's exit", "ms"), vmm, &ms(|t| t.exit))?;
+    }
+    Ok(())
+}
+
+/// What the `minimal` kernel prints before it stops.
+const MINIMAL_LINE: &str = "minimal: booted";
+
+/// The `minimal` kernel from spawn to exit on each VMM: the whole cost of
+/// a VM that boots, prints a line and stops, nearly all of it the VMM's.
+fn boot_to_exit(report: &mut Report, minimal: &Path, vmms: &[Vmm], boots: usize) -> Result<(), String> {
+    // Twice the boots: each is short, and the median wants them.
+    let boots = boots.saturating_mul(2);
+    for &vmm in vmms {
+        // One run to warm the page cache, not counted.
+        boot::exit_once(vmm, minimal, MINIMAL_LINE)?;
+        let ms = (1..=boots)
+            .map(|n| {
+                progress(&format!("minimal boot on {}, {n} of {boots}", vmm.name()));
+                boot::exit_once(vmm, minimal, MINIMAL_LINE).map(|t| t.as_secs_f64() * 1e3)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        report.add(metric("boot", "minimal_exit", "minimal guest: spawn to exit", "ms"), vmm, &ms)?;
     }
     Ok(())
 }
