@@ -16,10 +16,17 @@ use crate::layout::{
     self, ACPI_END, ACPI_START, BOOT_INFO_END, CMDLINE_ADDR, MEMMAP_ADDR, MODLIST_ADDR, MemSize, START_INFO_ADDR,
     START_INFO_EBX, Use,
 };
-use crate::machine::Start;
 
 /// How much of a segment is copied at a time.
 const COPY_CHUNK: usize = 1 << 20;
+
+/// Where and how a vCPU starts: the PVH entry state with these registers.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Start {
+    pub(crate) entry: u32,
+    pub(crate) ebx: u32,
+    pub(crate) esi: u32,
+}
 
 /// What kind of file `meta` describes, for a refusal.
 pub(crate) fn file_kind(meta: &std::fs::Metadata) -> &'static str {

@@ -13,7 +13,8 @@ use pvkit_spec::hypercall::HypercallArgs;
 
 use crate::console::{SERIAL_PORT, SERIAL_PORTS};
 use crate::error::VmmError;
-use crate::machine::{Event, Machine, Start};
+use crate::loader::Start;
+use crate::machine::{Event, Machine};
 use crate::metrics::ExitReason;
 
 /// The i8042 keyboard controller's command port, and the command that
