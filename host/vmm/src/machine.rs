@@ -16,9 +16,16 @@ use crate::console::{Console, SerialPort};
 use crate::control::Control;
 use crate::devices::DeviceSet;
 use crate::events::EventBus;
-use crate::loader::Start;
 use crate::metrics::VcpuCounters;
 use crate::time::ApicSink;
+
+/// Where and how a vCPU starts: the PVH entry state with these registers.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Start {
+    pub(crate) entry: u32,
+    pub(crate) ebx: u32,
+    pub(crate) esi: u32,
+}
 
 /// How a machine ended.
 #[derive(Debug)]

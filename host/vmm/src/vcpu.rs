@@ -13,8 +13,7 @@ use pvkit_spec::hypercall::HypercallArgs;
 
 use crate::console::{SERIAL_PORT, SERIAL_PORTS};
 use crate::error::VmmError;
-use crate::loader::Start;
-use crate::machine::{Event, Machine};
+use crate::machine::{Event, Machine, Start};
 use crate::metrics::ExitReason;
 
 /// The i8042 keyboard controller's command port, and the command that
@@ -35,7 +34,10 @@ pub(crate) fn spawn(index: u32, fd: VcpuFd, machine: Arc<Machine>, start: Receiv
             let Ok(start) = start.recv() else { return };
             let mut vcpu = Vcpu { index, fd, machine };
             vcpu.machine.control.vcpu_started(index);
-            let event = vcpu.boot(start).and_then(|()| vcpu.run());
+            let event = vcpu.boot(start).and_then(|()| {
+                crate::confine::enter(crate::confine::Kind::Vcpu);
+                vcpu.run()
+            });
             vcpu.machine.control.vcpu_ended(index);
             match event {
                 Ok(event) | Err(event) => vcpu.machine.report(event),
