@@ -45,7 +45,8 @@ const QEMU: &str = "qemu-system-x86_64";
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
     /// The directory of the example kernels (`hello` for the boot figures,
-    /// `clockbench` for hypercalls, clock and timer, `blkbench` for block I/O).
+    /// `clockbench` for hypercalls, clock and timer, `blkbench` for block I/O,
+    /// `netperf` for the network).
     #[arg(long, default_value = DEFAULT_KERNELS)]
     kernels: PathBuf,
 
@@ -65,7 +66,7 @@ pub(crate) struct BenchArgs {
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
 
-    /// Bytes the network figures move each way per run (default 256 KiB
+    /// Bytes the network figures move each way per run (default 64 KiB
     /// with --quick, 1 MiB without).
     #[arg(long, value_name = "BYTES")]
     net_bytes: Option<u64>,

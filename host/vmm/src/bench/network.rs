@@ -57,7 +57,7 @@ const EXIT_WITHIN: Duration = Duration::from_secs(30);
 /// Bytes moved each way per run without `--net-bytes`: what keeps a run
 /// within seconds where guest code is emulated (about 0.1 MB/s).
 pub(crate) const fn default_bytes(quick: bool) -> u64 {
-    if quick { 256 << 10 } else { 1 << 20 }
+    if quick { 64 << 10 } else { 1 << 20 }
 }
 
 const TO_GUEST: Metric = metric(NET, "to_guest", "TCP host -> guest", "MB/s");
