@@ -6,6 +6,7 @@ pub mod elf;
 pub mod loopback;
 pub mod machine;
 pub mod netns;
+pub mod survivor;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -77,6 +78,12 @@ pub fn kernel(name: &str) -> PathBuf {
     let path = dir.join(name);
     assert!(path.is_file(), "no example kernel {}", path.display());
     path
+}
+
+/// FNV-1a, 64-bit: the checksum of the records the example kernels write
+/// to their disks (`diskstorm`, `survivor`).
+pub fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// Whether this run is CI, where nothing may skip.

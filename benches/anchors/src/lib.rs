@@ -37,6 +37,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod accounting;
 pub mod clock;
 pub mod guest_blk;
 pub mod host_queue;
