@@ -263,6 +263,10 @@ fn main(boot: Boot) -> u8 {
         println!("netperf: pinging {peer} {pings} times");
     }
     let (mut sinking, mut sourcing) = (None, None);
+    // The services listen before the first poll: once the interface
+    // answers a ping, they take connections.
+    serve_sink(&mut station, &mut sockets, sink, &mut sinking);
+    serve_source(&mut station, &mut sockets, source, &mut sourcing, total);
     let code = loop {
         station.poll(&mut sockets);
         if let Some(e) = station.device.error() {

@@ -168,7 +168,7 @@ fn run_once(vmm: Vmm, netperf: &Path, bytes: u64, hz: f64) -> Result<RunFigures,
     let from = guest.measured(|| from_guest(bytes), vmm)?;
     quit()?;
     let figures = guest.finish(vmm)?;
-    let frames = |name: &str| -> Result<f64, String> {
+    let exits_per_packet = |name: &str| -> Result<f64, String> {
         let got = figures.get(&format!("net_{name}_bytes"))?;
         if got != bytes as f64 {
             return Err(format!("the guest's {name} counted {got} bytes, not {bytes}"));
@@ -184,8 +184,8 @@ fn run_once(vmm: Vmm, netperf: &Path, bytes: u64, hz: f64) -> Result<RunFigures,
         from_guest: mb / from.took.as_secs_f64(),
         ping_p50: percentile(&rtts, 50)?,
         ping_p99: percentile(&rtts, 99)?,
-        exits_to: frames("sink")?,
-        exits_from: frames("source")?,
+        exits_to: exits_per_packet("sink")?,
+        exits_from: exits_per_packet("source")?,
         cpu_to: ms_per_mb(to.cpu.total),
         cpu_from: ms_per_mb(from.cpu.total),
         device_cpu: ms_per_mb(to.cpu.outside_vcpus().saturating_add(from.cpu.outside_vcpus())) / 2.0,
