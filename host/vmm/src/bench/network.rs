@@ -6,7 +6,7 @@
 //! it, sends it `bytes` bytes (to its sink), takes `bytes` bytes from it
 //! (from its source, checking the pattern), and stops it (`quit`). From
 //! outside, the bench times each transfer and reads the VMM process's CPU
-//! time (`/proc/PID/stat`, and its threads' in `/proc/PID/task`); from
+//! time, thread by thread (`/proc/PID/task/TID/schedstat`); from
 //! inside, the guest counts the frames each way and its notifications, the
 //! only VM exits its device path makes (it polls: it asks for no
 //! interrupts, on either VMM).
@@ -263,7 +263,10 @@ fn quit() -> Result<(), String> {
 }
 
 /// CPU time a VMM process used: all of it, and its vCPU threads' (which
-/// run the guest).
+/// run the guest). Each thread's on-CPU time in nanoseconds, as the
+/// scheduler counts it (`/proc/PID/task/TID/schedstat`), user and system
+/// time together: `/proc/PID/stat` counts in clock ticks (10 ms), too
+/// coarse for transfers of a second or two.
 #[derive(Clone, Copy, Debug, Default)]
 struct Cpu {
     total: Duration,
@@ -276,24 +279,25 @@ impl Cpu {
         self.total.saturating_sub(self.vcpus)
     }
 
-    /// The process `pid`'s figures now.
+    /// The process `pid`'s figures now: the sum over its threads (a
+    /// thread that ends between two readings takes its time with it).
     fn of(pid: u32, vmm: Vmm) -> Result<Self, String> {
-        let dir = PathBuf::from(format!("/proc/{pid}"));
-        let read = |path: PathBuf| std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()));
-        let total = stat_cpu(&read(dir.join("stat"))?).ok_or_else(|| format!("{}/stat: unreadable", dir.display()))?;
-        let mut vcpus = Duration::ZERO;
-        let tasks = std::fs::read_dir(dir.join("task")).map_err(|e| format!("{}/task: {e}", dir.display()))?;
+        let dir = PathBuf::from(format!("/proc/{pid}/task"));
+        let tasks = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mut cpu = Self::default();
         for task in tasks.flatten() {
-            // A thread that ended meanwhile has no files: it is no vCPU.
+            // A thread that ended meanwhile has no files left: skip it.
+            let Ok(schedstat) = std::fs::read_to_string(task.path().join("schedstat")) else { continue };
             let Ok(comm) = std::fs::read_to_string(task.path().join("comm")) else { continue };
-            if !is_vcpu(vmm, comm.trim_end()) {
-                continue;
-            }
-            if let Some(cpu) = std::fs::read_to_string(task.path().join("stat")).ok().as_deref().and_then(stat_cpu) {
-                vcpus = vcpus.saturating_add(cpu);
+            let Some(on_cpu) = schedstat_cpu(&schedstat) else {
+                return Err(format!("{}/schedstat: {schedstat:?}", task.path().display()));
+            };
+            cpu.total = cpu.total.saturating_add(on_cpu);
+            if is_vcpu(vmm, comm.trim_end()) {
+                cpu.vcpus = cpu.vcpus.saturating_add(on_cpu);
             }
         }
-        Ok(Self { total, vcpus })
+        Ok(cpu)
     }
 
     /// What was used between `self` and `later`.
@@ -311,22 +315,11 @@ fn is_vcpu(vmm: Vmm, comm: &str) -> bool {
     }
 }
 
-/// User plus system time from a `/proc/.../stat` line (fields 14 and 15,
-/// in clock ticks).
-fn stat_cpu(stat: &str) -> Option<Duration> {
-    // The command name, in parentheses, may hold spaces: count after it.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let (utime, stime): (u64, u64) = (fields.get(11)?.parse().ok()?, fields.get(12)?.parse().ok()?);
-    let (ticks, hz) = (utime.checked_add(stime)?, clock_ticks()?);
-    let nanos = ticks.checked_rem(hz)?.checked_mul(1_000_000_000)?.checked_div(hz)?;
-    Duration::from_secs(ticks.checked_div(hz)?).checked_add(Duration::from_nanos(nanos))
-}
-
-/// Clock ticks per second, the unit of `/proc/.../stat`'s times.
-fn clock_ticks() -> Option<u64> {
-    // SAFETY: sysconf takes no pointers and has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    u64::try_from(hz).ok().filter(|&hz| hz > 0)
+/// The time on the CPU from a `schedstat` line (`run_ns wait_ns slices`).
+fn schedstat_cpu(schedstat: &str) -> Option<Duration> {
+    let mut words = schedstat.split_whitespace();
+    let run_ns = words.next()?.parse().ok()?;
+    (words.count() == 2).then_some(Duration::from_nanos(run_ns))
 }
 
 /// A transfer's wall time and the VMM's CPU time meanwhile.
@@ -430,14 +423,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cpu_time_is_read_after_the_command_name() {
-        // Fields 14 and 15 (utime, stime) are 250 and 50 ticks; the name has
-        // a space and a parenthesis.
-        let stat = "4242 (CPU 0/KVM) (x) R 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 1 0 100 2000 300";
-        let hz = clock_ticks().unwrap();
-        assert_eq!(stat_cpu(stat), Some(Duration::from_nanos(300 * 1_000_000_000 / hz)));
-        assert_eq!(stat_cpu("4242 (x) R 1 2"), None);
-        assert_eq!(stat_cpu("no parenthesis"), None);
+    fn cpu_time_is_the_first_schedstat_figure() {
+        assert_eq!(schedstat_cpu("1234567 890 12\n"), Some(Duration::from_nanos(1_234_567)));
+        assert_eq!(schedstat_cpu("1234567 890\n"), None);
+        assert_eq!(schedstat_cpu("x 890 12\n"), None);
+        assert_eq!(schedstat_cpu(""), None);
     }
 
     #[test]
