@@ -16,6 +16,7 @@
 //! | [`irq`] | interrupt sources and vector rules | `interrupts.md` |
 //! | [`device`] | [`DeviceDescriptor`], the device-enumeration record | `virtio.md` |
 //! | [`boot`] | the PVH `hvm_start_info` layouts | `boot.md` |
+//! | [`acpi`] | where the host's ACPI tables are, the sleep-control register | `acpi.md` |
 //! | [`virtio`] | split virtqueues, virtio-mmio v2, device configs | `virtio.md`, `devices.md` |
 //!
 //! Every struct shared between guest and host is `#[repr(C)]`, uses explicit
@@ -42,6 +43,7 @@
 mod macros;
 
 pub mod accounting;
+pub mod acpi;
 pub mod boot;
 pub mod clock;
 pub mod device;

@@ -61,6 +61,7 @@ impl Machine {
     fn start(args: &[&str]) -> Self {
         let mut child = Command::new(pvkit())
             .arg("run")
+            .arg("--strict-virtio")
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -118,7 +119,7 @@ impl Drop for Machine {
 
 /// `pvkit run ARGS` to its end, with a limit.
 fn run(args: &[&str]) -> pvkit_tests::Run {
-    run_with_limit(Command::new(pvkit()).arg("run").args(args), Duration::from_secs(120))
+    run_with_limit(Command::new(pvkit()).args(["run", "--strict-virtio"]).args(args), Duration::from_secs(120))
 }
 
 /// `pvkit run` with `disk` must stop at once with exit status 1 and one

@@ -23,6 +23,7 @@ fn survive(cpus: &str) {
         disk.0.to_str().unwrap(),
         "--cmdline",
         &cmdline,
+        "--strict-virtio",
     ]);
     assert_eq!(run.code(), 0, "{run:#?}");
     let seen = reports(&run.stdout);

@@ -26,13 +26,13 @@ use crate::devices::{Backends, DeviceSet};
 use crate::error::{VmmError, kvm};
 use crate::events::{EventBus, Lifecycle};
 use crate::exit::GUEST_CRASHED;
-use crate::layout::{KVM_TSS_ADDR, MemSize, START_INFO_EBX};
-use crate::machine::{Event, Machine, Start};
+use crate::layout::{KVM_TSS_ADDR, MemSize};
+use crate::machine::{Event, Machine};
 use crate::metrics::VcpuCounters;
 use crate::output::Output;
 use crate::sched::realtime_priority;
 use crate::time::{self, ApicSink, HostTime};
-use crate::{cpuid, limits, loader, operator, vcpu};
+use crate::{acpi, cpuid, limits, loader, operator, vcpu};
 
 /// How often the PV clock is steered towards the host's.
 const RECALIBRATE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -75,7 +75,11 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks, accounting_out: Option<Ou
     // Everything the operator gave is checked before KVM is touched.
     limits::check_guest_ram(mem, config.machine.allow_overcommit)?;
     config.check_digests().map_err(|e| VmmError::Config(e.to_string()))?;
-    let kernel = loader::KernelImage::open(&config.boot.kernel, mem)?;
+    let cpuid_policy = config.cpuid.policy().map_err(VmmError::Cpuid)?;
+    let mut kernel = loader::KernelImage::open(&config.boot.kernel, mem)?;
+    if let Some(initrd) = &config.boot.initrd {
+        loader::check_initrd(initrd)?;
+    }
     // Bound first, so a client may connect while the machine is built; the
     // socket goes again however `run` ends.
     let api = config.api.as_ref().map(|api| ApiSocket::bind(&api.socket)).transpose().map_err(VmmError::Config)?;
@@ -92,7 +96,7 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks, accounting_out: Option<Ou
     let kvm_fd = Kvm::new().map_err(kvm("opening /dev/kvm"))?;
     let vm = kvm_fd.create_vm().map_err(kvm("KVM_CREATE_VM"))?;
     let guest = create_memory(&vm, mem)?;
-    let entry = kernel.load(&guest)?;
+    let kernel = kernel.load(&config.boot.kernel, &guest)?;
 
     vm.set_tss_address(KVM_TSS_ADDR).map_err(kvm("KVM_SET_TSS_ADDR"))?;
     vm.create_irq_chip().map_err(kvm("KVM_CREATE_IRQCHIP"))?;
@@ -106,7 +110,10 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks, accounting_out: Option<Ou
         entries if config.boot.cmdline.is_empty() => entries,
         entries => format!("{} {entries}", config.boot.cmdline),
     };
-    loader::write_boot_info(&guest, mem, &cmdline)?;
+    let tables = acpi::Tables::build(&devices.describe().descriptors, cpus).map_err(VmmError::Acpi)?;
+    tables.write(&guest).map_err(VmmError::Acpi)?;
+    let args = loader::BootArgs { cmdline: &cmdline, rsdp: tables.rsdp_addr(), initrd: config.boot.initrd.as_deref() };
+    let boot = loader::write_boot_info(&guest, mem, &kernel, &args)?;
 
     let serial_irq = EventFd::new(EFD_NONBLOCK).map_err(|source| VmmError::Host { what: "eventfd", source })?;
     vm.register_irqfd(&serial_irq, SERIAL_GSI).map_err(kvm("KVM_IRQFD for the serial port"))?;
@@ -133,7 +140,7 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks, accounting_out: Option<Ou
     // Accounting needs the clock, and the kernel's per-thread figures.
     let wanted = if time.is_some() && accounting::available() { wanted | Features::ACCOUNTING } else { wanted };
     let dispatcher = Dispatcher::new(HostConfig::new(cpus, wanted), services);
-    let base_cpuid = cpuid::base(&kvm_fd, dispatcher.config(), tsc_khz, LAPIC_KHZ)?;
+    let base_cpuid = cpuid::machine(&kvm_fd, dispatcher.config(), &cpuid_policy, tsc_khz, LAPIC_KHZ)?;
     for (index, fd) in (0u32..).zip(&fds) {
         fd.set_cpuid2(&cpuid::for_vcpu(&base_cpuid, index)).map_err(kvm("KVM_SET_CPUID2"))?;
     }
@@ -183,7 +190,6 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks, accounting_out: Option<Ou
     for ((index, fd), rx) in (0u32..).zip(fds).zip(receivers) {
         vcpu::spawn(index, fd, Arc::clone(&machine), rx)?;
     }
-    let boot = Start { entry, ebx: START_INFO_EBX, esi: 0 };
     machine
         .start(0, boot)
         .map_err(|e| VmmError::Host { what: "starting vCPU 0", source: std::io::Error::other(e.0) })?;
@@ -321,6 +327,13 @@ fn wait(events: &Receiver<Event>, bus: &EventBus) -> (u8, String) {
         Event::ResetLine => {
             eprintln!("pvkit: the guest pulsed the reset line (i8042 command 0xfe at port 0x64); the machine stops");
             (0, "the guest pulsed the reset line".into())
+        }
+        Event::AcpiPowerOff => {
+            eprintln!(
+                "pvkit: the guest powered off through ACPI (sleep type S5 written to port {:#x}); the machine stops",
+                pvkit_spec::acpi::SLEEP_CONTROL_PORT
+            );
+            (0, "the guest powered off through ACPI".into())
         }
         Event::Crash { vcpu, what, registers } => {
             eprintln!("pvkit: vCPU {vcpu} crashed: {what}\n{registers}");

@@ -36,7 +36,6 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use pvkit_guest::timer::Periodic;
 use pvkit_guest::virtio::blk::Blk;
-use pvkit_guest::virtio::mmio::MmioTransport;
 use pvkit_spec::virtio::DeviceId;
 use rt::virtio::RtHal;
 use rt::{Boot, println};
@@ -168,7 +167,7 @@ fn main(boot: Boot) -> u8 {
         println!("survivor: no block device for the log");
         return 2;
     };
-    let mut disk: Blk<RtHal, MmioTransport> = match Blk::new(transport) {
+    let mut disk: Blk<RtHal, rt::virtio::RtTransport> = match Blk::new(transport) {
         Ok(d) => d,
         Err(e) => {
             println!("survivor: {e}");
