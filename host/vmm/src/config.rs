@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
+use crate::confine::SecurityConfig;
 use crate::layout::{self, MemSize};
 use crate::net::{BackendArg, NetArg};
 use pvkit_host::virtio::net::MacAddress;
@@ -53,6 +54,9 @@ pub(crate) struct VmConfig {
     /// them and reports them, and gives them no meaning.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub(crate) annotations: BTreeMap<String, String>,
+    /// Confinement: the seccomp filters' action and the user to run as.
+    #[serde(default, skip_serializing_if = "SecurityConfig::is_default")]
+    pub(crate) security: SecurityConfig,
 }
 
 /// `[machine]`.
@@ -367,7 +371,7 @@ impl VmConfig {
         let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
         let meta = file.metadata().map_err(|e| fail(e.to_string()))?;
         if !meta.is_file() {
-            return Err(fail(format!("{}, not a regular file", crate::loader::file_kind(&meta))));
+            return Err(fail(format!("{}, not a regular file", crate::files::file_kind(&meta))));
         }
         let mut text = String::new();
         file.take(MAX_FILE_BYTES + 1).read_to_string(&mut text).map_err(|e| fail(e.to_string()))?;

@@ -1,7 +1,7 @@
 //! Loading a PVH kernel and writing its boot information (`boot.md`).
 
 use std::fs::File;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use pvkit_spec::boot::{MemmapEntry, MemoryType, ModlistEntry, START_INFO_MAGIC, START_INFO_VERSION, StartInfo};
@@ -12,6 +12,7 @@ use zerocopy::little_endian::{U32, U64};
 use crate::bzimage;
 use crate::elf::{self, ElfError, Segment, Source};
 use crate::error::VmmError;
+use crate::files::file_kind;
 use crate::layout::{
     self, ACPI_END, ACPI_START, BOOT_INFO_END, CMDLINE_ADDR, MEMMAP_ADDR, MODLIST_ADDR, MemSize, START_INFO_ADDR,
     START_INFO_EBX, Use,
@@ -20,24 +21,6 @@ use crate::machine::Start;
 
 /// How much of a segment is copied at a time.
 const COPY_CHUNK: usize = 1 << 20;
-
-/// What kind of file `meta` describes, for a refusal.
-pub(crate) fn file_kind(meta: &std::fs::Metadata) -> &'static str {
-    let t = meta.file_type();
-    if t.is_dir() {
-        "a directory"
-    } else if t.is_fifo() {
-        "a named pipe"
-    } else if t.is_socket() {
-        "a socket"
-    } else if t.is_char_device() {
-        "a character device"
-    } else if t.is_block_device() {
-        "a block device"
-    } else {
-        "not a regular file"
-    }
-}
 
 /// Opens the kernel: a regular file. The open does not wait (O_NONBLOCK),
 /// so a named pipe is refused instead of blocking pvkit forever.

@@ -34,7 +34,10 @@ pub(crate) fn spawn(index: u32, fd: VcpuFd, machine: Arc<Machine>, start: Receiv
             let Ok(start) = start.recv() else { return };
             let mut vcpu = Vcpu { index, fd, machine };
             vcpu.machine.control.vcpu_started(index);
-            let event = vcpu.boot(start).and_then(|()| vcpu.run());
+            let event = vcpu.boot(start).and_then(|()| {
+                crate::confine::enter(crate::confine::Kind::Vcpu);
+                vcpu.run()
+            });
             vcpu.machine.control.vcpu_ended(index);
             match event {
                 Ok(event) | Err(event) => vcpu.machine.report(event),

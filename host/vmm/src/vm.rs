@@ -32,7 +32,7 @@ use crate::metrics::VcpuCounters;
 use crate::output::Output;
 use crate::sched::realtime_priority;
 use crate::time::{self, ApicSink, HostTime};
-use crate::{acpi, cpuid, limits, loader, operator, vcpu};
+use crate::{acpi, confine, cpuid, limits, loader, operator, vcpu};
 
 /// How often the PV clock is steered towards the host's.
 const RECALIBRATE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -75,7 +75,7 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks, accounting_out: Option<Ou
     // Everything the operator gave is checked before KVM is touched.
     limits::check_guest_ram(mem, config.machine.allow_overcommit)?;
     config.check_digests().map_err(|e| VmmError::Config(e.to_string()))?;
-    let cpuid_policy = config.cpuid.policy().map_err(VmmError::Cpuid)?;
+    let cpuid_policy = config.cpuid.policy().map_err(|e| VmmError::Cpuid(e.to_string()))?;
     let mut kernel = loader::KernelImage::open(&config.boot.kernel, mem)?;
     if let Some(initrd) = &config.boot.initrd {
         loader::check_initrd(initrd)?;
@@ -145,6 +145,9 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks, accounting_out: Option<Ou
         fd.set_cpuid2(&cpuid::for_vcpu(&base_cpuid, index)).map_err(kvm("KVM_SET_CPUID2"))?;
     }
 
+    // Everything privileged is open: the user changes, the filters are ready.
+    confine::prepare(&config.security, hooks.forbidden_call_in).map_err(|e| VmmError::Config(e.to_string()))?;
+
     let (events_tx, events_rx) = mpsc::channel();
     let mut receivers = Vec::new();
     let mut starters = Vec::new();
@@ -198,6 +201,7 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks, accounting_out: Option<Ou
         .map(|api| api.serve(operator::target(&machine)))
         .transpose()
         .map_err(|source| VmmError::Host { what: "starting the API thread", source })?;
+    confine::enter(confine::Kind::Main);
     let (status, reason) = wait(&events_rx, &machine.bus);
     // What failed on the way, however the guest ended (the status stays its).
     for line in machine.devices.failures() {
@@ -276,6 +280,7 @@ fn start_time_threads(machine: &Arc<Machine>, time: Time) -> Result<(), VmmError
     std::thread::Builder::new()
         .name("clock".into())
         .spawn(move || {
+            confine::enter(confine::Kind::Clock);
             loop {
                 std::thread::sleep(RECALIBRATE_EVERY);
                 clock.recalibrate(&VmMemory(&m.guest));
@@ -292,6 +297,7 @@ fn start_time_threads(machine: &Arc<Machine>, time: Time) -> Result<(), VmmError
             // this thread.
             unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
             realtime_priority("timer");
+            confine::enter(confine::Kind::Timers);
             time.timers.run(&time.clock, &sink, time.margin_ns);
         })
         .map_err(spawn_error)?;

@@ -19,7 +19,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::report::{Metric, Report, Vmm};
-use super::{guests, metric, progress, pvkit_command, qemu_command};
+use super::{guests, metric, progress, pvkit_run, qemu_command};
 
 const NET: &str = "network";
 /// The tap, in the bench's own namespace.
@@ -143,8 +143,8 @@ fn command(vmm: Vmm, netperf: &Path, bytes: u64, hz: f64) -> Command {
     let options = format!("netperf.ip={GUEST}/{PREFIX} netperf.bytes={bytes}");
     match vmm {
         Vmm::Pvkit => {
-            let mut cmd = pvkit_command();
-            cmd.args(["run", "--net", &format!("tap={TAP}"), "--cmdline", &options]).arg(netperf);
+            let mut cmd = pvkit_run();
+            cmd.args(["--net", &format!("tap={TAP}"), "--cmdline", &options]).arg(netperf);
             cmd
         }
         Vmm::Qemu => {
