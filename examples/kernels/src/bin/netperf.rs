@@ -26,10 +26,12 @@
 //! so that two guests test each other with no host stack in between: it
 //! pings the peer `netperf.pings=N` times (default 10, at most 1000; 56
 //! bytes of data, one request at a time, each lost after 2 s without its
-//! reply), sends `netperf.bytes` bytes of the source's pattern to the
-//! peer's sink, and once the peer has acknowledged them all, sends `quit`
-//! to the peer's control port and stops when the peer says `bye` (each
-//! connection gives up after 20 s without an answer from the peer):
+//! reply; until the first reply, one that goes unanswered is sent again,
+//! for up to 60 s, since the peer may not be up yet), sends `netperf.bytes`
+//! bytes of the source's pattern to the peer's sink, and once the peer has
+//! acknowledged them all, sends `quit` to the peer's control port and stops
+//! when the peer says `bye` (each connection gives up after 20 s without an
+//! answer from the peer):
 //!
 //! ```text
 //! netperf: ping 10.0.3.1: 10 sent, 10 answered, round trip min 900 p50 1000 max 4000 us
@@ -41,6 +43,11 @@
 //!
 //! The client's exit code is 0 when every ping was answered, every byte
 //! acknowledged and the peer said `bye`, and 3 otherwise (after saying why).
+//!
+//! With `netperf.ping=A.B.C.D` instead, it only pings that address as the
+//! client does (the same line), and serves on until `quit`; it then exits
+//! with 3 if a ping was lost or the pings were not done, so that the other
+//! side of a client-server pair is pinged too.
 #![no_std]
 #![no_main]
 
@@ -69,6 +76,19 @@ const SOURCE_PORT: u16 = 5002;
 const DEFAULT_BYTES: u64 = 64 << 20;
 /// The period of the source's byte pattern (a prime: no power-of-two alignment).
 const PERIOD: usize = 251;
+/// The longest run of the pattern [`PATTERN`] holds from any phase.
+const PATTERN_RUN: usize = 4096;
+/// The pattern, [`PATTERN_RUN`] bytes on from each phase: byte `i` is
+/// `i % PERIOD`.
+static PATTERN: [u8; PERIOD + PATTERN_RUN] = {
+    let mut table = [0u8; PERIOD + PATTERN_RUN];
+    let mut i = 0;
+    while i < table.len() {
+        table[i] = (i % PERIOD) as u8;
+        i += 1;
+    }
+    table
+};
 /// Bytes of each socket buffer.
 const BUFFER: usize = 128 * 1024;
 
@@ -94,6 +114,9 @@ const PING_DATA: [u8; 56] = {
 };
 /// How long an echo request waits for its reply before it counts as lost.
 const PING_WAIT_NS: u64 = 2_000_000_000;
+/// How long requests that go unanswered are sent again, until the first
+/// reply: the peer may not be up yet.
+const REACH_NS: u64 = 60_000_000_000;
 /// How long the client's connections wait for the peer to answer before
 /// they give up.
 const CLIENT_TIMEOUT: smoltcp::time::Duration = smoltcp::time::Duration::from_secs(20);
@@ -180,16 +203,15 @@ fn main(boot: Boot) -> u8 {
         },
         None => DEFAULT_BYTES,
     };
-    let peer = match rt::option(&boot, "netperf.peer") {
-        Some(text) => match Ipv4Address::from_str(text) {
-            Ok(peer) => Some(peer),
-            Err(_) => {
-                println!("netperf: cannot use netperf.peer={text}");
-                return 2;
-            }
-        },
-        None => None,
+    let address = |key: &str| match rt::option(&boot, key) {
+        Some(text) => Ipv4Address::from_str(text).map(Some).map_err(|_| println!("netperf: cannot use {key}={text}")),
+        None => Ok(None),
     };
+    let (Ok(peer), Ok(ping_only)) = (address("netperf.peer"), address("netperf.ping")) else { return 2 };
+    if peer.is_some() && ping_only.is_some() {
+        println!("netperf: netperf.peer and netperf.ping exclude each other");
+        return 2;
+    }
     let pings = match rt::option(&boot, "netperf.pings") {
         Some(text) => match text.parse::<usize>() {
             Ok(n) if n <= MAX_PINGS => n,
@@ -210,7 +232,7 @@ fn main(boot: Boot) -> u8 {
         .add(tcp::Socket::new(tcp::SocketBuffer::new(&mut source_rx[..]), tcp::SocketBuffer::new(&mut source_tx[..])));
     let [control_rx, control_tx] = control;
     let mut control = ControlPort::new(&mut sockets, &mut control_rx[..], &mut control_tx[..]);
-    let mut client = peer.map(|peer| {
+    let mut client = peer.or(ping_only).map(|peer| {
         let mut tcp =
             tcp::Socket::new(tcp::SocketBuffer::new(&mut client_rx[..]), tcp::SocketBuffer::new(&mut client_tx[..]));
         tcp.set_timeout(Some(CLIENT_TIMEOUT));
@@ -229,7 +251,7 @@ fn main(boot: Boot) -> u8 {
         // A fresh socket binds to any ident.
         let _ = icmp.bind(icmp::Endpoint::Ident(PING_IDENT));
         let icmp = sockets.add(icmp);
-        Client::new(peer, pings, total, Handles { icmp, tcp, quit }, rtts_ns)
+        Client::new(peer, pings, total, Handles { icmp, tcp, quit }, rtts_ns, ping_only.is_some())
     });
 
     println!("netperf: ready {} {}", station.cidr, Mac(station.mac));
@@ -237,7 +259,14 @@ fn main(boot: Boot) -> u8 {
     if let Some(peer) = peer {
         println!("netperf: client of {peer}: {pings} pings, then {total} bytes to its sink, then quit");
     }
+    if let Some(peer) = ping_only {
+        println!("netperf: pinging {peer} {pings} times");
+    }
     let (mut sinking, mut sourcing) = (None, None);
+    // The services listen before the first poll: once the interface
+    // answers a ping, they take connections.
+    serve_sink(&mut station, &mut sockets, sink, &mut sinking);
+    serve_source(&mut station, &mut sockets, source, &mut sourcing, total);
     let code = loop {
         station.poll(&mut sockets);
         if let Some(e) = station.device.error() {
@@ -251,7 +280,7 @@ fn main(boot: Boot) -> u8 {
             break code;
         }
         if control.serve(&mut sockets) {
-            break 0;
+            break client.as_ref().map_or(0, Client::at_quit);
         }
     };
     station.print_counters("netperf");
@@ -325,10 +354,13 @@ fn send_pattern(socket: &mut tcp::Socket<'_>, transfer: &mut Transfer, total: u6
         let left = total - offset;
         let Ok(n) = socket.send(|buf| {
             let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-            let mut k = (offset % PERIOD as u64) as usize;
-            for byte in &mut buf[..n] {
-                *byte = k as u8;
-                k = if k + 1 == PERIOD { 0 } else { k + 1 };
+            // Copied from the table a run at a time: a loop over each byte
+            // costs the guest several instructions per byte, which is most
+            // of what sending costs where guest code is emulated.
+            let mut phase = (offset % PERIOD as u64) as usize;
+            for run in buf[..n].chunks_mut(PATTERN_RUN) {
+                run.copy_from_slice(&PATTERN[phase..phase + run.len()]);
+                phase = (phase + run.len()) % PERIOD;
             }
             (n, n)
         }) else {
@@ -364,6 +396,8 @@ enum Step {
     Quit { sent: bool },
     /// The peer said `bye` at `since_ns`; the client stops after [`LINGER_NS`].
     Bye { since_ns: u64 },
+    /// The pings are done, and they were all there was to do (`netperf.ping=`).
+    Pinged,
 }
 
 /// The client of another netperf (`netperf.peer=`): pings, a transfer to
@@ -377,6 +411,10 @@ struct Client {
     rtts_ns: &'static mut [u64; MAX_PINGS],
     answered: usize,
     lost: usize,
+    /// When the first echo request went out.
+    first_sent_ns: Option<u64>,
+    /// Only pings: no transfer, no `quit` (`netperf.ping=`).
+    ping_only: bool,
     step: Step,
 }
 
@@ -387,9 +425,27 @@ impl Client {
         total: u64,
         sockets: Handles,
         rtts_ns: &'static mut [u64; MAX_PINGS],
+        ping_only: bool,
     ) -> Self {
         let step = Step::Ping { seq: 0, sent_ns: None };
-        Self { peer, pings, total, sockets, rtts_ns, answered: 0, lost: 0, step }
+        Self { peer, pings, total, sockets, rtts_ns, answered: 0, lost: 0, first_sent_ns: None, ping_only, step }
+    }
+
+    /// The exit code when `quit` came: a pinging-only client fails when a
+    /// ping was lost or the pings were not done; a full client is not done
+    /// (its own exit code comes from [`Client::run`]) and this is 0.
+    fn at_quit(&self) -> u8 {
+        if !self.ping_only {
+            return 0;
+        }
+        if !matches!(self.step, Step::Pinged) {
+            return failed(format_args!("quit came before the pings to {} were done", self.peer)).unwrap_or(3);
+        }
+        if self.lost > 0 {
+            return failed(format_args!("{} of {} pings to {} were lost", self.lost, self.pings, self.peer))
+                .unwrap_or(3);
+        }
+        0
     }
 
     /// One step after a poll of the stack; the exit code once the client is done.
@@ -398,6 +454,7 @@ impl Client {
         let (peer, total) = (self.peer, self.total);
         match &mut self.step {
             &mut Step::Ping { seq, sent_ns } => self.ping(station, sockets, seq, sent_ns, now),
+            Step::Pinged => None,
             Step::Send(transfer) => {
                 let socket = sockets.get_mut::<tcp::Socket<'_>>(self.sockets.tcp);
                 if !socket.is_open() {
@@ -490,12 +547,17 @@ impl Client {
                 // The send buffer holds one request at a time: it has room.
                 if let Ok(buf) = socket.send(request.buffer_len(), peer) {
                     request.emit(&mut Icmpv4Packet::new_unchecked(buf), &ChecksumCapabilities::default());
+                    self.first_sent_ns.get_or_insert(now);
                     self.step = Step::Ping { seq, sent_ns: Some(now) };
                 }
                 return None;
             }
             None => {
                 self.report_pings();
+                if self.ping_only {
+                    self.step = Step::Pinged;
+                    return None;
+                }
                 let socket = sockets.get_mut::<tcp::Socket<'_>>(self.sockets.tcp);
                 let endpoint = (IpAddress::Ipv4(self.peer), SINK_PORT);
                 if let Err(e) = socket.connect(station.iface.context(), endpoint, CLIENT_PORT) {
@@ -510,7 +572,16 @@ impl Client {
                 }
                 self.answered += 1;
             }
-            Some(sent) if now.saturating_sub(sent) > PING_WAIT_NS => self.lost += 1,
+            Some(sent) if now.saturating_sub(sent) > PING_WAIT_NS => {
+                // Until the first reply, the peer may not be up yet: the
+                // same request goes out again.
+                let first = self.first_sent_ns.unwrap_or(sent);
+                if self.answered == 0 && self.lost == 0 && now.saturating_sub(first) < REACH_NS {
+                    self.step = Step::Ping { seq, sent_ns: None };
+                    return None;
+                }
+                self.lost += 1;
+            }
             Some(_) => return None,
         }
         self.step = Step::Ping { seq: seq + 1, sent_ns: None };

@@ -21,6 +21,11 @@ pub(crate) struct Figures {
 }
 
 impl Figures {
+    /// The figures in `text`, what a benchmark kernel printed.
+    pub(crate) fn from_output(text: String) -> Self {
+        Self { text }
+    }
+
     /// The value of `name`.
     pub(crate) fn get(&self, name: &str) -> Result<f64, String> {
         self.text
@@ -130,7 +135,7 @@ fn reap(child: &std::process::Child) -> std::io::Result<Option<(std::process::Ex
 
 /// Reads `pipe` to its end on a thread of its own, so that neither of a
 /// child's pipes can fill while the other is read.
-fn read_all(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+pub(crate) fn read_all(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
     std::thread::spawn(move || {
         let mut s = String::new();
         let _ = pipe.read_to_string(&mut s);

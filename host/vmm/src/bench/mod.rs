@@ -15,7 +15,10 @@
 //! - footprint: the VMM binary's size, and its resident memory beyond guest
 //!   RAM at its peak during the block runs;
 //! - api: from spawning pvkit to its management API socket taking
-//!   connections, and a `GET /vm` round trip (`service`; pvkit's only).
+//!   connections, and a `GET /vm` round trip (`service`; pvkit's only);
+//! - network: TCP each way, ping round trips, VM exits per packet and the
+//!   VMM's CPU time per MB, `netperf` on a tap in a namespace of the
+//!   bench's own (as root; [`network`]).
 //!
 //! `docs/bench.md` says what each figure means and documents the JSON.
 
@@ -23,6 +26,7 @@ mod api;
 mod boot;
 mod cpu;
 mod guests;
+mod network;
 mod plot;
 mod report;
 
@@ -44,7 +48,8 @@ const QEMU: &str = "qemu-system-x86_64";
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
     /// The directory of the example kernels (`hello` for the boot figures,
-    /// `clockbench` for hypercalls, clock and timer, `blkbench` for block I/O).
+    /// `clockbench` for hypercalls, clock and timer, `blkbench` for block I/O,
+    /// `netperf` for the network).
     #[arg(long, default_value = DEFAULT_KERNELS)]
     kernels: PathBuf,
 
@@ -63,6 +68,11 @@ pub(crate) struct BenchArgs {
     /// Draw the report as an SVG bar chart in FILE.
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
+
+    /// Bytes the network figures move each way per run (default 64 KiB
+    /// with --quick, 1 MiB without).
+    #[arg(long, value_name = "BYTES")]
+    net_bytes: Option<u64>,
 
     /// The seccomp filters of the pvkit machines measured (`pvkit run
     /// --seccomp`): `off` measures pvkit without them.
@@ -118,6 +128,7 @@ pub(crate) fn run(args: &BenchArgs) -> Result<(), String> {
     let (hello, clockbench, blkbench) = (kernel("hello")?, kernel("clockbench")?, kernel("blkbench")?);
     let service = kernel("service")?;
     let minimal = kernel("minimal")?;
+    let netperf = kernel("netperf")?;
     let mut vmms = vec![Vmm::Pvkit];
     if let Some(Other::Qemu) = args.compare {
         vmms.push(Vmm::Qemu);
@@ -134,6 +145,8 @@ pub(crate) fn run(args: &BenchArgs) -> Result<(), String> {
     boot_to_exit(&mut report, &minimal, &vmms, boots)?;
     footprint(&mut report, &vmms, rss)?;
     api(&mut report, &service)?;
+    let net_bytes = args.net_bytes.unwrap_or(network::default_bytes(args.quick));
+    network::measure(&mut report, &netperf, &vmms, runs, net_bytes, hz)?;
 
     progress("");
     print!("{}", report.table());

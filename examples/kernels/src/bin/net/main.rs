@@ -95,6 +95,12 @@ fn main(boot: Boot) -> u8 {
     println!("net: ready {} {}", station.cidr, Mac(station.mac));
     println!("net: tcp echo on {ECHO_PORT}, http on {HTTP_PORT}, control on {CONTROL_PORT} (send \"quit\")");
     let mut counters = Counters::default();
+    // The services listen before the first poll: once the interface
+    // answers a ping, they take connections.
+    serve_echo(&mut sockets, echo, &mut counters);
+    for handle in web.iter().flatten() {
+        serve_http(&mut sockets, *handle, &mut counters);
+    }
     loop {
         station.poll(&mut sockets);
         if let Some(e) = station.device.error() {

@@ -222,7 +222,8 @@ impl Station {
         let transport = rt::virtio::find(DeviceId::Net, boot).ok_or(OpenError::NoDevice)?;
         let net = Net::<RtHal, _>::new(transport).map_err(OpenError::Driver)?;
         let mac = net.mac().map_or(configured, EthernetAddress);
-        let mut device = NetDevice::new(net);
+        // An IPv4 stack without fragments: the adapter may do the checksums.
+        let mut device = NetDevice::with_checksums(net);
         let clock = Clock::start(boot, kernel);
         let mut config = Config::new(HardwareAddress::Ethernet(mac));
         config.random_seed = rdtsc();
@@ -247,11 +248,12 @@ impl Station {
 
     /// The driver's and the adapter's counters, on one line.
     pub(crate) fn print_counters(&mut self, kernel: &str) {
-        let dropped = self.device.dropped();
+        let (dropped, refused) = (self.device.dropped(), self.device.refused());
         let s = self.device.net().stats();
         println!(
-            "{kernel}: frames received {} sent {}, bytes received {} sent {}, notifications {}, send busy {}, dropped {}",
-            s.frames_received, s.frames_sent, s.bytes_received, s.bytes_sent, s.notifications, s.send_busy, dropped
+            "{kernel}: frames received {} sent {}, bytes received {} sent {}, notifications {}, send busy {}, dropped \
+             {dropped}, refused {refused}",
+            s.frames_received, s.frames_sent, s.bytes_received, s.bytes_sent, s.notifications, s.send_busy
         );
     }
 }

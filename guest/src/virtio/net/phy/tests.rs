@@ -6,9 +6,13 @@ use std::vec;
 use std::vec::Vec;
 
 use smoltcp::iface::{Config, Interface, SocketSet, SocketStorage};
+use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::phy::Device as _;
 use smoltcp::socket::{icmp, tcp};
-use smoltcp::wire::{EthernetAddress, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr, Ipv4Address};
+use smoltcp::wire::{
+    EthernetAddress, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr, IpProtocol, Ipv4Address, Ipv4Packet, Ipv4Repr,
+    TcpControl, TcpPacket, TcpRepr, TcpSeqNumber, UdpPacket, UdpRepr,
+};
 
 use super::*;
 use crate::test_utils::{Event, FakeHal, FakeTransport, Journal, XorShift64, forward, net_device};
@@ -27,8 +31,14 @@ struct Host {
 
 impl Host {
     fn new(last: u8, ip: Ipv4Address) -> Self {
+        Self::with(last, ip, false)
+    }
+
+    /// A host whose adapter handles the checksums, if `checksums`.
+    fn with(last: u8, ip: Ipv4Address, checksums: bool) -> Self {
         let transport = FakeTransport::new(net_device([0x02, 0, 0, 0, 0, last]));
-        let mut device = NetDevice::new(Net::new(transport.clone()).unwrap());
+        let net = Net::new(transport.clone()).unwrap();
+        let mut device = if checksums { NetDevice::with_checksums(net) } else { NetDevice::new(net) };
         let mac = device.net().mac().unwrap();
         let mut config = Config::new(EthernetAddress(mac).into());
         config.random_seed = u64::from(last);
@@ -69,8 +79,19 @@ fn run(
 
 #[test]
 fn two_hosts_ping_each_other_and_echo_a_tcp_stream() {
+    ping_and_echo(false);
+}
+
+/// A's adapter fills in and checks the checksums, B's smoltcp does: each
+/// side accepts what the other made.
+#[test]
+fn the_adapters_checksums_are_smoltcps() {
+    ping_and_echo(true);
+}
+
+fn ping_and_echo(a_checksums: bool) {
     let journal = Journal::start();
-    let (mut a, mut b) = (Host::new(1, A), Host::new(2, B));
+    let (mut a, mut b) = (Host::with(1, A, a_checksums), Host::new(2, B));
     let (mut storage_a, mut storage_b) = ([SocketStorage::EMPTY; 2], [SocketStorage::EMPTY; 1]);
     let (mut sa, mut sb) = (SocketSet::new(&mut storage_a[..]), SocketSet::new(&mut storage_b[..]));
     let mut bufs: Vec<Vec<u8>> = (0..4).map(|_| vec![0u8; 16 * 1024]).collect();
@@ -137,6 +158,7 @@ fn two_hosts_ping_each_other_and_echo_a_tcp_stream() {
     for host in [&mut a, &mut b] {
         assert_eq!(host.device.error(), None);
         assert_eq!(host.device.dropped(), 0);
+        assert_eq!(host.device.refused(), 0);
         let stats = host.device.net().stats();
         assert!(stats.frames_sent > 180 && stats.frames_received > 180, "{stats:?}");
     }
@@ -167,4 +189,109 @@ fn the_capabilities_are_an_ethernet_of_1500_bytes() {
     assert_eq!(caps.medium, Medium::Ethernet);
     assert_eq!(caps.max_transmission_unit, 1514);
     assert_eq!(caps.ip_mtu(), 1500);
+}
+
+/// An Ethernet frame of IPv4 carrying `l4` (protocol `protocol`, already
+/// with its checksum) from A to B, every checksum made by smoltcp.
+fn ipv4_frame(protocol: IpProtocol, l4: &[u8]) -> Vec<u8> {
+    let ip = Ipv4Repr { src_addr: A, dst_addr: B, next_header: protocol, payload_len: l4.len(), hop_limit: 64 };
+    let mut frame = vec![0u8; 14 + ip.buffer_len() + l4.len()];
+    frame[12..14].copy_from_slice(&[0x08, 0x00]);
+    let mut packet = Ipv4Packet::new_unchecked(&mut frame[14..]);
+    ip.emit(&mut packet, &ChecksumCapabilities::default());
+    packet.payload_mut().copy_from_slice(l4);
+    frame
+}
+
+/// TCP, UDP and ICMP frames of random lengths, made by smoltcp.
+fn frames_smoltcp_made(rng: &mut XorShift64, len: usize) -> Vec<(Vec<u8>, usize)> {
+    let mut data = vec![0u8; len];
+    rng.fill_bytes(&mut data);
+    let caps = ChecksumCapabilities::default();
+    let (src, dst) = (IpAddress::Ipv4(A), IpAddress::Ipv4(B));
+    let tcp = TcpRepr {
+        src_port: 49_152,
+        dst_port: 5001,
+        control: TcpControl::Psh,
+        seq_number: TcpSeqNumber(7),
+        ack_number: Some(TcpSeqNumber(9)),
+        window_len: 4096,
+        window_scale: None,
+        max_seg_size: None,
+        sack_permitted: false,
+        sack_ranges: [None; 3],
+        timestamp: None,
+        payload: &data,
+    };
+    let mut tcp_bytes = vec![0u8; tcp.buffer_len()];
+    tcp.emit(&mut TcpPacket::new_unchecked(&mut tcp_bytes), &src, &dst, &caps);
+    let udp = UdpRepr { src_port: 53, dst_port: 5353 };
+    let mut udp_bytes = vec![0u8; udp.header_len() + data.len()];
+    udp.emit(
+        &mut UdpPacket::new_unchecked(&mut udp_bytes),
+        &src,
+        &dst,
+        data.len(),
+        |p| p.copy_from_slice(&data),
+        &caps,
+    );
+    let icmp = Icmpv4Repr::EchoRequest { ident: 1, seq_no: 2, data: &data };
+    let mut icmp_bytes = vec![0u8; icmp.buffer_len()];
+    icmp.emit(&mut Icmpv4Packet::new_unchecked(&mut icmp_bytes), &caps);
+    // The offset of each one's checksum in its frame (after 14 + 20 bytes).
+    vec![
+        (ipv4_frame(IpProtocol::Tcp, &tcp_bytes), 34 + 16),
+        (ipv4_frame(IpProtocol::Udp, &udp_bytes), 34 + 6),
+        (ipv4_frame(IpProtocol::Icmp, &icmp_bytes), 34 + 2),
+    ]
+}
+
+#[test]
+fn checksums_filled_in_are_smoltcps_and_wrong_ones_are_refused() {
+    let mut rng = XorShift64::new(12);
+    let lengths: Vec<usize> =
+        (0..64).chain([1000, 1001, 1472]).chain((0..50).map(|_| usize::try_from(rng.below(1473)).unwrap())).collect();
+    for len in lengths {
+        for (made, field) in frames_smoltcp_made(&mut rng, len) {
+            assert_eq!(checksum::check(&made), checksum::Verdict::Good, "{len} bytes: {made:02x?}");
+            // Both checksums cleared (or garbage), then filled in: smoltcp's bytes.
+            let mut frame = made.clone();
+            frame[24..26].copy_from_slice(&[0xde, 0xad]);
+            frame[field..field + 2].copy_from_slice(&[0, 0]);
+            assert_eq!(checksum::fill(&mut frame), checksum::Verdict::Good);
+            assert_eq!(frame, made, "{len} bytes");
+            // A flipped bit anywhere in the header or the payload is caught.
+            for at in [14, 26, field, frame.len() - 1] {
+                let mut broken = made.clone();
+                broken[at] ^= 0x10;
+                assert_eq!(checksum::check(&broken), checksum::Verdict::Bad, "{len} bytes, byte {at}");
+            }
+        }
+    }
+}
+
+#[test]
+fn frames_whose_checksums_cannot_be_handled() {
+    let made = frames_smoltcp_made(&mut XorShift64::new(3), 100).remove(0).0;
+    let mut arp = made.clone();
+    arp[12..14].copy_from_slice(&[0x08, 0x06]);
+    assert_eq!(checksum::check(&arp), checksum::Verdict::NotIpv4);
+    assert_eq!(checksum::fill(&mut arp.clone()), checksum::Verdict::NotIpv4);
+    assert!(accepted(&arp), "ARP passes");
+    let mut ipv6 = made.clone();
+    ipv6[12..14].copy_from_slice(&[0x86, 0xdd]);
+    assert!(!accepted(&ipv6), "IPv6 is dropped");
+    // A fragment, a length beyond the frame, a header length below 20,
+    // version 6 in an IPv4 frame, a frame cut inside the header.
+    for (at, value) in [(20, 0x20), (16, 0xff), (14, 0x44), (14, 0x65)] {
+        let mut bad = made.clone();
+        bad[at] = value;
+        assert_eq!(checksum::check(&bad), checksum::Verdict::Bad, "byte {at} = {value:#x}");
+        assert_eq!(checksum::fill(&mut bad), checksum::Verdict::Bad, "byte {at} = {value:#x}");
+    }
+    assert_eq!(checksum::check(&made[..30]), checksum::Verdict::Bad);
+    // UDP without a checksum (0) is accepted.
+    let mut udp = frames_smoltcp_made(&mut XorShift64::new(4), 10).remove(1).0;
+    udp[40..42].copy_from_slice(&[0, 0]);
+    assert_eq!(checksum::check(&udp), checksum::Verdict::Good);
 }
