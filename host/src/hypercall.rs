@@ -453,5 +453,7 @@ fn console_read<M: GuestMemory + ?Sized>(addr: u64, cap: u64, mem: &M, platform:
     Ok([Some(got as u64), None])
 }
 
+mod snapshot;
+
 #[cfg(test)]
 mod tests;

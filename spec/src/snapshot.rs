@@ -142,10 +142,10 @@ pub struct SectionHeader {
     pub flags: U16,
     /// The payload's length in bytes.
     pub length: U32,
-    /// CRC-32 (IEEE) of the payload.
-    pub crc: U32,
     /// Reserved, zero.
     pub reserved: U32,
+    /// CRC-32 (IEEE) of the 28 bytes before it and then the payload.
+    pub crc: U32,
 }
 
 assert_layout!(SectionHeader, size = 32, {
@@ -153,8 +153,8 @@ assert_layout!(SectionHeader, size = 32, {
     version = 16,
     flags = 18,
     length = 20,
-    crc = 24,
-    reserved = 28,
+    reserved = 24,
+    crc = 28,
 });
 
 impl SectionHeader {

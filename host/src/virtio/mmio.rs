@@ -331,5 +331,9 @@ impl<D: VirtioDevice> MmioTransport<D> {
     }
 }
 
+mod snapshot;
+
+pub use snapshot::TransportRestoreError;
+
 #[cfg(test)]
 mod tests;
