@@ -134,10 +134,6 @@ impl PvClock {
     /// # Panics
     ///
     /// If `tsc_hz` is 0: a host without a TSC frequency has no PV clock.
-    #[expect(
-        clippy::expect_used,
-        reason = "tsc_hz is the VMM's configuration, never a guest's; the panic is documented"
-    )]
     pub fn new(source: Arc<dyn TimeSource>, tsc_hz: u64, vcpu_offsets: &[u64], tsc_stable: bool) -> Self {
         Self::resumed(source, tsc_hz, vcpu_offsets, tsc_stable, 0)
     }

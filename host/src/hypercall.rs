@@ -197,6 +197,12 @@ impl Dispatcher {
         &self.config
     }
 
+    /// The services the dispatcher serves from: the clock, the timers and
+    /// the devices, for a VMM that saves or reports them.
+    pub fn services(&self) -> &Services {
+        &self.services
+    }
+
     /// The counters.
     pub fn stats(&self) -> &Stats {
         &self.stats

@@ -10,14 +10,18 @@ use zerocopy::{FromBytes, IntoBytes};
 
 use super::SnapshotError;
 
-/// The header's bytes the CRC covers.
-const HEADER_CRC_COVERS: usize = size_of::<SnapshotHeader>() - 4;
+/// The header's bytes the CRC covers: all but the CRC.
+const HEADER_CRC_COVERS: usize = 92;
+/// A section header's bytes its CRC covers: all but the CRC.
+const SECTION_CRC_COVERS: usize = 28;
+const _: () = assert!(HEADER_CRC_COVERS + 4 == size_of::<SnapshotHeader>());
+const _: () = assert!(SECTION_CRC_COVERS + 4 == size_of::<SectionHeader>());
 
 /// The CRC of a section: its header's first 28 bytes, then its payload
 /// (SNAP-5).
 fn section_crc(head: &SectionHeader, payload: &[u8]) -> u32 {
     let mut hasher = crc32fast::Hasher::new();
-    hasher.update(head.as_bytes().get(..size_of::<SectionHeader>() - 4).unwrap_or_default());
+    hasher.update(head.as_bytes().get(..SECTION_CRC_COVERS).unwrap_or_default());
     hasher.update(payload);
     hasher.finalize()
 }

@@ -30,6 +30,8 @@ pub(crate) enum VmmError {
     Host { what: &'static str, source: std::io::Error },
     /// KVM failed.
     Kvm { what: &'static str, source: kvm_ioctls::Error },
+    /// A snapshot cannot be restored: the folder and why.
+    Snapshot(String),
 }
 
 impl fmt::Display for VmmError {
@@ -60,6 +62,7 @@ impl fmt::Display for VmmError {
                 "--mem {mem} is more than this host's {host_mib} MiB of RAM (--allow-overcommit runs it anyway)"
             ),
             Self::Config(why) | Self::Disk(why) | Self::Net(why) => f.write_str(why),
+            Self::Snapshot(why) => write!(f, "cannot restore {why}"),
             Self::Host { what, source } => write!(f, "{what}: {source}"),
             Self::Kvm { what, source } => write!(f, "{what}: {source}"),
         }

@@ -33,7 +33,9 @@ pub(crate) fn spawn(index: u32, fd: VcpuFd, machine: Arc<Machine>, start: Receiv
             let Ok(start) = start.recv() else { return };
             let mut vcpu = Vcpu { index, fd, machine };
             vcpu.machine.control.vcpu_started(index);
-            let event = vcpu.boot(start).and_then(|()| vcpu.run());
+            // A restored vCPU's state was set before its thread started.
+            let booted = if start.resume { Ok(()) } else { vcpu.boot(start) };
+            let event = booted.and_then(|()| vcpu.run());
             vcpu.machine.control.vcpu_ended(index);
             match event {
                 Ok(event) | Err(event) => vcpu.machine.report(event),
@@ -131,7 +133,9 @@ impl Vcpu {
         let machine = Arc::clone(&self.machine);
         let counters = machine.counters.get(self.index as usize);
         loop {
-            self.machine.control.checkpoint();
+            // While paused, a parked vCPU hands its state to a snapshot.
+            let (index, fd) = (self.index, &self.fd);
+            machine.control.checkpoint(|| machine.saver.serve(index, fd));
             let gate_port = self.machine.dispatcher.config().gate_port;
             let exit = self.fd.run();
             let reason = match &exit {

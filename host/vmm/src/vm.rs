@@ -25,6 +25,7 @@ use crate::control::Control;
 use crate::devices::{Backends, DeviceSet};
 use crate::error::{VmmError, kvm};
 use crate::events::{EventBus, Lifecycle};
+use crate::snapshot::Restore;
 use crate::exit::GUEST_CRASHED;
 use crate::layout::{KVM_TSS_ADDR, MemSize, START_INFO_EBX};
 use crate::machine::{Event, Machine, Start};
@@ -41,14 +42,19 @@ const API_DRAIN: std::time::Duration = std::time::Duration::from_millis(500);
 /// KVM's local APIC timer runs on a 1 GHz bus.
 const LAPIC_KHZ: u32 = 1_000_000;
 
-fn create_memory(vm: &VmFd, mem: MemSize) -> Result<GuestMemoryMmap, VmmError> {
+fn create_memory(vm: &VmFd, mem: MemSize, restore: Option<&Restore>) -> Result<GuestMemoryMmap, VmmError> {
     let ranges: Vec<(GuestAddress, usize)> = mem
         .regions()
         .into_iter()
         .map(|(start, size)| (GuestAddress(start), usize::try_from(size).unwrap_or(usize::MAX)))
         .collect();
-    let guest = GuestMemoryMmap::from_ranges(&ranges)
-        .map_err(|e| VmmError::Host { what: "mapping guest memory", source: std::io::Error::other(e.to_string()) })?;
+    let guest = match restore {
+        Some(restore) => restore.memory(mem)?,
+        None => GuestMemoryMmap::from_ranges(&ranges).map_err(|e| VmmError::Host {
+            what: "mapping guest memory",
+            source: std::io::Error::other(e.to_string()),
+        })?,
+    };
     for (slot, region) in (0u32..).zip(guest.iter()) {
         let host = guest.get_host_address(region.start_addr()).map_err(|e| VmmError::Host {
             what: "finding guest memory",
@@ -74,8 +80,16 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks, accounting_out: Option<Ou
     let (mem, cpus) = (config.machine.memory, config.machine.vcpus);
     // Everything the operator gave is checked before KVM is touched.
     limits::check_guest_ram(mem, config.machine.allow_overcommit)?;
-    config.check_digests().map_err(|e| VmmError::Config(e.to_string()))?;
-    let kernel = loader::KernelImage::open(&config.boot.kernel, mem)?;
+    // A restored machine's snapshot is read and checked whole first; its
+    // kernel is in its memory, and its disks are the snapshot's copies.
+    let restore = config.restore.as_deref().map(|dir| Restore::open(dir, config)).transpose()?;
+    let kernel = match &restore {
+        Some(_) => None,
+        None => {
+            config.check_digests().map_err(|e| VmmError::Config(e.to_string()))?;
+            Some(loader::KernelImage::open(&config.boot.kernel, mem)?)
+        }
+    };
     // Bound first, so a client may connect while the machine is built; the
     // socket goes again however `run` ends.
     let api = config.api.as_ref().map(|api| ApiSocket::bind(&api.socket)).transpose().map_err(VmmError::Config)?;
@@ -91,8 +105,8 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks, accounting_out: Option<Ou
         .map_err(|source| VmmError::Host { what: "installing the vCPU kick signal", source })?;
     let kvm_fd = Kvm::new().map_err(kvm("opening /dev/kvm"))?;
     let vm = kvm_fd.create_vm().map_err(kvm("KVM_CREATE_VM"))?;
-    let guest = create_memory(&vm, mem)?;
-    let entry = kernel.load(&guest)?;
+    let guest = create_memory(&vm, mem, restore.as_ref())?;
+    let entry = kernel.as_ref().map(|k| k.load(&guest)).transpose()?;
 
     vm.set_tss_address(KVM_TSS_ADDR).map_err(kvm("KVM_SET_TSS_ADDR"))?;
     vm.create_irq_chip().map_err(kvm("KVM_CREATE_IRQCHIP"))?;
@@ -106,7 +120,9 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks, accounting_out: Option<Ou
         entries if config.boot.cmdline.is_empty() => entries,
         entries => format!("{} {entries}", config.boot.cmdline),
     };
-    loader::write_boot_info(&guest, mem, &cmdline)?;
+    if restore.is_none() {
+        loader::write_boot_info(&guest, mem, &cmdline)?;
+    }
 
     let serial_irq = EventFd::new(EFD_NONBLOCK).map_err(|source| VmmError::Host { what: "eventfd", source })?;
     vm.register_irqfd(&serial_irq, SERIAL_GSI).map_err(kvm("KVM_IRQFD for the serial port"))?;
@@ -117,7 +133,14 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks, accounting_out: Option<Ou
         fds.push(vm.create_vcpu(u64::from(index)).map_err(kvm("KVM_CREATE_VCPU"))?);
     }
     let tsc_khz = fds.first().and_then(|fd| fd.get_tsc_khz().ok()).unwrap_or(0);
-    let time = clock_and_timers(&fds, tsc_khz);
+    if let Some(restore) = &restore {
+        // The saved CPUID and vCPU state, the TSCs among them, before the
+        // clock measures the vCPUs' TSC offsets.
+        restore.check_host(&kvm_fd, tsc_khz)?;
+        restore.kvm(&vm, &fds)?;
+    }
+    let saver = crate::snapshot::Saver::new(&kvm_fd, &fds, tsc_khz);
+    let time = clock_and_timers(&fds, tsc_khz, restore.as_ref().map_or(0, Restore::clock_start_ns));
     let services = Services {
         clock: time.as_ref().map(|t| Arc::clone(&t.clock)),
         timers: time.as_ref().map(|t| Arc::clone(&t.timers)),
@@ -132,10 +155,14 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks, accounting_out: Option<Ou
         | Features::HOST_REQUESTS;
     // Accounting needs the clock, and the kernel's per-thread figures.
     let wanted = if time.is_some() && accounting::available() { wanted | Features::ACCOUNTING } else { wanted };
+    // A restored guest is offered what it was offered (SNAP-18).
+    let wanted = restore.as_ref().map_or(wanted, Restore::features);
     let dispatcher = Dispatcher::new(HostConfig::new(cpus, wanted), services);
-    let base_cpuid = cpuid::base(&kvm_fd, dispatcher.config(), tsc_khz, LAPIC_KHZ)?;
-    for (index, fd) in (0u32..).zip(&fds) {
-        fd.set_cpuid2(&cpuid::for_vcpu(&base_cpuid, index)).map_err(kvm("KVM_SET_CPUID2"))?;
+    if restore.is_none() {
+        let base_cpuid = cpuid::base(&kvm_fd, dispatcher.config(), tsc_khz, LAPIC_KHZ)?;
+        for (index, fd) in (0u32..).zip(&fds) {
+            fd.set_cpuid2(&cpuid::for_vcpu(&base_cpuid, index)).map_err(kvm("KVM_SET_CPUID2"))?;
+        }
     }
 
     let (events_tx, events_rx) = mpsc::channel();
@@ -163,9 +190,16 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks, accounting_out: Option<Ou
         config: config.clone(),
         created: Instant::now(),
         timers: time.as_ref().map(|t| Arc::clone(&t.timers)),
+        saver,
     });
+    if let Some(restore) = &restore {
+        restore.pvkit(&machine)?;
+    }
     machine.console.start_input();
     devices.serve(machine.guest.clone())?;
+    if restore.is_some() {
+        devices.kick_all(&machine.guest);
+    }
     let accounting = match &time {
         Some(time) if machine.dispatcher.config().features.contains(Features::ACCOUNTING) => {
             Some(Arc::new(Mutex::new(Updater::new(Arc::clone(&machine), Arc::clone(&time.clock)))))
@@ -183,11 +217,23 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks, accounting_out: Option<Ou
     for ((index, fd), rx) in (0u32..).zip(fds).zip(receivers) {
         vcpu::spawn(index, fd, Arc::clone(&machine), rx)?;
     }
-    let boot = Start { entry, ebx: START_INFO_EBX, esi: 0 };
-    machine
-        .start(0, boot)
-        .map_err(|e| VmmError::Host { what: "starting vCPU 0", source: std::io::Error::other(e.0) })?;
-    machine.bus.publish(&Lifecycle::Started);
+    let starting = |e: pvkit_host::hypercall::StartError| VmmError::Host {
+        what: "starting the vCPUs",
+        source: std::io::Error::other(e.0),
+    };
+    match (&restore, entry) {
+        (Some(restore), _) => {
+            for index in restore.started() {
+                machine.start(index, Start::RESUME).map_err(starting)?;
+            }
+            machine.bus.publish(&Lifecycle::Restored { dir: restore.dir().display().to_string() });
+        }
+        (None, Some(entry)) => {
+            machine.start(0, Start { entry, ebx: START_INFO_EBX, esi: 0, resume: false }).map_err(starting)?;
+            machine.bus.publish(&Lifecycle::Started);
+        }
+        (None, None) => return Err(VmmError::Config("no kernel to boot".into())),
+    }
     let clients = api
         .map(|api| api.serve(operator::target(&machine)))
         .transpose()
@@ -233,7 +279,7 @@ struct Time {
 
 /// Sets up the PV clock and the timers, or says why there are none (a host
 /// whose TSC frequency KVM does not report, or whose vCPU TSCs cannot be read).
-fn clock_and_timers(fds: &[kvm_ioctls::VcpuFd], tsc_khz: u32) -> Option<Time> {
+fn clock_and_timers(fds: &[kvm_ioctls::VcpuFd], tsc_khz: u32, start_ns: u64) -> Option<Time> {
     if tsc_khz == 0 {
         log::warn!("KVM reports no TSC frequency: no PV clock or timers");
         return None;
@@ -257,7 +303,7 @@ fn clock_and_timers(fds: &[kvm_ioctls::VcpuFd], tsc_khz: u32) -> Option<Time> {
     .unwrap_or(u64::MAX)
     .saturating_add(1_000);
     let stable = same && time::host_tsc_invariant();
-    let clock = Arc::new(PvClock::new(Arc::new(HostTime::new()), tsc_hz, &values, stable));
+    let clock = Arc::new(PvClock::resumed(Arc::new(HostTime::new()), tsc_hz, &values, stable, start_ns));
     let timers = Arc::new(Timers::new(u32::try_from(fds.len()).unwrap_or(u32::MAX)));
     log::info!("PV clock: TSC {tsc_khz} kHz, offsets within {error_ticks} ticks, TSC_STABLE {stable}");
     Some(Time { clock, timers, margin_ns })
