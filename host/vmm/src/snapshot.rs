@@ -27,6 +27,7 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use kvm_bindings::CpuId;
 use kvm_ioctls::{Kvm, VcpuFd};
 use pvkit_host::snapshot::{HostFacts, InfoState, SavedMachine, VcpuKvmState, cpu_features};
 
@@ -57,6 +58,8 @@ type Answer = Result<VcpuKvmState, String>;
 pub(crate) struct Saver {
     /// The MSRs saved of each vCPU.
     msrs: Vec<u32>,
+    /// The CPUID each vCPU was given.
+    cpuid: Vec<CpuId>,
     /// The TSC frequency the guest sees, in kHz.
     tsc_khz: u32,
     /// Per vCPU: where to send its state, when a snapshot asks for it.
@@ -66,10 +69,10 @@ pub(crate) struct Saver {
 }
 
 impl Saver {
-    /// For a machine whose vCPUs are `fds`, on `kvm`.
-    pub(crate) fn new(kvm: &Kvm, fds: &[VcpuFd], tsc_khz: u32) -> Self {
+    /// For a machine whose vCPUs are `fds`, on `kvm`, given `cpuid`.
+    pub(crate) fn new(kvm: &Kvm, fds: &[VcpuFd], tsc_khz: u32, cpuid: Vec<CpuId>) -> Self {
         let msrs = fds.first().map(|fd| kvm::msr_list(kvm, fd)).unwrap_or_default();
-        Self { msrs, tsc_khz, mail: fds.iter().map(|_| Mutex::new(None)).collect(), busy: Mutex::new(()) }
+        Self { msrs, cpuid, tsc_khz, mail: fds.iter().map(|_| Mutex::new(None)).collect(), busy: Mutex::new(()) }
     }
 
     /// Called by vCPU `index`'s thread while it is parked: hands over its
@@ -78,7 +81,11 @@ impl Saver {
         let Some(slot) = self.mail.get(index as usize) else { return };
         let asked = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(reply) = asked {
-            let _ = reply.send(kvm::save_vcpu(index, fd, &self.msrs));
+            let answer = match self.cpuid.get(index as usize) {
+                Some(cpuid) => kvm::save_vcpu(index, fd, &self.msrs, cpuid),
+                None => Err(format!("no CPUID recorded for vCPU {index}")),
+            };
+            let _ = reply.send(answer);
         }
     }
 }

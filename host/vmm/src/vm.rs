@@ -133,13 +133,15 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks, accounting_out: Option<Ou
         fds.push(vm.create_vcpu(u64::from(index)).map_err(kvm("KVM_CREATE_VCPU"))?);
     }
     let tsc_khz = fds.first().and_then(|fd| fd.get_tsc_khz().ok()).unwrap_or(0);
-    if let Some(restore) = &restore {
-        // The saved CPUID and vCPU state, the TSCs among them, before the
-        // clock measures the vCPUs' TSC offsets.
-        restore.check_host(&kvm_fd, tsc_khz)?;
-        restore.kvm(&vm, &fds)?;
-    }
-    let saver = crate::snapshot::Saver::new(&kvm_fd, &fds, tsc_khz);
+    // A restored machine's CPUID and vCPU state, the TSCs among them, are
+    // set before the clock measures the vCPUs' TSC offsets.
+    let restored_cpuid = match &restore {
+        Some(restore) => {
+            restore.check_host(&kvm_fd, tsc_khz)?;
+            Some(restore.kvm(&vm, &fds)?)
+        }
+        None => None,
+    };
     let time = clock_and_timers(&fds, tsc_khz, restore.as_ref().map_or(0, Restore::clock_start_ns));
     let services = Services {
         clock: time.as_ref().map(|t| Arc::clone(&t.clock)),
@@ -158,12 +160,20 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks, accounting_out: Option<Ou
     // A restored guest is offered what it was offered (SNAP-18).
     let wanted = restore.as_ref().map_or(wanted, Restore::features);
     let dispatcher = Dispatcher::new(HostConfig::new(cpus, wanted), services);
-    if restore.is_none() {
-        let base_cpuid = cpuid::base(&kvm_fd, dispatcher.config(), tsc_khz, LAPIC_KHZ)?;
-        for (index, fd) in (0u32..).zip(&fds) {
-            fd.set_cpuid2(&cpuid::for_vcpu(&base_cpuid, index)).map_err(kvm("KVM_SET_CPUID2"))?;
+    let given_cpuid = match restored_cpuid {
+        Some(given) => given,
+        None => {
+            let base_cpuid = cpuid::base(&kvm_fd, dispatcher.config(), tsc_khz, LAPIC_KHZ)?;
+            let mut given = Vec::new();
+            for (index, fd) in (0u32..).zip(&fds) {
+                let cpuid = cpuid::for_vcpu(&base_cpuid, index);
+                fd.set_cpuid2(&cpuid).map_err(kvm("KVM_SET_CPUID2"))?;
+                given.push(cpuid);
+            }
+            given
         }
-    }
+    };
+    let saver = crate::snapshot::Saver::new(&kvm_fd, &fds, tsc_khz, given_cpuid);
 
     let (events_tx, events_rx) = mpsc::channel();
     let mut receivers = Vec::new();

@@ -43,8 +43,10 @@ fn fail(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> String {
     move |e| format!("{what}: {e}")
 }
 
-/// Reads one vCPU's state, MP state first and events last (SNAP-11).
-pub(crate) fn save_vcpu(index: u32, fd: &VcpuFd, msr_indices: &[u32]) -> Result<VcpuKvmState, String> {
+/// Reads one vCPU's state, MP state first and events last (SNAP-11);
+/// `cpuid` is what pvkit gave it (KVM_GET_CPUID2 is not trusted to say:
+/// some KVMs answer with the host's own).
+pub(crate) fn save_vcpu(index: u32, fd: &VcpuFd, msr_indices: &[u32], cpuid: &CpuId) -> Result<VcpuKvmState, String> {
     let mp_state = fd.get_mp_state().map_err(fail("KVM_GET_MP_STATE"))?;
     let regs = fd.get_regs().map_err(fail("KVM_GET_REGS"))?;
     let sregs = fd.get_sregs().map_err(fail("KVM_GET_SREGS"))?;
@@ -60,7 +62,6 @@ pub(crate) fn save_vcpu(index: u32, fd: &VcpuFd, msr_indices: &[u32]) -> Result<
         let which = entries.get(read).map_or(0, |e| e.index);
         return Err(format!("KVM_GET_MSRS read {read} of {} MSRs (MSR {which:#x} refused)", entries.len()));
     }
-    let cpuid = fd.get_cpuid2(kvm_bindings::KVM_MAX_CPUID_ENTRIES).map_err(fail("KVM_GET_CPUID2"))?;
     let events = fd.get_vcpu_events().map_err(fail("KVM_GET_VCPU_EVENTS"))?;
     let mut state = VcpuState::new_zeroed();
     state.index = index.into();

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
+use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use pvkit_host::snapshot::{SavedMachine, SnapshotError, cpu_features};
 use pvkit_host::vm_memory::VmMemory;
@@ -112,10 +112,12 @@ impl Restore {
 
     /// Sets every vCPU's CPUID (the saved one; a vCPU the guest never
     /// started gets vCPU 0's, with its own APIC ID) and the started vCPUs'
-    /// state (SNAP-10, SNAP-11), then the machine's (SNAP-12).
-    pub(crate) fn kvm(&self, vm: &VmFd, fds: &[VcpuFd]) -> Result<(), VmmError> {
+    /// state (SNAP-10, SNAP-11), then the machine's (SNAP-12). Returns the
+    /// CPUID each vCPU was given, for the next snapshot.
+    pub(crate) fn kvm(&self, vm: &VmFd, fds: &[VcpuFd]) -> Result<Vec<CpuId>, VmmError> {
         let first = self.saved.vcpus.first().ok_or_else(|| self.error("no vCPU was started"))?;
         let base = kvm::cpuid(first).map_err(|e| self.error(e))?;
+        let mut given = Vec::with_capacity(fds.len());
         for (index, fd) in (0u32..).zip(fds) {
             let saved = self.saved.vcpus.iter().find(|v| v.state.index.get() == index);
             let cpuid = match saved {
@@ -123,13 +125,15 @@ impl Restore {
                 None => cpuid::for_vcpu(&base, index),
             };
             fd.set_cpuid2(&cpuid).map_err(|e| self.error(format!("vCPU {index}: KVM_SET_CPUID2: {e}")))?;
+            given.push(cpuid);
         }
         for saved in &self.saved.vcpus {
             let index = saved.state.index.get();
             let fd = fds.get(index as usize).ok_or_else(|| self.error(format!("no vCPU {index}")))?;
             kvm::restore_vcpu(fd, saved).map_err(|e| self.error(format!("vCPU {index}: {e}")))?;
         }
-        kvm::restore_vm(vm, &self.saved.vm).map_err(|e| self.error(e))
+        kvm::restore_vm(vm, &self.saved.vm).map_err(|e| self.error(e))?;
+        Ok(given)
     }
 
     /// Sets pvkit's own state on the built machine: the dispatcher, the
