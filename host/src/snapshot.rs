@@ -174,10 +174,9 @@ impl fmt::Display for SnapshotError {
             Self::Truncated { position, kind: None } => {
                 write!(f, "the state file is truncated: it ends inside the header of section {position}")
             }
-            Self::SectionTooLong { position, kind, length } => write!(
-                f,
-                "section {position} ({kind}) is {length} bytes long, more than the {MAX_SECTION_LEN} allowed"
-            ),
+            Self::SectionTooLong { position, kind, length } => {
+                write!(f, "section {position} ({kind}) is {length} bytes long, more than the {MAX_SECTION_LEN} allowed")
+            }
             Self::SectionCrc { position, kind } => {
                 write!(f, "section {position} ({kind}) is damaged: its CRC does not match")
             }
@@ -188,7 +187,10 @@ impl fmt::Display for SnapshotError {
                 "section {kind:?} is version {version}, newer than this pvkit reads ({reads}), and must be understood"
             ),
             Self::NotUnderstood { kind, version, reads: None } => {
-                write!(f, "section {kind:?} (version {version}) is of a kind this pvkit does not know, and must be understood")
+                write!(
+                    f,
+                    "section {kind:?} (version {version}) is of a kind this pvkit does not know, and must be understood"
+                )
             }
             Self::Payload { kind, why } => write!(f, "the {kind} section does not decode: {why}"),
             Self::Missing(what) => write!(f, "the snapshot has no {what} section"),
@@ -424,7 +426,8 @@ impl SavedMachine {
                 return Err(SnapshotError::Duplicate(format!("vcpu {index}")));
             }
         }
-        let started: BTreeSet<u32> = (0u32..).zip(&self.dispatcher.started).filter(|(_, s)| **s).map(|(i, _)| i).collect();
+        let started: BTreeSet<u32> =
+            (0u32..).zip(&self.dispatcher.started).filter(|(_, s)| **s).map(|(i, _)| i).collect();
         if let Some(extra) = seen.difference(&started).next() {
             return bad(format!("vCPU {extra} has KVM state but was not started"));
         }

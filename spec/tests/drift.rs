@@ -168,7 +168,19 @@ fn expected() -> BTreeMap<String, Rows> {
             header_crc
         }),
         layout!(SectionHeader { kind, version, flags, length, crc, reserved }),
-        layout!(VcpuState { index, mp_state, msr_count, cpuid_count, regs, sregs, xcrs, debugregs, events, lapic, xsave }),
+        layout!(VcpuState {
+            index,
+            mp_state,
+            msr_count,
+            cpuid_count,
+            regs,
+            sregs,
+            xcrs,
+            debugregs,
+            events,
+            lapic,
+            xsave
+        }),
         layout!(MsrEntry { index, reserved, data }),
         layout!(CpuidEntry { function, index, flags, eax, ebx, ecx, edx, padding }),
         layout!(VmState { pic_master, pic_slave, ioapic, clock }),

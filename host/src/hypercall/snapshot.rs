@@ -59,7 +59,10 @@ impl Dispatcher {
         }
         let device_count = self.services.devices.as_ref().map_or(0, |d| d.routes.len());
         if saved.device_routes.len() != device_count {
-            return Err(format!("routes for {} devices, but the machine has {device_count}", saved.device_routes.len()));
+            return Err(format!(
+                "routes for {} devices, but the machine has {device_count}",
+                saved.device_routes.len()
+            ));
         }
         let request = saved
             .host_request

@@ -144,8 +144,8 @@ impl StateFile {
         let version = header.pvkit_version.get(..end).unwrap_or_default();
         let mut sections = Vec::new();
         for position in 0..count {
-            let (head, after) = SectionHeader::read_from_prefix(rest)
-                .map_err(|_| SnapshotError::Truncated { position, kind: None })?;
+            let (head, after) =
+                SectionHeader::read_from_prefix(rest).map_err(|_| SnapshotError::Truncated { position, kind: None })?;
             let kind = head.kind_name().to_string();
             let length = head.length.get();
             if length > MAX_SECTION_LEN {
@@ -161,7 +161,12 @@ impl StateFile {
             if kind.is_empty() {
                 return Err(SnapshotError::BadKindName { position });
             }
-            sections.push(RawSection { kind, version: head.version.get(), flags: head.flags(), payload: payload.to_vec() });
+            sections.push(RawSection {
+                kind,
+                version: head.version.get(),
+                flags: head.flags(),
+                payload: payload.to_vec(),
+            });
             rest = after;
         }
         if !rest.is_empty() {

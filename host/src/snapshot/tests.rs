@@ -7,6 +7,7 @@ use pvkit_spec::{Features, HypercallError};
 use zerocopy::FromZeros;
 
 use super::*;
+use crate::HostConfig;
 use crate::clock::{ClockSample, PvClock, TimeSource};
 use crate::hypercall::{Devices, Dispatcher, Services};
 use crate::irq::DeviceRoutes;
@@ -14,10 +15,13 @@ use crate::test_utils::{DriverQueue, VecMemory};
 use crate::timer::Timers;
 use crate::virtio::MmioTransport;
 use crate::virtio::rng::Rng;
-use crate::HostConfig;
 
-const FACTS: HostFacts =
-    HostFacts { tsc_khz: 2_000_000, vcpu_count: 2, memory_size: 64 << 20, cpu_features: [0x8000_0001, 2, 4, 0, 0, 0, 0, 0] };
+const FACTS: HostFacts = HostFacts {
+    tsc_khz: 2_000_000,
+    vcpu_count: 2,
+    memory_size: 64 << 20,
+    cpu_features: [0x8000_0001, 2, 4, 0, 0, 0, 0, 0],
+};
 
 /// A machine with both vCPUs started, a clock, timers and one device.
 fn machine() -> SavedMachine {
@@ -317,10 +321,7 @@ fn dispatcher(devices: usize) -> Dispatcher {
     let services = Services {
         clock: Some(clock),
         timers: Some(Arc::new(Timers::new(2))),
-        devices: Some(Devices {
-            descriptors: Vec::new(),
-            routes: Arc::new(DeviceRoutes::new(&vec![5; devices])),
-        }),
+        devices: Some(Devices { descriptors: Vec::new(), routes: Arc::new(DeviceRoutes::new(&vec![5; devices])) }),
     };
     Dispatcher::new(HostConfig::new(2, Features::all()), services)
 }

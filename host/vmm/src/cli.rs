@@ -147,7 +147,8 @@ impl RunArgs {
         }
         if let Some(dir) = &self.restore {
             let mut config = VmConfig::load(&dir.join(crate::snapshot::CONFIG_FILE))?;
-            config.restore = Some(std::path::absolute(dir).map_err(|e| ConfigError(format!("{}: {e}", dir.display())))?);
+            config.restore =
+                Some(std::path::absolute(dir).map_err(|e| ConfigError(format!("{}: {e}", dir.display())))?);
             config.api = self.api_sock.clone().map(|socket| ApiConfig { socket });
             return Ok(config);
         }

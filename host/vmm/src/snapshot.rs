@@ -179,9 +179,11 @@ fn save(machine: &Machine, dir: &Path) -> Result<Report, String> {
         vcpus.push(state.map_err(|e| format!("vCPU {index}: {e}"))?);
     }
     let cpuid = vcpus.first().map(|v| {
-        cpu_features(v.cpuid.iter().map(|e| {
-            (e.function.get(), e.index.get(), [e.eax.get(), e.ebx.get(), e.ecx.get(), e.edx.get()])
-        }))
+        cpu_features(
+            v.cpuid
+                .iter()
+                .map(|e| (e.function.get(), e.index.get(), [e.eax.get(), e.ebx.get(), e.ecx.get(), e.edx.get()])),
+        )
     });
     let facts = HostFacts {
         tsc_khz: machine.saver.tsc_khz,
@@ -208,8 +210,7 @@ fn save(machine: &Machine, dir: &Path) -> Result<Report, String> {
     };
     let memory_path = dir.join(MEMORY_FILE);
     let tmp = dir.join(format!(".{MEMORY_FILE}.tmp"));
-    let written =
-        memory::write(&machine.guest, &tmp).map_err(|e| format!("writing {}: {e}", memory_path.display()))?;
+    let written = memory::write(&machine.guest, &tmp).map_err(|e| format!("writing {}: {e}", memory_path.display()))?;
     fs::rename(&tmp, &memory_path).map_err(|e| format!("writing {}: {e}", memory_path.display()))?;
     let mut config = machine.config.clone().absolute().map_err(|e| format!("finding the current folder: {e}"))?;
     let mut copied = Vec::new();

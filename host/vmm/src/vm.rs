@@ -25,13 +25,13 @@ use crate::control::Control;
 use crate::devices::{Backends, DeviceSet};
 use crate::error::{VmmError, kvm};
 use crate::events::{EventBus, Lifecycle};
-use crate::snapshot::Restore;
 use crate::exit::GUEST_CRASHED;
 use crate::layout::{KVM_TSS_ADDR, MemSize, START_INFO_EBX};
 use crate::machine::{Event, Machine, Start};
 use crate::metrics::VcpuCounters;
 use crate::output::Output;
 use crate::sched::realtime_priority;
+use crate::snapshot::Restore;
 use crate::time::{self, ApicSink, HostTime};
 use crate::{cpuid, limits, loader, operator, vcpu};
 

@@ -113,7 +113,10 @@ impl<D: VirtioDevice> MmioTransport<D> {
             return Err(TransportRestoreError::Features { extra });
         }
         if !saved.backend.is_empty() {
-            return Err(TransportRestoreError::Backend(format!("{} bytes where none were expected", saved.backend.len())));
+            return Err(TransportRestoreError::Backend(format!(
+                "{} bytes where none were expected",
+                saved.backend.len()
+            )));
         }
         let negotiated = Features::from_bits_retain(saved.negotiated);
         let mut queues = Vec::with_capacity(maxes.len());

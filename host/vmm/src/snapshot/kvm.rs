@@ -104,8 +104,7 @@ pub(crate) fn restore_vcpu(fd: &VcpuFd, saved: &VcpuKvmState) -> Result<(), Stri
     // (ARCH_REQ_XCOMP_GUEST_PERM); `xsave` is a whole 4096-byte struct.
     unsafe { fd.set_xsave(&xsave) }.map_err(fail("KVM_SET_XSAVE"))?;
     fd.set_xcrs(&from::<kvm_xcrs>(&s.xcrs, "XCRs")?).map_err(fail("KVM_SET_XCRS"))?;
-    fd.set_debug_regs(&from::<kvm_debugregs>(&s.debugregs, "debug registers")?)
-        .map_err(fail("KVM_SET_DEBUGREGS"))?;
+    fd.set_debug_regs(&from::<kvm_debugregs>(&s.debugregs, "debug registers")?).map_err(fail("KVM_SET_DEBUGREGS"))?;
     fd.set_lapic(&from::<kvm_lapic_state>(&s.lapic, "local APIC")?).map_err(fail("KVM_SET_LAPIC"))?;
     let entries: Vec<kvm_msr_entry> =
         saved.msrs.iter().filter_map(|e| kvm_msr_entry::read_from_bytes(e.as_bytes()).ok()).collect();
@@ -115,8 +114,7 @@ pub(crate) fn restore_vcpu(fd: &VcpuFd, saved: &VcpuKvmState) -> Result<(), Stri
         let which = entries.get(written).map_or(0, |e| e.index);
         return Err(format!("KVM_SET_MSRS refused MSR {which:#x} ({written} of {} set)", entries.len()));
     }
-    fd.set_vcpu_events(&from::<kvm_vcpu_events>(&s.events, "pending events")?)
-        .map_err(fail("KVM_SET_VCPU_EVENTS"))?;
+    fd.set_vcpu_events(&from::<kvm_vcpu_events>(&s.events, "pending events")?).map_err(fail("KVM_SET_VCPU_EVENTS"))?;
     Ok(())
 }
 
@@ -138,7 +136,8 @@ pub(crate) fn save_vm(vm: &VmFd) -> Result<VmState, String> {
 
 /// Sets the interrupt controllers and the KVM clock (SNAP-12).
 pub(crate) fn restore_vm(vm: &VmFd, saved: &VmState) -> Result<(), String> {
-    for (bytes, what) in [(&saved.pic_master, "master PIC"), (&saved.pic_slave, "slave PIC"), (&saved.ioapic, "IOAPIC")] {
+    for (bytes, what) in [(&saved.pic_master, "master PIC"), (&saved.pic_slave, "slave PIC"), (&saved.ioapic, "IOAPIC")]
+    {
         vm.set_irqchip(&from::<kvm_irqchip>(bytes, what)?).map_err(fail("KVM_SET_IRQCHIP"))?;
     }
     let mut clock = from::<kvm_clock_data>(&saved.clock, "KVM clock")?;

@@ -16,11 +16,11 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use pvkit_spec::snapshot::MEMORY_PAGE_SIZE;
+use vm_memory::mmap::MmapRegionBuilder;
 use vm_memory::{
     Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, GuestRegionMmap,
     MmapRegion,
 };
-use vm_memory::mmap::MmapRegionBuilder;
 
 use crate::layout::MemSize;
 
