@@ -293,6 +293,11 @@ fn the_snapshot_route_wants_an_absolute_folder_and_says_what_it_wrote() {
     assert_eq!(report["dir"], dir.to_str().unwrap());
     assert_eq!(report["memory_bytes"], 64 << 20);
     assert!(report["state_bytes"].as_u64().unwrap() > 96);
+    // Every file under its own name, no temporary left (SNAP-1).
+    let mut files: Vec<String> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    files.sort();
+    assert_eq!(files, ["memory.raw", "state.pvks", "vm.toml"]);
     assert_eq!(json(&m.ctl(&["state"]))["state"], "running", "the machine runs on");
     wait_ticks(&m, ticks(&m).len() + 2);
     json(&m.ctl(&["stop"]));
