@@ -35,6 +35,9 @@ pub(crate) fn spawn(index: u32, fd: VcpuFd, machine: Arc<Machine>, start: Receiv
             vcpu.machine.control.vcpu_started(index);
             // A restored vCPU's state was set before its thread started.
             let booted = if start.resume { Ok(()) } else { vcpu.boot(start) };
+            if start.resume && vcpu.machine.boot_trace.load(std::sync::atomic::Ordering::Relaxed) {
+                eprintln!("pvkit: restore: vCPU {index} enters the guest");
+            }
             let event = booted.and_then(|()| vcpu.run());
             vcpu.machine.control.vcpu_ended(index);
             match event {
