@@ -24,7 +24,7 @@ pub(crate) mod restore;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Sender};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kvm_bindings::CpuId;
@@ -56,8 +56,9 @@ type Answer = Result<VcpuKvmState, String>;
 /// records of the host.
 #[derive(Debug)]
 pub(crate) struct Saver {
-    /// The MSRs saved of each vCPU.
-    msrs: Vec<u32>,
+    /// The MSRs saved of each vCPU: found at the first snapshot, not at
+    /// every machine's start (probing them takes an ioctl each).
+    msrs: OnceLock<Vec<u32>>,
     /// The CPUID each vCPU was given.
     cpuid: Vec<CpuId>,
     /// The TSC frequency the guest sees, in kHz.
@@ -69,10 +70,10 @@ pub(crate) struct Saver {
 }
 
 impl Saver {
-    /// For a machine whose vCPUs are `fds`, on `kvm`, given `cpuid`.
-    pub(crate) fn new(kvm: &Kvm, fds: &[VcpuFd], tsc_khz: u32, cpuid: Vec<CpuId>) -> Self {
-        let msrs = fds.first().map(|fd| kvm::msr_list(kvm, fd)).unwrap_or_default();
-        Self { msrs, cpuid, tsc_khz, mail: fds.iter().map(|_| Mutex::new(None)).collect(), busy: Mutex::new(()) }
+    /// For a machine whose vCPUs are `fds`, given `cpuid`.
+    pub(crate) fn new(fds: &[VcpuFd], tsc_khz: u32, cpuid: Vec<CpuId>) -> Self {
+        let mail = fds.iter().map(|_| Mutex::new(None)).collect();
+        Self { msrs: OnceLock::new(), cpuid, tsc_khz, mail, busy: Mutex::new(()) }
     }
 
     /// Called by vCPU `index`'s thread while it is parked: hands over its
@@ -81,8 +82,10 @@ impl Saver {
         let Some(slot) = self.mail.get(index as usize) else { return };
         let asked = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(reply) = asked {
+            // The first vCPU to answer the first snapshot finds the MSRs.
+            let msrs = self.msrs.get_or_init(|| Kvm::new().map(|k| kvm::msr_list(&k, fd)).unwrap_or_default());
             let answer = match self.cpuid.get(index as usize) {
-                Some(cpuid) => kvm::save_vcpu(index, fd, &self.msrs, cpuid),
+                Some(cpuid) => kvm::save_vcpu(index, fd, msrs, cpuid),
                 None => Err(format!("no CPUID recorded for vCPU {index}")),
             };
             let _ = reply.send(answer);

@@ -173,7 +173,7 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks, accounting_out: Option<Ou
             given
         }
     };
-    let saver = crate::snapshot::Saver::new(&kvm_fd, &fds, tsc_khz, given_cpuid);
+    let saver = crate::snapshot::Saver::new(&fds, tsc_khz, given_cpuid);
 
     let (events_tx, events_rx) = mpsc::channel();
     let mut receivers = Vec::new();

@@ -95,6 +95,9 @@ fn save(sock: &Path, folder: &Path) -> Result<(f64, f64), String> {
     }
     let json = answer.split("\r\n\r\n").nth(1).unwrap_or("");
     let report: serde_json::Value = serde_json::from_str(json).map_err(|e| format!("the answer: {e}"))?;
-    let data = report.get("memory_data_bytes").and_then(serde_json::Value::as_f64).ok_or("no memory_data_bytes in the answer")?;
+    let data = report
+        .get("memory_data_bytes")
+        .and_then(serde_json::Value::as_f64)
+        .ok_or("no memory_data_bytes in the answer")?;
     Ok((ms, data / f64::from(1 << 20)))
 }
