@@ -21,11 +21,18 @@
 
 use core::cell::UnsafeCell;
 use core::fmt;
+use core::mem::offset_of;
+use core::sync::atomic::{Ordering, compiler_fence};
 
 use pvkit_spec::accounting::{AccountingFlags, Figures, VcpuAccountingInfo};
 use zerocopy::little_endian::{U32, U64};
 
 use crate::seqlock::{self, SeqlockError};
+
+/// The 64-bit words of the area that hold the figures read one by one.
+const RUN_NS_WORD: usize = offset_of!(VcpuAccountingInfo, run_ns) / 8;
+const STEAL_NS_WORD: usize = offset_of!(VcpuAccountingInfo, steal_ns) / 8;
+const HALTED_NS_WORD: usize = offset_of!(VcpuAccountingInfo, halted_ns) / 8;
 
 /// One vCPU's accounting area: memory the host writes and the guest only
 /// reads.
@@ -72,19 +79,54 @@ impl AccountingArea {
     }
 
     /// Nanoseconds the vCPU ran.
+    #[inline]
     pub fn run_ns(&self) -> Result<u64, AccountingError> {
-        read(self).map(|f| f.run_ns)
+        self.figure(RUN_NS_WORD, |f| f.run_ns)
     }
 
     /// Nanoseconds the vCPU was ready to run but waited for a host CPU:
     /// the time stolen from it.
+    #[inline]
     pub fn steal_ns(&self) -> Result<u64, AccountingError> {
-        read(self).map(|f| f.steal_ns)
+        self.figure(STEAL_NS_WORD, |f| f.steal_ns)
     }
 
     /// Nanoseconds the vCPU neither ran nor waited.
+    #[inline]
     pub fn halted_ns(&self) -> Result<u64, AccountingError> {
-        read(self).map(|f| f.halted_ns)
+        self.figure(HALTED_NS_WORD, |f| f.halted_ns)
+    }
+
+    /// One figure, the 64-bit word `word` of the area, read as Linux's
+    /// `kvm_steal_clock` reads its one figure: the version with its low bit
+    /// cleared, the word, the version again, one comparison (an odd or moved
+    /// version fails it). A version of 0 (never written), or a failed
+    /// comparison, goes to [`read`], with its bounded retries and errors,
+    /// and `pick` takes the figure from what it read.
+    #[inline(always)]
+    fn figure(&self, word: usize, pick: fn(Figures) -> u64) -> Result<u64, AccountingError> {
+        let version = self.as_ptr().cast::<u32>();
+        // SAFETY: the version is the first 32-bit word of the live, 64-byte
+        // aligned area.
+        let v1 = u32::from_le(unsafe { version.read_volatile() }) & !1;
+        compiler_fence(Ordering::Acquire);
+        let at = self.as_ptr().cast::<u64>().wrapping_add(word);
+        // SAFETY: `word` is one of the figures' words, 1 to 3, which lie in
+        // the live, 64-byte aligned area.
+        let value = u64::from_le(unsafe { at.read_volatile() });
+        compiler_fence(Ordering::Acquire);
+        // SAFETY: as for the first read of the version.
+        let v2 = u32::from_le(unsafe { version.read_volatile() });
+        if v2 == v1 && v1 != 0 {
+            return Ok(value);
+        }
+        Self::figure_checked(self, pick)
+    }
+
+    /// [`AccountingArea::figure`] through [`read`]: every case it leaves.
+    #[inline(never)]
+    fn figure_checked(&self, pick: fn(Figures) -> u64) -> Result<u64, AccountingError> {
+        read(self).map(pick)
     }
 
     /// Whether the vCPU waited for a host CPU in the interval of the host's
@@ -196,6 +238,22 @@ mod tests {
         // SAFETY: the test plays the host; nothing reads concurrently.
         unsafe { (*area.0.get()).flags = U32::new(0xffff_fffe) };
         assert_eq!(area.preempted(), Ok(false), "only bit 0 is PREEMPTED");
+    }
+
+    #[test]
+    fn one_figure_reads_as_the_whole_area_does() {
+        let area = AccountingArea::new();
+        assert_eq!(area.run_ns(), Err(AccountingError::NotRegistered), "version 0 is never a reading");
+        for version in [2, 4, 0xffff_fffe] {
+            publish(&area, version, figures(version.into()));
+            let f = area.read().unwrap();
+            assert_eq!(
+                (area.run_ns(), area.steal_ns(), area.halted_ns()),
+                (Ok(f.run_ns), Ok(f.steal_ns), Ok(f.halted_ns))
+            );
+        }
+        publish(&area, 9, figures(3));
+        assert_eq!(area.steal_ns(), Err(AccountingError::Unstable), "an odd version never settles");
     }
 
     #[test]

@@ -31,7 +31,15 @@ pub enum Error {
 
 impl Error {
     /// Turns a status register into a result.
+    #[inline]
     pub fn check(status: u64) -> Result<(), Error> {
+        if status == 0 { Ok(()) } else { Self::failed(status) }
+    }
+
+    /// [`Error::check`] of a non-zero status: out of the way of success.
+    #[cold]
+    #[inline(never)]
+    fn failed(status: u64) -> Result<(), Error> {
         match HypercallError::decode(status) {
             Ok(()) => Ok(()),
             Err(Some(e)) => Err(Error::Host(e)),

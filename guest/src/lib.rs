@@ -16,8 +16,8 @@
 //! | [`timer`] | [`timer::Periodic`] on the one-shot timer, and the interrupt [`timer::Hook`] |
 //! | [`console`] | [`PvConsole`], `core::fmt::Write` over the early console |
 //! | [`logger`] | [`PvLogger`], a `log::Log` over the early console |
-//! | [`virtio`] | virtio-mmio drivers: block, entropy, console, over a [`virtio::Hal`] |
-//! | `test_utils` | with the `test-utils` feature: fakes of the HAL, the transport, the device and the gate, and a small PRNG |
+//! | [`virtio`] | virtio drivers (block, entropy, console, network) over virtio-mmio or virtio-pci and a [`virtio::Hal`] |
+//! | `test_utils` | with the `test-utils` feature: fakes of the HAL, the transport, the device, PCI configuration space and the gate, and a small PRNG |
 //!
 //! On bare metal or another hypervisor, [`detect`] answers [`NotPresent`]
 //! with the reason and touches nothing else.

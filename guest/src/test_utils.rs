@@ -7,6 +7,7 @@
 //! | [`XorShift64`] | a small deterministic PRNG; needs neither `std` nor `alloc`, so kernels use it too |
 //! | [`FakeHal`] | a [`Hal`](crate::virtio::Hal) over heap memory, physical = virtual, that counts and checks every allocation and free |
 //! | [`FakeTransport`], [`FakeDevice`] | a device's registers; the test plays the device, on each notification if it likes |
+//! | [`FakePci`], [`FakeRegion`] | PCI configuration space and BAR memory, with virtio functions over a [`FakeDevice`] |
 //! | [`FakeQueue`] | the device's side of a split queue: take chains, write used entries, good or hostile |
 //! | [`net_device`], [`deliver_frame`], [`take_frames`], [`forward`] | a network device's side of the frames, and a wire between two drivers |
 //! | [`FakeGate`] | a host that answers hypercalls from a script |
@@ -68,6 +69,8 @@ mod journal;
 #[cfg(not(target_os = "none"))]
 mod net;
 #[cfg(not(target_os = "none"))]
+mod pci;
+#[cfg(not(target_os = "none"))]
 mod queue;
 #[cfg(not(target_os = "none"))]
 mod transport;
@@ -80,6 +83,8 @@ pub use hal::FakeHal;
 pub use journal::{DmaCount, Event, Journal, record};
 #[cfg(not(target_os = "none"))]
 pub use net::{deliver_frame, forward, net_device, take_frames};
+#[cfg(not(target_os = "none"))]
+pub use pci::{FakePci, FakeRegion};
 #[cfg(not(target_os = "none"))]
 pub use queue::{Chain, ChainBuffer, FakeQueue, read_buffer, read_dma, write_buffer, write_dma};
 #[cfg(not(target_os = "none"))]

@@ -152,6 +152,7 @@ impl TscScale {
     }
 
     /// Converts a TSC delta to nanoseconds; see [`scale_tsc_delta`].
+    #[inline]
     pub const fn apply(self, delta: u64) -> u64 {
         scale_tsc_delta(delta, self.mul, self.shift)
     }
@@ -172,12 +173,39 @@ impl TscScale {
 /// assert_eq!(scale_tsc_delta(1000, 1 << 31, -1), 250);
 /// assert_eq!(scale_tsc_delta(u64::MAX, u32::MAX, 127), u64::MAX);
 /// ```
+#[expect(clippy::cast_possible_truncation, reason = "a product below 2^96 shifted right by 32 fits in 64 bits")]
+#[inline]
+pub const fn scale_tsc_delta(delta: u64, mul: u32, shift: i8) -> u64 {
+    // The common cases, with no 128-bit shift and no saturation: a right
+    // shift (a TSC faster than 1 GHz), or a left shift that loses no bit.
+    // Either way the shifted delta is below 2^64 and `mul` below 2^32, so
+    // the product is below 2^96 and `product >> 32` below 2^64: exact.
+    let s = shift.unsigned_abs() as u32;
+    if s < 64 {
+        let shifted = if shift < 0 {
+            delta >> s
+        } else {
+            let shifted = delta << s;
+            if shifted >> s != delta {
+                return scale_wide(delta, mul, shift);
+            }
+            shifted
+        };
+        return ((shifted as u128 * mul as u128) >> 32) as u64;
+    }
+    scale_wide(delta, mul, shift)
+}
+
+/// [`scale_tsc_delta`] where the shifted delta does not fit in 64 bits, or
+/// the shift is 64 or more either way: kept out of the hot path.
 #[expect(
     clippy::cast_possible_truncation,
     clippy::cast_sign_loss,
     reason = "the shift is cast only when non-negative, the product only when below 2^64"
 )]
-pub const fn scale_tsc_delta(delta: u64, mul: u32, shift: i8) -> u64 {
+#[cold]
+#[inline(never)]
+const fn scale_wide(delta: u64, mul: u32, shift: i8) -> u64 {
     let shifted: u128 = if shift >= 0 {
         // CAST: shift is non-negative here.
         let s = shift as u32;
@@ -248,6 +276,7 @@ impl PvClockSnapshot {
     /// PV-clock nanoseconds at guest TSC `tsc`. A `tsc` below `tsc_timestamp`
     /// (read on a vCPU whose TSC lags) counts as no time elapsed, and the sum
     /// saturates rather than wraps (clause CLK-7).
+    #[inline]
     pub const fn ns_at(&self, tsc: u64) -> u64 {
         let delta = tsc.saturating_sub(self.tsc_timestamp);
         self.system_time.saturating_add(self.scale.apply(delta))

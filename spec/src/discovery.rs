@@ -110,12 +110,28 @@ pub fn candidate_bases() -> impl Iterator<Item = u32> {
 /// assert!(AbiVersion::new(1, 0).can_run_on(v)); // older guest, newer host
 /// assert!(!AbiVersion::new(2, 0).can_run_on(v));
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+///
+/// The fields are laid out as the encoding is (`minor` in the low half), so
+/// decoding a register is a move; versions order by `major`, then `minor`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(C, align(4))]
 pub struct AbiVersion {
-    /// Incompatible revisions.
-    pub major: u16,
     /// Compatible additions within a major version.
     pub minor: u16,
+    /// Incompatible revisions.
+    pub major: u16,
+}
+
+impl PartialOrd for AbiVersion {
+    fn partial_cmp(&self, other: &Self) -> Option<core::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for AbiVersion {
+    fn cmp(&self, other: &Self) -> core::cmp::Ordering {
+        self.to_raw().cmp(&other.to_raw())
+    }
 }
 
 impl AbiVersion {
@@ -125,11 +141,13 @@ impl AbiVersion {
     }
 
     /// The 32-bit encoding used in CPUID and in hypercall registers.
+    #[inline]
     pub const fn to_raw(self) -> u32 {
         ((self.major as u32) << 16) | self.minor as u32
     }
 
     /// Decodes the 32-bit encoding; every word is some version.
+    #[inline]
     pub const fn from_raw(raw: u32) -> Self {
         Self { major: (raw >> 16) as u16, minor: (raw & 0xffff) as u16 }
     }

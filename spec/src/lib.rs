@@ -17,6 +17,7 @@
 //! | [`device`] | [`DeviceDescriptor`], the device-enumeration record | `virtio.md` |
 //! | [`snapshot`] | the snapshot file's header, sections and KVM state layouts | `snapshot.md` |
 //! | [`boot`] | the PVH `hvm_start_info` layouts | `boot.md` |
+//! | [`acpi`] | where the host's ACPI tables are, the sleep-control register | `acpi.md` |
 //! | [`virtio`] | split virtqueues, virtio-mmio v2, device configs | `virtio.md`, `devices.md` |
 //!
 //! Every struct shared between guest and host is `#[repr(C)]`, uses explicit
@@ -43,6 +44,7 @@
 mod macros;
 
 pub mod accounting;
+pub mod acpi;
 pub mod boot;
 pub mod clock;
 pub mod device;

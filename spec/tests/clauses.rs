@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use support::{Clause, cited_ids, clauses, strip_code};
 
 const PREFIXES: &[&str] = &[
-    "GEN", "BOOT", "DISC", "HC", "CLK", "TMR", "ACCT", "IRQ", "DEV", "MMIO", "VQ", "DEVC", "CON", "BLK", "RNG", "NET",
-    "VER", "SEC", "SNAP",
+    "GEN", "BOOT", "ACPI", "DISC", "HC", "CLK", "TMR", "ACCT", "IRQ", "DEV", "MMIO", "VQ", "DEVC", "CON", "BLK", "RNG",
+    "NET", "VER", "SEC", "SNAP",
 ];
 
 fn all_clauses() -> (Vec<Clause>, Vec<(String, String)>) {

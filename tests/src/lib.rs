@@ -6,6 +6,7 @@ pub mod elf;
 pub mod loopback;
 pub mod machine;
 pub mod netns;
+pub mod survivor;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -77,6 +78,12 @@ pub fn kernel(name: &str) -> PathBuf {
     let path = dir.join(name);
     assert!(path.is_file(), "no example kernel {}", path.display());
     path
+}
+
+/// FNV-1a, 64-bit: the checksum of the records the example kernels write
+/// to their disks (`diskstorm`, `survivor`).
+pub fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// Whether this run is CI, where nothing may skip.
@@ -172,13 +179,13 @@ fn wait_with_limit(child: &mut Child, start: Instant, limit: Duration, what: &dy
 /// 16550 on standard output, `isa-debug-exit` at 0xf4, virtio-mmio version 2
 /// devices described on the kernel command line.
 pub fn qemu_microvm(kernel: &Path) -> Command {
-    qemu_microvm_serial(kernel, "stdio")
+    qemu_machine(Machine::Microvm, kernel, "stdio")
 }
 
 /// The same, with a virtio console on standard input and output instead of
 /// the 16550.
 pub fn qemu_microvm_virtio_console(kernel: &Path) -> Command {
-    let mut cmd = qemu_microvm_serial(kernel, "none");
+    let mut cmd = qemu_machine(Machine::Microvm, kernel, "none");
     cmd.args([
         "-chardev",
         "stdio,id=c0,signal=off",
@@ -190,11 +197,48 @@ pub fn qemu_microvm_virtio_console(kernel: &Path) -> Command {
     cmd
 }
 
-fn qemu_microvm_serial(kernel: &Path, serial: &str) -> Command {
+/// QEMU's q35 machine, booted by PVH (QEMU runs SeaBIOS, which loads the
+/// kernel through its PVH option ROM): KVM, the 16550 on standard output,
+/// `isa-debug-exit` at 0xf4, no default devices. Virtio devices go on PCI:
+/// add `virtio-*-pci,disable-legacy=on` (see [`Q35_MODERN`]).
+pub fn qemu_q35(kernel: &Path) -> Command {
+    qemu_machine(Machine::Q35, kernel, "stdio")
+}
+
+/// The same, with a virtio-pci console on standard input and output
+/// instead of the 16550.
+pub fn qemu_q35_virtio_console(kernel: &Path) -> Command {
+    let mut cmd = qemu_machine(Machine::Q35, kernel, "none");
+    cmd.args([
+        "-chardev",
+        "stdio,id=c0,signal=off",
+        "-device",
+        "virtio-serial-pci,disable-legacy=on",
+        "-device",
+        "virtconsole,chardev=c0",
+    ]);
+    cmd
+}
+
+/// What makes a `virtio-*-pci` device modern only (PCI device ID `0x1040 +
+/// ID`, no legacy I/O BAR): append it to the device's options.
+pub const Q35_MODERN: &str = "disable-legacy=on";
+
+#[derive(Clone, Copy)]
+enum Machine {
+    Microvm,
+    Q35,
+}
+
+fn qemu_machine(machine: Machine, kernel: &Path, serial: &str) -> Command {
     let mut cmd = Command::new("qemu-system-x86_64");
+    let name = match machine {
+        Machine::Microvm => "microvm,acpi=off",
+        Machine::Q35 => "q35",
+    };
     cmd.args([
         "-M",
-        "microvm,acpi=off",
+        name,
         "-accel",
         "kvm",
         "-cpu",
@@ -208,11 +252,11 @@ fn qemu_microvm_serial(kernel: &Path, serial: &str) -> Command {
         serial,
         "-device",
         "isa-debug-exit,iobase=0xf4,iosize=4",
-        "-global",
-        "virtio-mmio.force-legacy=false",
-        "-kernel",
     ]);
-    cmd.arg(kernel);
+    if let Machine::Microvm = machine {
+        cmd.args(["-global", "virtio-mmio.force-legacy=false"]);
+    }
+    cmd.arg("-kernel").arg(kernel);
     cmd
 }
 

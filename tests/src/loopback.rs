@@ -192,9 +192,11 @@ impl<D: VirtioDevice> Window for HostWindow<D> {
     }
 }
 
-/// Puts `device` behind a host virtio-mmio transport and gives the guest's
-/// transport to it.
+/// Puts `device` behind a host virtio-mmio transport in strict mode (clause
+/// MMIO-12: a status write that skips a step is refused) and gives the
+/// guest's transport to it.
 pub fn attach<D: VirtioDevice>(device: D) -> MmioTransport<HostWindow<D>> {
-    let window = HostWindow { device: Arc::new(Mutex::new(HostTransport::new(device))) };
+    let host = HostTransport::new(device).with_strict_status(true);
+    let window = HostWindow { device: Arc::new(Mutex::new(host)) };
     MmioTransport::with_window(window).expect("the host transport answers as virtio-mmio version 2")
 }

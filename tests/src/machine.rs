@@ -30,10 +30,12 @@ pub fn socket_path(name: &str) -> PathBuf {
 }
 
 impl Machine {
-    /// Starts `pvkit run ARGS`, with `--api-sock SOCK` first when `sock` is given.
+    /// Starts `pvkit run --strict-virtio ARGS` (the drivers must follow the
+    /// status order, clause MMIO-11), with `--api-sock SOCK` first when
+    /// `sock` is given.
     pub fn start(sock: Option<&Path>, args: &[&str]) -> Self {
         let mut cmd = Command::new(pvkit());
-        cmd.arg("run");
+        cmd.args(["run", "--strict-virtio"]);
         if let Some(sock) = sock {
             cmd.arg("--api-sock").arg(sock);
         }

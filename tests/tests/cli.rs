@@ -31,7 +31,41 @@ fn a_file_that_is_not_elf_is_one_line() {
     fs::create_dir_all(&dir).unwrap();
     let path = dir.join("not-elf");
     fs::write(&path, b"#!/bin/sh\necho this is a script, not a kernel\n").unwrap();
-    assert_one_line_error(&["run", path.to_str().unwrap()], "is not a PVH kernel pvkit can boot: no ELF magic number");
+    assert_one_line_error(
+        &["run", path.to_str().unwrap()],
+        "is not a kernel pvkit can boot: no ELF magic number, and no Linux boot header",
+    );
+}
+
+#[test]
+fn a_bzimage_is_told_by_its_content_and_an_old_one_refused_in_one_line() {
+    if !kvm_available() {
+        return;
+    }
+    // A boot sector and a setup header of boot protocol 2.00, loaded high:
+    // a bzImage by its content, too old for pvkit.
+    let mut image = vec![0u8; 0x800];
+    image[0x1f1] = 1; // setup_sects
+    image[0x1fe..0x200].copy_from_slice(&[0x55, 0xaa]);
+    image[0x202..0x206].copy_from_slice(b"HdrS");
+    image[0x206..0x208].copy_from_slice(&0x0200u16.to_le_bytes());
+    image[0x211] = 1; // loadflags: LOADED_HIGH
+    image[0x214..0x218].copy_from_slice(&0x10_0000u32.to_le_bytes());
+    let path = std::env::temp_dir().join(format!("pvkit-old-bzimage-{}", std::process::id()));
+    fs::write(&path, image).unwrap();
+    assert_one_line_error(&["run", path.to_str().unwrap()], "boot protocol 2.00 is older than 2.12");
+}
+
+#[test]
+fn a_missing_initrd_is_one_line() {
+    if !kvm_available() {
+        return;
+    }
+    let hello = kernel("hello");
+    assert_one_line_error(
+        &["run", "--initrd", "/nonexistent/initrd", hello.to_str().unwrap()],
+        "initrd /nonexistent/initrd: No such file",
+    );
 }
 
 #[test]

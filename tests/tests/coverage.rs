@@ -64,6 +64,7 @@ fn every_clause_is_checked_or_says_why_not() {
     let conformance = tree(&["examples/kernels/src/bin/conformance"]);
     let trees = [
         ("host", tree(&["host/src"])),
+        ("vmm", tree(&["host/vmm/src"])),
         ("guest-sdk", tree(&["guest/src"])),
         ("spec", tree(&["spec/src", "spec/tests"])),
         ("test", tree(&["tests/tests"])),

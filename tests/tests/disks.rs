@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
-use pvkit_tests::{Scratch, in_ci, kernel, kvm_available, pvkit, run_with_limit};
+use pvkit_tests::{Scratch, fnv, in_ci, kernel, kvm_available, pvkit, run_with_limit};
 
 /// What `diskstorm` writes: 4 KiB blocks, each `MAGIC`, its number, an
 /// FNV-1a checksum of the block with that word as zeros, then filler.
@@ -19,10 +19,6 @@ const MAGIC: u64 = u64::from_le_bytes(*b"PVKSTORM");
 /// Word `i` of block `n`'s filler, as `diskstorm` computes it.
 fn filler(n: u64, i: u64) -> u64 {
     ((n << 16) | i).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5a5a_5a5a_5a5a_5a5a
-}
-
-fn fnv(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// Block `n` as `diskstorm` writes it.
@@ -65,6 +61,7 @@ impl Machine {
     fn start(args: &[&str]) -> Self {
         let mut child = Command::new(pvkit())
             .arg("run")
+            .arg("--strict-virtio")
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -122,7 +119,7 @@ impl Drop for Machine {
 
 /// `pvkit run ARGS` to its end, with a limit.
 fn run(args: &[&str]) -> pvkit_tests::Run {
-    run_with_limit(Command::new(pvkit()).arg("run").args(args), Duration::from_secs(120))
+    run_with_limit(Command::new(pvkit()).args(["run", "--strict-virtio"]).args(args), Duration::from_secs(120))
 }
 
 /// `pvkit run` with `disk` must stop at once with exit status 1 and one

@@ -57,7 +57,9 @@ fn a_hostile_guest_is_refused_and_the_host_keeps_working() {
     std::fs::write(&image, &before).unwrap();
 
     let mut cmd = Command::new(pvkit());
-    cmd.args(["run", "--cpus", "2", "--mem", "2G", "--rng", "--disk"]).arg(&image).arg(kernel("hostile"));
+    cmd.args(["run", "--strict-virtio", "--cpus", "2", "--mem", "2G", "--rng", "--disk"])
+        .arg(&image)
+        .arg(kernel("hostile"));
     let run = run_with_limit(&mut cmd, Duration::from_secs(120));
     let out = &run.stdout;
     assert_eq!(run.code(), 0, "{run:#?}");

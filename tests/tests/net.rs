@@ -4,8 +4,9 @@
 //!   100 pings, a TCP echo checked by SHA-256, the HTTP page, then `quit`;
 //! - two `netperf` guests joined by `--net socket=` (no root): the client
 //!   pings the other, streams to its sink, then stops it;
-//! - the same `net` guest on QEMU microvm, on a tap in a namespace: pings,
-//!   an echo, the page, `quit`.
+//! - the same `net` guest on QEMU microvm (virtio-mmio) and on QEMU q35
+//!   (modern virtio-pci), on a tap in a namespace: pings, an echo, the page,
+//!   `quit`.
 //!
 //! Nothing is ever sent to an address outside the namespaces.
 //!
@@ -22,7 +23,9 @@ use std::time::{Duration, Instant};
 
 use pvkit_guest::test_utils::XorShift64;
 use pvkit_tests::machine::{Machine, socket_path};
-use pvkit_tests::{QEMU_CLEAN_EXIT, kernel, kvm_available, netns, pvkit, qemu_available, qemu_microvm, run_with_limit};
+use pvkit_tests::{
+    QEMU_CLEAN_EXIT, kernel, kvm_available, netns, pvkit, qemu_available, qemu_microvm, qemu_q35, run_with_limit,
+};
 use sha2::{Digest, Sha256};
 
 /// The host's end of the tap.
@@ -241,6 +244,18 @@ fn two_pvkit_guests_on_a_socket_link_ping_and_stream_with_no_root() {
 
 #[test]
 fn the_same_net_guest_on_qemu_microvm_answers_pings_echoes_and_serves_a_page() {
+    net_guest_on_qemu("qemu", qemu_microvm, "virtio-net-device,netdev=n0");
+}
+
+#[test]
+fn the_same_net_guest_on_qemu_q35_over_virtio_pci_answers_pings_echoes_and_serves_a_page() {
+    // No option ROM: the guest boots by PVH and needs no iPXE.
+    net_guest_on_qemu("q35", qemu_q35, "virtio-net-pci,netdev=n0,disable-legacy=on,romfile=");
+}
+
+/// The `net` guest on QEMU (`machine`, with the network card `device`) on a
+/// tap in a namespace: pings, an echo, the page, `quit`.
+fn net_guest_on_qemu(label: &'static str, machine: fn(&Path) -> std::process::Command, device: &'static str) {
     if !kvm_available() || !qemu_available() {
         return;
     }
@@ -250,9 +265,9 @@ fn the_same_net_guest_on_qemu_microvm_answers_pings_echoes_and_serves_a_page() {
     let ran = netns::isolated("pvk1", HOST, PREFIX, move || {
         // QEMU runs on a thread of this namespace's thread, so in the namespace too.
         let qemu = std::thread::spawn(move || {
-            let mut cmd = qemu_microvm(&net);
+            let mut cmd = machine(&net);
             cmd.args(["-netdev", "tap,id=n0,ifname=pvk1,script=no,downscript=no"])
-                .args(["-device", "virtio-net-device,netdev=n0"])
+                .args(["-device", device])
                 .args(["-append", "net.ip=10.0.2.15/24"]);
             run_with_limit(&mut cmd, Duration::from_secs(180))
         });
@@ -262,10 +277,10 @@ fn the_same_net_guest_on_qemu_microvm_answers_pings_echoes_and_serves_a_page() {
             assert!(!qemu.is_finished(), "QEMU stopped: {:#?}", qemu.join());
             assert!(up.elapsed() < Duration::from_secs(120), "the guest on QEMU never answered a ping");
         }
-        eprintln!("qemu: the guest answered a ping after {:.2?}", up.elapsed());
-        ping_all("qemu", GUEST, 10);
-        echo("qemu", GUEST, PROBE, 3);
-        fetch_page("qemu", GUEST);
+        eprintln!("{label}: the guest answered a ping after {:.2?}", up.elapsed());
+        ping_all(label, GUEST, 10);
+        echo(label, GUEST, PROBE, 3);
+        fetch_page(label, GUEST);
         quit(GUEST);
         let run = qemu.join().expect("QEMU's thread");
         assert_eq!(run.code(), QEMU_CLEAN_EXIT, "{run:#?}");
@@ -275,6 +290,6 @@ fn the_same_net_guest_on_qemu_microvm_answers_pings_echoes_and_serves_a_page() {
         assert!(run.stdout.ends_with("net: bye\n"), "{run:#?}");
     });
     if ran.is_some() {
-        eprintln!("qemu: the test took {:.2?}", start.elapsed());
+        eprintln!("{label}: the test took {:.2?}", start.elapsed());
     }
 }

@@ -37,9 +37,11 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod accounting;
 pub mod clock;
 pub mod guest_blk;
 pub mod host_queue;
+pub mod hypercall;
 
 /// The work one side does, set up once and run many times.
 pub trait Work {

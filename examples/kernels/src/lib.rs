@@ -6,7 +6,8 @@
 //! pvkit, and calls the kernel's `main`. Output goes to the pvkit early
 //! console on pvkit and to the 16550 serial port elsewhere; a panic is
 //! reported through the `PANIC` hypercall on pvkit, and through the serial
-//! port and QEMU's `isa-debug-exit` device elsewhere.
+//! port elsewhere. [`exit`] stops whatever VMM the kernel runs on (pvkit,
+//! QEMU, cloud-hypervisor, Firecracker: [`power`]).
 //!
 //! A kernel is a `#![no_std]` `#![no_main]` binary that calls [`entry!`].
 #![no_std]
@@ -17,6 +18,8 @@ pub mod cpu;
 mod exceptions;
 pub mod irq;
 pub mod out;
+pub mod pci;
+pub mod power;
 pub mod raw;
 mod serial;
 pub mod smp;
@@ -78,6 +81,7 @@ extern "C" fn rt_main64(vcpu: u64, arg: u64) -> ! {
     irq::enable_lapic();
     if vcpu == 0 {
         out::init();
+        power::init(arg);
         // SAFETY: `entry!` defines it with this signature; it is called once.
         let code = unsafe { __rt_kernel_main(Boot { start_info: arg }) };
         exit(code)

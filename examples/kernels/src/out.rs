@@ -1,16 +1,12 @@
 //! Output and exit: through pvkit when present, otherwise through the serial
-//! port and QEMU's `isa-debug-exit` device.
+//! port; [`exit`] stops whatever VMM it is (`power`).
 
 use core::fmt::{self, Write};
 
 use pvkit_guest::{IdentityMap, NativeCpuid, NotPresent, PortGate, PvConsole, Pvkit};
-use x86_64::instructions::port::Port;
 
 use crate::serial;
 
-/// QEMU's `isa-debug-exit` port as the tests configure it: QEMU exits with
-/// status `(code << 1) | 1`.
-pub const DEBUG_EXIT_PORT: u16 = 0xf4;
 /// The exit code a panic reports.
 pub const PANIC_EXIT_CODE: u8 = 101;
 
@@ -106,25 +102,10 @@ pub fn serial_write(bytes: &[u8]) {
     serial::write(bytes);
 }
 
-/// Stops the machine with `code`.
+/// Stops the machine with `code`: pvkit's call, QEMU's exit device, ACPI
+/// S5, the i8042 reset, the first that works ([`crate::power::off`]).
 pub fn exit(code: u8) -> ! {
-    if let Some(p) = pvkit() {
-        let why = p.shutdown(code);
-        serial::write(b"pvkit refused SHUTDOWN\n");
-        let _ = why;
-    }
-    let mut port = Port::<u32>::new(DEBUG_EXIT_PORT);
-    // SAFETY: on QEMU with isa-debug-exit this ends the machine; elsewhere
-    // the port is unused and the write does nothing.
-    unsafe { port.write(u32::from(code)) };
-    halt()
-}
-
-fn halt() -> ! {
-    loop {
-        x86_64::instructions::interrupts::disable();
-        x86_64::instructions::hlt();
-    }
+    crate::power::off(code)
 }
 
 /// A panic message, formatted into a fixed buffer.

@@ -1,10 +1,18 @@
-//! Raw virtio-mmio access for kernels that must send what a driver never
+//! Raw virtio access for kernels that must send what a driver never
 //! would: a device's register window, and a queue of 8 driven by hand whose
 //! descriptors are written as given.
+//!
+//! The window is a virtio-mmio one, or a modern virtio-pci function whose
+//! common configuration answers the same register names
+//! ([`PciRegisters`]): the device clauses then run on either transport,
+//! while the virtio-mmio transport's own clauses ask [`Window::is_pci`].
 
+use core::cell::RefCell;
 use core::ptr::NonNull;
 
+use pvkit_guest::virtio::Transport as _;
 use pvkit_guest::virtio::hal::Hal;
+use pvkit_guest::virtio::pci::PciTransport;
 use pvkit_guest::{Gate, PortGate};
 use pvkit_spec::Features;
 use pvkit_spec::device::Transport;
@@ -15,27 +23,64 @@ use pvkit_spec::virtio::{DeviceId, DeviceStatus};
 use zerocopy::IntoBytes;
 
 use crate::Boot;
+use crate::pci::RtConfig;
 use crate::virtio::RtHal;
 
 /// A device's window.
 #[derive(Debug)]
-pub struct Window(NonNull<u8>);
+pub struct Window(Regs);
+
+#[derive(Debug)]
+#[expect(clippy::large_enum_variant, reason = "a kernel holds a few windows, on its stack; there is no heap")]
+enum Regs {
+    Mmio(NonNull<u8>),
+    Pci(RefCell<PciRegisters>),
+}
 
 impl Window {
+    /// Whether the device is a virtio-pci function (not virtio-mmio).
+    pub fn is_pci(&self) -> bool {
+        matches!(self.0, Regs::Pci(_))
+    }
     /// Reads register `r`.
     pub fn read(&self, r: Register) -> u32 {
-        // SAFETY: an aligned register of the device's window (1:1-mapped).
-        unsafe { self.0.as_ptr().wrapping_add(r.raw() as usize).cast::<u32>().read_volatile() }
+        match &self.0 {
+            // SAFETY: an aligned register of the device's window (1:1-mapped).
+            Regs::Mmio(base) => unsafe { base.as_ptr().wrapping_add(r.raw() as usize).cast::<u32>().read_volatile() },
+            Regs::Pci(p) => p.borrow_mut().read(r),
+        }
     }
     /// Writes `v` to register `r`.
     pub fn write(&self, r: Register, v: u32) {
-        // SAFETY: as above.
-        unsafe { self.0.as_ptr().wrapping_add(r.raw() as usize).cast::<u32>().write_volatile(v) };
+        match &self.0 {
+            // SAFETY: `r` is a register of the device's window, so the word is
+            // aligned and inside the window `window` found and mapped 1:1.
+            Regs::Mmio(base) => unsafe { base.as_ptr().wrapping_add(r.raw() as usize).cast::<u32>().write_volatile(v) },
+            Regs::Pci(p) => p.borrow_mut().write(r, v),
+        }
     }
-    /// Reads the byte at `offset` of the window.
+    /// On a virtio-pci function with MSI-X, has every queue set up from now
+    /// on (and configuration changes) send `message`; whether it could.
+    pub fn use_msix(&self, message: pvkit_guest::virtio::pci::MsiMessage) -> bool {
+        match &self.0 {
+            Regs::Mmio(_) => false,
+            Regs::Pci(p) => p.borrow_mut().transport.use_msix(message).is_ok(),
+        }
+    }
+    /// Reads the byte at `offset` of the window (on virtio-pci, the device
+    /// configuration from 0x100; below it, 0).
     pub fn read_byte(&self, offset: usize) -> u8 {
-        // SAFETY: a byte of the window.
-        unsafe { self.0.as_ptr().wrapping_add(offset).read_volatile() }
+        match &self.0 {
+            // SAFETY: a byte of the device's window (1:1-mapped).
+            Regs::Mmio(base) => unsafe { base.as_ptr().wrapping_add(offset).read_volatile() },
+            Regs::Pci(p) => {
+                let mut b = [0u8];
+                if let Some(at) = offset.checked_sub(0x100) {
+                    p.borrow().transport.read_config(at, &mut b);
+                }
+                b[0]
+            }
+        }
     }
     /// The first 8 bytes of the device's config space.
     pub fn config_u64(&self) -> u64 {
@@ -52,18 +97,22 @@ impl Window {
         self.write(Register::DeviceFeaturesSel, 1);
         u64::from(low) | (u64::from(self.read(Register::DeviceFeatures)) << 32)
     }
-    /// Resets, accepts `features`, and returns whether FEATURES_OK stuck.
+    /// Resets, accepts `features`, and returns whether FEATURES_OK stuck;
+    /// the status goes one bit per write in the order of clause MMIO-11
+    /// (virtio 1.2 §3.1.1), as `pvkit_guest::virtio::init` drives it.
     pub fn negotiate(&self, features: u64) -> bool {
         self.write(Register::Status, 0);
-        self.write(Register::Status, (DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER).bits());
+        let mut status = DeviceStatus::empty();
+        for step in [DeviceStatus::ACKNOWLEDGE, DeviceStatus::DRIVER] {
+            status |= step;
+            self.write(Register::Status, status.bits());
+        }
+        self.features();
         self.write(Register::DriverFeaturesSel, 0);
         self.write(Register::DriverFeatures, features as u32);
         self.write(Register::DriverFeaturesSel, 1);
         self.write(Register::DriverFeatures, (features >> 32) as u32);
-        self.write(
-            Register::Status,
-            (DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER | DeviceStatus::FEATURES_OK).bits(),
-        );
+        self.write(Register::Status, (status | DeviceStatus::FEATURES_OK).bits());
         self.read(Register::Status) & DeviceStatus::FEATURES_OK.bits() != 0
     }
     /// Sets queue 0 up with these areas; whether QueueReady stuck.
@@ -81,7 +130,8 @@ impl Window {
         self.write(Register::QueueReady, 1);
         self.read(Register::QueueReady) == 1
     }
-    /// Sets DRIVER_OK (with the bits before it).
+    /// Sets DRIVER_OK (with the bits before it): the last step of clause
+    /// MMIO-11, after [`Window::negotiate`] and the queues' set-up.
     pub fn driver_ok(&self) {
         let s = DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER | DeviceStatus::FEATURES_OK | DeviceStatus::DRIVER_OK;
         self.write(Register::Status, s.bits());
@@ -129,7 +179,9 @@ impl RawQueue {
     }
     /// Reads a `T` at `addr`, which must be in the queue's pages.
     pub fn get<T: Copy>(addr: u64) -> T {
-        // SAFETY: as above.
+        // SAFETY: callers pass an address inside the queue's two DMA pages,
+        // which the kernel maps 1:1 and this queue owns; the read is
+        // volatile because the device may write there.
         unsafe { (addr as *const T).read_volatile() }
     }
     /// `len` bytes of the buffer page from `offset`.
@@ -198,23 +250,124 @@ impl RawQueue {
 }
 
 /// The register window of the first device of kind `id`: from `DEVICE_ENUM`
-/// on pvkit, from the command line elsewhere.
+/// on pvkit, from the command line elsewhere, and from a PCI scan when the
+/// command line lists no virtio-mmio device.
 pub fn window(id: DeviceId, boot: &Boot) -> Option<Window> {
-    let base = match crate::out::pvkit().filter(|p| p.features().contains(Features::DEVICES)) {
-        Some(p) => {
-            let (count, _) = p.device_enum(0).ok()?;
-            (0..count).find_map(|i| {
+    let mmio = |base: u64| (base < 1 << 32).then(|| Window(Regs::Mmio(RtHal::mmio_phys_to_virt(base, 0x200))));
+    if let Some(p) = crate::out::pvkit().filter(|p| p.features().contains(Features::DEVICES)) {
+        let (count, _) = p.device_enum(0).ok()?;
+        return (0..count)
+            .find_map(|i| {
                 let d = p.device_enum(i).ok()?.1?;
                 (d.transport() == Some(Transport::VirtioMmio) && d.device_id.get() == id.raw())
                     .then(|| d.mmio_base.get())
-            })?
+            })
+            .and_then(mmio);
+    }
+    let listed = crate::cmdline(boot).and_then(|line| pvkit_guest::virtio::devices::from_cmdline(line).next());
+    if listed.is_some() {
+        return pvkit_guest::virtio::devices::from_cmdline(crate::cmdline(boot)?)
+            .find_map(|d| {
+                let w = mmio(d.base)?;
+                (w.read(Register::DeviceId) == id.raw()).then_some(d.base)
+            })
+            .and_then(mmio);
+    }
+    if crate::out::pvkit().is_some() {
+        return None; // pvkit has no PCI
+    }
+    let transport = crate::pci::find(id, boot)?;
+    Some(Window(Regs::Pci(RefCell::new(PciRegisters::new(transport)))))
+}
+
+/// A modern virtio-pci function answering virtio-mmio register names: the
+/// status, features, queue and notification registers map onto the common
+/// configuration, `InterruptStatus` onto the ISR byte (which a read
+/// acknowledges, so `InterruptACK` does nothing), `MagicValue`, `Version`
+/// and `VendorID` read 0. A queue goes live, as on PCI, when `QueueReady`
+/// is written 1 after its size and addresses; writing 0 does nothing (only
+/// a reset takes a queue down on PCI).
+#[derive(Debug)]
+pub struct PciRegisters {
+    transport: PciTransport<RtConfig>,
+    device_select: u32,
+    driver_select: u32,
+    driver_features: u64,
+    queue: u16,
+    /// Of the selected queue: size, descriptor table, available ring, used ring.
+    staged: (u16, u64, u64, u64),
+    /// The queues live since the last reset, by bit.
+    ready: u32,
+}
+
+impl PciRegisters {
+    fn new(transport: PciTransport<RtConfig>) -> Self {
+        Self {
+            transport,
+            device_select: 0,
+            driver_select: 0,
+            driver_features: 0,
+            queue: 0,
+            staged: (0, 0, 0, 0),
+            ready: 0,
         }
-        None => pvkit_guest::virtio::devices::from_cmdline(crate::cmdline(boot)?).find_map(|d| {
-            let w = Window(RtHal::mmio_phys_to_virt(d.base, 0x200));
-            (w.read(Register::DeviceId) == id.raw()).then_some(d.base)
-        })?,
-    };
-    (base < 1 << 32).then(|| Window(RtHal::mmio_phys_to_virt(base, 0x200)))
+    }
+
+    fn read(&mut self, r: Register) -> u32 {
+        let t = &mut self.transport;
+        match r {
+            Register::DeviceId => t.device_id(),
+            Register::DeviceFeatures => (t.device_features() >> (32 * (self.device_select & 1))) as u32,
+            Register::QueueSizeMax => t.queue_max(self.queue),
+            Register::QueueReady => (self.ready >> (self.queue % 32)) & 1,
+            Register::InterruptStatus => t.ack_interrupt(),
+            Register::Status => t.status(),
+            _ => 0,
+        }
+    }
+
+    fn write(&mut self, r: Register, v: u32) {
+        let half = |old: u64, high: bool| {
+            if high { old & 0xffff_ffff | u64::from(v) << 32 } else { old & !0xffff_ffff | u64::from(v) }
+        };
+        let (size, desc, avail, used) = &mut self.staged;
+        match r {
+            Register::DeviceFeaturesSel => self.device_select = v,
+            Register::DriverFeaturesSel => self.driver_select = v,
+            Register::DriverFeatures => {
+                self.driver_features = half(self.driver_features, self.driver_select == 1);
+                self.transport.set_driver_features(self.driver_features);
+            }
+            Register::QueueSel => {
+                self.queue = v as u16;
+                self.staged = (0, 0, 0, 0);
+            }
+            Register::QueueSize => *size = v as u16,
+            Register::QueueDescLow | Register::QueueDescHigh => *desc = half(*desc, r == Register::QueueDescHigh),
+            Register::QueueDriverLow | Register::QueueDriverHigh => {
+                *avail = half(*avail, r == Register::QueueDriverHigh)
+            }
+            Register::QueueDeviceLow | Register::QueueDeviceHigh => *used = half(*used, r == Register::QueueDeviceHigh),
+            Register::QueueReady if v == 1 => {
+                let (size, desc, avail, used) = self.staged;
+                // SAFETY: the raw kernels hand devices rings in their own
+                // DMA pages, which they never free; a device that uses them
+                // after a reset meets memory nothing else uses.
+                let live = unsafe { self.transport.queue_setup(self.queue, size, desc, avail, used) }.is_ok();
+                if live {
+                    self.ready |= 1 << (self.queue % 32);
+                }
+            }
+            Register::QueueNotify => self.transport.notify(v as u16),
+            Register::Status => {
+                if v == 0 {
+                    self.ready = 0;
+                }
+                self.transport.set_status(v);
+            }
+            _ => {}
+        }
+    }
 }
 
 /// A hypercall through the gate at `port` with arbitrary registers: the

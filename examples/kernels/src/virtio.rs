@@ -1,11 +1,12 @@
 //! Virtio for the example kernels: a [`Hal`] over a static pool of pages
 //! (1:1-mapped), and finding a device by pvkit's `DEVICE_ENUM` or, on other
-//! hypervisors, the command line.
+//! hypervisors, the command line's virtio-mmio entries, then a PCI scan.
 
 use core::cell::UnsafeCell;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use pvkit_guest::virtio::AnyTransport;
 use pvkit_guest::virtio::devices::from_cmdline;
 use pvkit_guest::virtio::hal::{Hal, PAGE_SIZE};
 use pvkit_guest::virtio::mmio::MmioTransport;
@@ -95,9 +96,14 @@ unsafe impl Hal for RtHal {
     }
 }
 
-/// The first device of kind `id`: from `DEVICE_ENUM` on pvkit, from the
-/// `virtio_mmio.device=` entries of the command line elsewhere.
-pub fn find(id: DeviceId, boot: &Boot) -> Option<MmioTransport> {
+/// The transport the example kernels' drivers run over: virtio-mmio, or
+/// virtio-pci through [`RtConfig`](crate::pci::RtConfig).
+pub type RtTransport = AnyTransport<crate::pci::RtConfig>;
+
+/// The first device of kind `id`: from `DEVICE_ENUM` on pvkit; elsewhere
+/// from the `virtio_mmio.device=` entries of the command line, and when
+/// they name none, from a scan of PCI (QEMU's pc and q35 machines).
+pub fn find(id: DeviceId, boot: &Boot) -> Option<RtTransport> {
     let probe = |base: u64, size: u64| {
         let size = usize::try_from(size).ok()?;
         // SAFETY: the window comes from the host's device list, in the 1:1-mapped
@@ -108,17 +114,27 @@ pub fn find(id: DeviceId, boot: &Boot) -> Option<MmioTransport> {
     };
     if let Some(p) = pvkit().filter(|p| p.features().contains(Features::DEVICES)) {
         let (count, _) = p.device_enum(0).ok()?;
-        return (0..count).find_map(|i| {
-            let (_, d) = p.device_enum(i).ok()?;
-            let d = d?;
-            if d.transport() != Some(Transport::VirtioMmio)
-                || d.device_id.get() != id.raw()
-                || d.mmio_base.get() >= 1 << 32
-            {
-                return None;
-            }
-            probe(d.mmio_base.get(), d.mmio_size.get().into())
-        });
+        return (0..count)
+            .find_map(|i| {
+                let (_, d) = p.device_enum(i).ok()?;
+                let d = d?;
+                if d.transport() != Some(Transport::VirtioMmio)
+                    || d.device_id.get() != id.raw()
+                    || d.mmio_base.get() >= 1 << 32
+                {
+                    return None;
+                }
+                probe(d.mmio_base.get(), d.mmio_size.get().into())
+            })
+            .map(RtTransport::from);
     }
-    from_cmdline(crate::cmdline(boot)?).filter(|d| d.base < 1 << 32).find_map(|d| probe(d.base, d.size))
+    let listed = crate::cmdline(boot).map(|line| from_cmdline(line).filter(|d| d.base < 1 << 32).count() > 0);
+    if listed == Some(true) {
+        let line = crate::cmdline(boot)?;
+        return from_cmdline(line).filter(|d| d.base < 1 << 32).find_map(|d| probe(d.base, d.size)).map(Into::into);
+    }
+    if pvkit().is_some() {
+        return None; // pvkit has no PCI
+    }
+    crate::pci::find(id, boot).map(Into::into)
 }

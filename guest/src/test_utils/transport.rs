@@ -38,6 +38,9 @@ pub struct FakeDevice {
     pub notifications: u64,
     /// Resets received (writes of 0 to the status).
     pub resets: u64,
+    /// Status writes ignored for skipping a step of the initialization
+    /// order (clause MMIO-12: the fake is as strict as Firecracker's devices).
+    pub refused_status: u64,
     /// The device refuses every queue (`QueueReady` stays 0).
     pub refuse_queues: bool,
     /// The device ignores resets: the status keeps its value and the queues
@@ -76,6 +79,7 @@ impl FakeDevice {
             queues: BTreeMap::new(),
             notifications: 0,
             resets: 0,
+            refused_status: 0,
             refuse_queues: false,
             ignore_reset: false,
             on_notify: None,
@@ -159,6 +163,11 @@ impl Transport for FakeTransport {
             return;
         }
         record(Event::Status(status));
+        // Clause MMIO-12, as a strict device: a write that skips a step is ignored.
+        if !DeviceStatus::from_bits_retain(device.status).follows(DeviceStatus::from_bits_retain(status)) {
+            device.refused_status = device.refused_status.saturating_add(1);
+            return;
+        }
         let ok = DeviceStatus::FEATURES_OK.bits();
         let unoffered = device.driver_features & !device.features != 0;
         let no_version = device.driver_features & Features::VERSION_1.bits() == 0;

@@ -15,6 +15,7 @@ use super::VirtioError;
 use super::control::Control;
 use super::dma::Dma;
 use super::hal::{Hal, PAGE_SIZE};
+use super::init;
 use super::queue::{Buffer, SplitQueue};
 use super::transport::Transport;
 
@@ -75,7 +76,7 @@ impl<H: Hal, T: Transport> Blk<H, T> {
         }
         let wanted = (BlkFeatures::RO | BlkFeatures::FLUSH | BlkFeatures::BLK_SIZE | BlkFeatures::DISCARD).bits()
             | (Features::EVENT_IDX).bits();
-        let features = transport.begin_init(wanted)?;
+        let features = init::begin(&mut transport, wanted)?;
         let queue = SplitQueue::new(0, features & Features::EVENT_IDX.bits() != 0)?;
         let slots = Dma::new(SLOT_PAGES)?;
         let mut config = [0u8; size_of::<BlkConfig>()];
@@ -98,7 +99,7 @@ impl<H: Hal, T: Transport> Blk<H, T> {
         // SAFETY: `Drop` resets the device before the queue goes, and leaks
         // the queue if the reset is not confirmed.
         unsafe { blk.queue.attach(transport) }?;
-        transport.finish_init();
+        init::finish(transport);
         Ok(blk)
     }
 

@@ -7,6 +7,7 @@ use super::VirtioError;
 use super::control::Control;
 use super::dma::Dma;
 use super::hal::{Hal, PAGE_SIZE};
+use super::init;
 use super::queue::{Buffer, SplitQueue};
 use super::transport::Transport;
 
@@ -41,7 +42,7 @@ impl<H: Hal, T: Transport> Console<H, T> {
         if found != DeviceId::Console.raw() {
             return Err(VirtioError::WrongDevice { found });
         }
-        let features = transport.begin_init(Features::EVENT_IDX.bits())?;
+        let features = init::begin(&mut transport, Features::EVENT_IDX.bits())?;
         let event_idx = features & Features::EVENT_IDX.bits() != 0;
         let rx = SplitQueue::new(RECEIVEQ, event_idx)?;
         let tx = SplitQueue::new(TRANSMITQ, event_idx)?;
@@ -56,7 +57,7 @@ impl<H: Hal, T: Transport> Console<H, T> {
         // SAFETY: as for the receive queue: `Drop` resets the device (or
         // leaks) before this queue goes.
         unsafe { console.tx.attach(transport) }?;
-        transport.finish_init();
+        init::finish(transport);
         console.post_rx()?;
         Ok(console)
     }

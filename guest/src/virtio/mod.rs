@@ -1,6 +1,7 @@
-//! Virtio drivers over virtio-mmio version 2 and split virtqueues
-//! (`virtio.md`, `devices.md`): they work on pvkit's devices and on other
-//! hypervisors' (QEMU's microvm, Firecracker).
+//! Virtio drivers over split virtqueues and two transports, virtio-mmio
+//! version 2 ([`mmio`]) and modern virtio-pci ([`pci`]) (`virtio.md`,
+//! `devices.md`): they work on pvkit's devices and on other hypervisors'
+//! (QEMU's microvm, pc and q35, Firecracker).
 //!
 //! The kernel supplies DMA memory and address translation through [`Hal`];
 //! drivers are generic over it and over a [`Transport`], allocate nothing
@@ -12,20 +13,24 @@
 //! [`VirtioError::DeviceMisbehaved`] goes back to the caller with the
 //! caller's buffer. After that the driver takes no more requests.
 
+pub mod any;
 pub mod blk;
 pub mod console;
 mod control;
 pub mod devices;
 pub mod dma;
 pub mod hal;
+pub mod init;
 pub mod mmio;
 pub mod net;
+pub mod pci;
 pub mod queue;
 pub mod rng;
 pub mod transport;
 
 use core::fmt;
 
+pub use any::AnyTransport;
 pub use dma::Dma;
 pub use hal::Hal;
 pub use transport::Transport;

@@ -56,6 +56,7 @@ use super::VirtioError;
 use super::control::Control;
 use super::dma::Dma;
 use super::hal::{Hal, PAGE_SIZE};
+use super::init;
 use super::queue::{Buffer, SplitQueue};
 use super::transport::Transport;
 
@@ -149,7 +150,7 @@ impl<H: Hal, T: Transport> Net<H, T> {
             return Err(VirtioError::WrongDevice { found });
         }
         let wanted = (NetFeatures::MAC | NetFeatures::STATUS).bits() | Features::EVENT_IDX.bits();
-        let features = transport.begin_init(wanted)?;
+        let features = init::begin(&mut transport, wanted)?;
         let event_idx = features & Features::EVENT_IDX.bits() != 0;
         let rx = SplitQueue::new(RECEIVEQ, event_idx)?;
         let tx = SplitQueue::new(TRANSMITQ, event_idx)?;
@@ -186,7 +187,7 @@ impl<H: Hal, T: Transport> Net<H, T> {
             net.post_rx(slot)?;
         }
         let transport = net.control.running()?;
-        transport.finish_init();
+        init::finish(transport);
         net.kick_rx();
         Ok(net)
     }

@@ -5,6 +5,7 @@ use pvkit_spec::virtio::{DeviceId, Features};
 use super::VirtioError;
 use super::control::Control;
 use super::hal::Hal;
+use super::init;
 use super::queue::{Buffer, SplitQueue};
 use super::transport::Transport;
 
@@ -24,7 +25,7 @@ impl<H: Hal, T: Transport> Rng<H, T> {
         if found != DeviceId::Entropy.raw() {
             return Err(VirtioError::WrongDevice { found });
         }
-        let features = transport.begin_init(Features::EVENT_IDX.bits())?;
+        let features = init::begin(&mut transport, Features::EVENT_IDX.bits())?;
         let queue = SplitQueue::new(0, features & Features::EVENT_IDX.bits() != 0)?;
         // From here on, dropping `rng` (on an error below too) resets the
         // device before the queue goes.
@@ -33,7 +34,7 @@ impl<H: Hal, T: Transport> Rng<H, T> {
         // SAFETY: `Drop` resets the device before the queue goes, and leaks
         // the queue if the reset is not confirmed.
         unsafe { rng.queue.attach(transport) }?;
-        transport.finish_init();
+        init::finish(transport);
         Ok(rng)
     }
 

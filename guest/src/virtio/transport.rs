@@ -8,6 +8,9 @@ use super::VirtioError;
 pub const RESET_POLLS: u32 = 1_000;
 
 /// A device's registers: virtio-mmio, or a fake in tests.
+///
+/// A transport moves values; the order they go in is the driver's
+/// ([`init`](super::init), clause MMIO-11).
 pub trait Transport {
     /// The device ID (0: no device).
     fn device_id(&self) -> u32;
@@ -59,34 +62,5 @@ pub trait Transport {
             core::hint::spin_loop();
         }
         Err(VirtioError::DeviceMisbehaved("the status never read 0 after a reset"))
-    }
-
-    /// Resets the device and negotiates: accepts `wanted` ∩ offered, plus
-    /// `VERSION_1` (required), and checks `FEATURES_OK` stuck (clause MMIO-3).
-    fn begin_init(&mut self, wanted: u64) -> Result<u64, VirtioError> {
-        use pvkit_spec::virtio::{DeviceStatus, Features};
-        self.reset()?;
-        self.set_status((DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER).bits());
-        let offered = self.device_features();
-        if offered & Features::VERSION_1.bits() == 0 {
-            return Err(VirtioError::FeaturesRefused);
-        }
-        let accepted = (wanted & offered) | Features::VERSION_1.bits();
-        self.set_driver_features(accepted);
-        let status = DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER | DeviceStatus::FEATURES_OK;
-        self.set_status(status.bits());
-        if self.status() & DeviceStatus::FEATURES_OK.bits() == 0 {
-            self.set_status(DeviceStatus::FAILED.bits());
-            return Err(VirtioError::FeaturesRefused);
-        }
-        Ok(accepted)
-    }
-
-    /// Sets `DRIVER_OK`: the device may use the queues now.
-    fn finish_init(&mut self) {
-        use pvkit_spec::virtio::DeviceStatus;
-        let status =
-            DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER | DeviceStatus::FEATURES_OK | DeviceStatus::DRIVER_OK;
-        self.set_status(status.bits());
     }
 }

@@ -49,6 +49,9 @@ pub struct TransportStats {
     pub refused_queues: AtomicU64,
     /// Notifications that came before `DRIVER_OK`, or named no live queue.
     pub ignored_notifications: AtomicU64,
+    /// `Status` writes refused in strict mode for skipping a step of the
+    /// initialization order (clause MMIO-12).
+    pub refused_status: AtomicU64,
 }
 
 /// A virtio-mmio version 2 register window in front of a device.
@@ -67,6 +70,8 @@ pub struct MmioTransport<D> {
     queues: Vec<QueueRegs>,
     interrupt_status: u32,
     config_generation: u32,
+    /// Refuse `Status` writes that skip a step (clause MMIO-12).
+    strict_status: bool,
     stats: TransportStats,
 }
 
@@ -93,8 +98,35 @@ impl<D: VirtioDevice> MmioTransport<D> {
             queues,
             interrupt_status: 0,
             config_generation: 0,
+            strict_status: false,
             stats: TransportStats::default(),
         }
+    }
+
+    /// Turns strict mode on or off: on, the transport ignores a non-zero
+    /// `Status` write that does not take one step of the virtio
+    /// initialization order (clauses MMIO-11 and MMIO-12) and counts it in
+    /// [`TransportStats::refused_status`], as Firecracker's devices do, so a
+    /// driver that skips a step fails here as it would there. Off (the
+    /// default), the value is taken as written.
+    ///
+    /// ```
+    /// use pvkit_host::virtio::mmio::MmioTransport;
+    /// use pvkit_host::virtio::rng::Rng;
+    /// use pvkit_host::test_utils::VecMemory;
+    /// use pvkit_spec::virtio::mmio::Register;
+    ///
+    /// let mem = VecMemory::new(0x1000);
+    /// let mut t = MmioTransport::new(Rng::new().unwrap()).with_strict_status(true);
+    /// let status = u64::from(Register::Status.raw());
+    /// t.write(status, &3u32.to_le_bytes(), &mem); // ACKNOWLEDGE | DRIVER at once
+    /// let mut word = [0u8; 4];
+    /// t.read(status, &mut word);
+    /// assert_eq!(u32::from_le_bytes(word), 0);
+    /// ```
+    pub fn with_strict_status(mut self, strict: bool) -> Self {
+        self.strict_status = strict;
+        self
     }
 
     /// The device.
@@ -260,6 +292,15 @@ impl<D: VirtioDevice> MmioTransport<D> {
             return;
         }
         let mut status = DeviceStatus::from_bits_retain(value);
+        let now = DeviceStatus::from_bits_retain(self.status);
+        if self.strict_status {
+            if !now.follows(status) {
+                self.stats.refused_status.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            // DEVICE_NEEDS_RESET is the device's: the driver's value of it is not taken.
+            status.set(DeviceStatus::DEVICE_NEEDS_RESET, now.contains(DeviceStatus::DEVICE_NEEDS_RESET));
+        }
         if status.contains(DeviceStatus::FEATURES_OK)
             && !DeviceStatus::from_bits_retain(self.status).contains(DeviceStatus::FEATURES_OK)
         {

@@ -48,6 +48,9 @@ pub(crate) struct VmConfig {
     /// The other devices.
     #[serde(default)]
     pub(crate) devices: DevicesConfig,
+    /// The CPUID policy.
+    #[serde(default, skip_serializing_if = "CpuidConfig::is_empty")]
+    pub(crate) cpuid: CpuidConfig,
     /// The management API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) api: Option<ApiConfig>,
@@ -90,6 +93,10 @@ pub(crate) struct BootConfig {
     /// The kernel command line.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub(crate) cmdline: String,
+    /// An initial RAM disk for the kernel: a bzImage's `ramdisk_image`, a
+    /// PVH kernel's first module.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) initrd: Option<PathBuf>,
 }
 
 /// One `[[disk]]`.
@@ -169,6 +176,92 @@ pub(crate) struct DevicesConfig {
     /// A virtio console on pvkit's standard input and output.
     #[serde(default, skip_serializing_if = "is_false")]
     pub(crate) virtio_console: bool,
+    /// Refuse a driver's status write that skips a step of the virtio
+    /// initialization order (clause MMIO-12), as Firecracker does.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub(crate) strict_virtio: bool,
+}
+
+/// `[cpuid]`: CPUID features hidden from the guest, and features the
+/// machine requires (`crate::cpuid::CpuidPolicy`); names, or prefixes
+/// ending in `*`, from docs/config.md's table.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CpuidConfig {
+    /// Features the guest does not see, with everything that needs them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) hide: Vec<String>,
+    /// Features the host must offer, or pvkit refuses to start.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) require: Vec<String>,
+    /// Registers set to given values (`[[cpuid.pin]]`), after `hide`.
+    #[serde(default, rename = "pin", skip_serializing_if = "Vec::is_empty")]
+    pub(crate) pins: Vec<CpuidPin>,
+}
+
+/// One `[[cpuid.pin]]`: registers of one leaf set to given values, whole.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CpuidPin {
+    /// The leaf.
+    pub(crate) leaf: u32,
+    /// The subleaf.
+    #[serde(default)]
+    pub(crate) subleaf: u32,
+    /// EAX's value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) eax: Option<u32>,
+    /// EBX's value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) ebx: Option<u32>,
+    /// ECX's value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) ecx: Option<u32>,
+    /// EDX's value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) edx: Option<u32>,
+}
+
+impl CpuidPin {
+    /// `LEAF[.SUBLEAF]:REG=VALUE`, numbers in decimal or `0x` hexadecimal:
+    /// `0x7.0:ebx=0x219c07ab`.
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
+        let bad = || format!("{text:?} is not LEAF[.SUBLEAF]:REG=VALUE (like 0x7.0:ebx=0x219c07ab)");
+        let number = |s: &str| match s.strip_prefix("0x") {
+            Some(hex) => u32::from_str_radix(hex, 16).ok(),
+            None => s.parse().ok(),
+        };
+        let (at, assignment) = text.split_once(':').ok_or_else(bad)?;
+        let (leaf, subleaf) = at.split_once('.').unwrap_or((at, "0"));
+        let (reg, value) = assignment.split_once('=').ok_or_else(bad)?;
+        let mut pin =
+            Self { leaf: number(leaf).ok_or_else(bad)?, subleaf: number(subleaf).ok_or_else(bad)?, ..Self::default() };
+        let value = Some(number(value).ok_or_else(bad)?);
+        match reg {
+            "eax" => pin.eax = value,
+            "ebx" => pin.ebx = value,
+            "ecx" => pin.ecx = value,
+            "edx" => pin.edx = value,
+            _ => return Err(bad()),
+        }
+        Ok(pin)
+    }
+}
+
+impl CpuidConfig {
+    fn is_empty(&self) -> bool {
+        self.hide.is_empty() && self.require.is_empty() && self.pins.is_empty()
+    }
+
+    /// The policy the names and pins describe.
+    pub(crate) fn policy(&self) -> Result<crate::cpuid::CpuidPolicy, crate::cpuid::CpuidError> {
+        let pins: Vec<crate::cpuid::Pin> = self
+            .pins
+            .iter()
+            .map(|p| crate::cpuid::Pin { leaf: p.leaf, subleaf: p.subleaf, regs: [p.eax, p.ebx, p.ecx, p.edx] })
+            .collect();
+        crate::cpuid::CpuidPolicy::new(&self.hide, &self.require, &pins)
+    }
 }
 
 /// `[api]`.
@@ -334,12 +427,16 @@ impl VmConfig {
         if self.boot.kernel.as_os_str().is_empty() {
             return Err("boot.kernel is empty".into());
         }
+        if self.boot.initrd.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+            return Err("boot.initrd is empty".into());
+        }
         if self.disks.iter().any(|d| d.path.as_os_str().is_empty()) {
             return Err("a disk's path is empty".into());
         }
         for net in &self.nets {
             net.to_arg()?;
         }
+        self.cpuid.policy().map_err(|e| format!("cpuid: {e}"))?;
         Ok(())
     }
 
@@ -350,6 +447,7 @@ impl VmConfig {
             }
         };
         resolve(&mut self.boot.kernel);
+        self.boot.initrd.iter_mut().for_each(resolve);
         if let Some(restore) = &mut self.restore {
             resolve(restore);
         }

@@ -44,7 +44,12 @@ pub(crate) struct ConformanceArgs {
     /// -serial stdio -device isa-debug-exit,iobase=0xf4,iosize=4 -global
     /// virtio-mmio.force-legacy=false -device virtio-rng-device -drive
     /// id=d0,file={disk},format=raw,if=none -device virtio-blk-device,drive=d0
-    /// -kernel {kernel} -append conformance.disk_sectors={disk_sectors}"
+    /// -kernel {kernel} -append conformance.disk_sectors={disk_sectors}".
+    /// For QEMU q35 with modern virtio-pci devices (the guest finds them by
+    /// a PCI scan, and the virtio-mmio transport's clauses SKIP), replace
+    /// the machine with "-M q35", drop the -global and use
+    /// "virtio-rng-pci,disable-legacy=on" and
+    /// "virtio-blk-pci,drive=d0,disable-legacy=on"
     #[arg(long, value_name = "TEMPLATE")]
     vmm: Option<String>,
 
@@ -149,8 +154,10 @@ fn command(args: &ConformanceArgs, disk: &ScratchDisk) -> Result<Command, String
     let Some(template) = &args.vmm else {
         let me = std::env::current_exe().map_err(|e| format!("finding pvkit itself: {e}"))?;
         let mut cmd = Command::new(me);
-        // A network card whose frames come back, so the delivery clauses run.
-        cmd.args(["run", "--cpus", "2", "--mem", "3200M", "--rng", "--net", "loopback", "--disk"]).arg(&disk);
+        // A network card whose frames come back, so the delivery clauses run;
+        // strict virtio, so the guest's raw driver must follow MMIO-11.
+        cmd.args(["run", "--cpus", "2", "--mem", "3200M", "--strict-virtio", "--rng", "--net", "loopback", "--disk"]);
+        cmd.arg(&disk);
         cmd.arg("--cmdline").arg(format!("conformance.disk_sectors={DISK_SECTORS}"));
         if let Some(clause) = &args.break_clause {
             cmd.arg("--break-clause").arg(clause);

@@ -61,6 +61,8 @@ pub(crate) struct Backends {
     /// when readable (a network backend's), if any.
     devices: Vec<(Box<dyn VirtioDevice>, Option<RawFd>)>,
     console_wake: Option<EventFd>,
+    /// The transports' strict mode (clause MMIO-12).
+    strict_status: bool,
 }
 
 impl Backends {
@@ -96,7 +98,7 @@ impl Backends {
         if backends.len() > MAX_DEVICES {
             return Err(VmmError::Disk(format!("at most {MAX_DEVICES} devices")));
         }
-        Ok(Backends { devices: backends, console_wake })
+        Ok(Backends { devices: backends, console_wake, strict_status: config.devices.strict_virtio })
     }
 }
 
@@ -114,7 +116,7 @@ impl DeviceSet {
     /// Puts the backends on the machine: their windows, ioeventfds and irqfds.
     pub(crate) fn new(vm: &Arc<VmFd>, backends: Backends, bus: Arc<EventBus>) -> Result<Self, VmmError> {
         let host = |what| move |source| VmmError::Host { what, source };
-        let Backends { devices: backends, console_wake } = backends;
+        let Backends { devices: backends, console_wake, strict_status } = backends;
         let mut devices = Vec::new();
         for (index, (backend, backend_fd)) in (0u16..).zip(backends) {
             let base = MMIO_BASE.saturating_add(u64::from(index).saturating_mul(u64::from(WINDOW_SIZE)));
@@ -128,7 +130,7 @@ impl DeviceSet {
                 vm.register_ioevent(&event, &notify, q).map_err(kvm("KVM_IOEVENTFD for a queue"))?;
                 queues.push(event);
             }
-            let transport = Mutex::new(MmioTransport::new(backend));
+            let transport = Mutex::new(MmioTransport::new(backend).with_strict_status(strict_status));
             devices.push(Device {
                 base,
                 gsi,
@@ -164,12 +166,24 @@ impl DeviceSet {
     }
 
     /// One line for each device whose medium failed (a disk's I/O errors),
-    /// for pvkit's summary at exit.
+    /// and for each whose driver skipped a step of the status order in
+    /// strict mode, for pvkit's summary at exit.
     pub(crate) fn failures(&self) -> Vec<String> {
-        self.devices
-            .iter()
-            .filter_map(|d| d.transport.lock().unwrap_or_else(PoisonError::into_inner).device().failures())
-            .collect()
+        let mut lines = Vec::new();
+        for d in &self.devices {
+            let transport = d.transport.lock().unwrap_or_else(PoisonError::into_inner);
+            let refused = transport.stats().refused_status.load(Ordering::Relaxed);
+            if refused > 0 {
+                let kind = transport.device().device_id().name().to_lowercase();
+                lines.push(format!(
+                    "device {} ({kind}): {refused} status write(s) skipping a step of the virtio \
+                     initialization order refused (--strict-virtio, clause MMIO-12)",
+                    d.index
+                ));
+            }
+            lines.extend(transport.device().failures());
+        }
+        lines
     }
 
     /// Each device's counters, for the management API.
@@ -183,6 +197,7 @@ impl DeviceSet {
                     ("bad_register_accesses", &stats.bad_accesses),
                     ("refused_queues", &stats.refused_queues),
                     ("ignored_notifications", &stats.ignored_notifications),
+                    ("refused_status_writes", &stats.refused_status),
                 ]
                 .into_iter()
                 .map(|(name, counter)| (name.to_string(), counter.load(Ordering::Relaxed)))

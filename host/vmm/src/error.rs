@@ -8,8 +8,11 @@ use std::path::PathBuf;
 pub(crate) enum VmmError {
     /// The kernel file could not be opened or read.
     KernelFile { path: PathBuf, source: std::io::Error },
-    /// The kernel file is not an executable ELF file for x86 (64- or 32-bit).
+    /// The kernel file is neither an executable ELF file for x86 (64- or
+    /// 32-bit) nor a bzImage pvkit can boot.
     NotElf { path: PathBuf, why: String },
+    /// The initrd cannot be read or placed.
+    Initrd { path: PathBuf, why: String },
     /// The ELF file has no PVH entry note.
     NoPvhNote { path: PathBuf },
     /// The kernel does not fit in guest RAM.
@@ -30,6 +33,10 @@ pub(crate) enum VmmError {
     Host { what: &'static str, source: std::io::Error },
     /// KVM failed.
     Kvm { what: &'static str, source: kvm_ioctls::Error },
+    /// The ACPI tables cannot describe the machine.
+    Acpi(crate::acpi::AcpiError),
+    /// The CPUID policy cannot be met on this host.
+    Cpuid(crate::cpuid::CpuidError),
     /// A snapshot cannot be restored: the folder and why.
     Snapshot(String),
 }
@@ -41,11 +48,11 @@ impl fmt::Display for VmmError {
                 write!(f, "cannot read kernel {}: {source}", path.display())
             }
             Self::NotElf { path, why } => {
-                write!(f, "{} is not a PVH kernel pvkit can boot: {why}", path.display())
+                write!(f, "{} is not a kernel pvkit can boot: {why}", path.display())
             }
             Self::NoPvhNote { path } => write!(
                 f,
-                "{} has no PVH entry note (ELF note \"Xen\", type 18): pvkit boots PVH kernels only",
+                "{} has no PVH entry note (ELF note \"Xen\", type 18): pvkit boots PVH ELF kernels and Linux bzImages",
                 path.display()
             ),
             Self::KernelTooBig { path, end, mem } => write!(
@@ -56,6 +63,7 @@ impl fmt::Display for VmmError {
             Self::BadSegment { path, start, end, why } => {
                 write!(f, "{}: segment {start:#x}..{end:#x} {why}", path.display())
             }
+            Self::Initrd { path, why } => write!(f, "initrd {}: {why}", path.display()),
             Self::Cmdline(why) => write!(f, "bad --cmdline: {why}"),
             Self::Overcommit { mem, host_mib } => write!(
                 f,
@@ -65,6 +73,8 @@ impl fmt::Display for VmmError {
             Self::Snapshot(why) => write!(f, "cannot restore {why}"),
             Self::Host { what, source } => write!(f, "{what}: {source}"),
             Self::Kvm { what, source } => write!(f, "{what}: {source}"),
+            Self::Acpi(e) => e.fmt(f),
+            Self::Cpuid(e) => e.fmt(f),
         }
     }
 }

@@ -14,8 +14,19 @@ pub(crate) const MEMMAP_ADDR: u64 = 0x6100;
 pub(crate) const CMDLINE_ADDR: u64 = 0x7000;
 /// The longest command line, its NUL excluded (clause BOOT-6).
 pub(crate) const CMDLINE_MAX: usize = 4095;
+/// Where the PVH module list goes (one entry: the initrd), after the memory map.
+pub(crate) const MODLIST_ADDR: u64 = 0x6800;
+/// Where a bzImage's `boot_params` (the "zero page") goes, as the 32-bit
+/// value the boot vCPU gets in ESI.
+pub(crate) const BOOT_PARAMS_ESI: u32 = 0x8000;
+/// Where a bzImage's `boot_params` goes.
+pub(crate) const BOOT_PARAMS_ADDR: u64 = BOOT_PARAMS_ESI as u64;
 /// The end of the boot information area.
-pub(crate) const BOOT_INFO_END: u64 = 0x8000;
+pub(crate) const BOOT_INFO_END: u64 = 0x9000;
+/// The ACPI tables' area (clause ACPI-1), listed as ACPI in the memory map.
+pub(crate) const ACPI_START: u64 = pvkit_spec::acpi::TABLES_START;
+/// The end of the ACPI tables' area.
+pub(crate) const ACPI_END: u64 = pvkit_spec::acpi::TABLES_END;
 /// Where the 32-bit MMIO hole starts; RAM beyond it continues at 4 GiB.
 pub(crate) const MMIO_HOLE_START: u64 = 0xc000_0000;
 /// Where the 32-bit MMIO hole ends.
@@ -80,6 +91,37 @@ impl MemSize {
     }
 }
 
+/// What a range of the guest's memory map holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Use {
+    /// Usable RAM.
+    Ram,
+    /// The ACPI tables (reclaimable once read).
+    Acpi,
+}
+
+/// The memory map the guest is given (clauses BOOT-4, ACPI-1): the RAM
+/// regions, with the ACPI tables' area carved out of the first, sorted by
+/// address, as (start, size, use).
+pub(crate) fn memory_map(mem: MemSize) -> Vec<(u64, u64, Use)> {
+    let mut map = Vec::new();
+    for (start, size) in mem.regions() {
+        let end = start.saturating_add(size);
+        if start < ACPI_END && end > ACPI_START {
+            if start < ACPI_START {
+                map.push((start, ACPI_START.saturating_sub(start), Use::Ram));
+            }
+            map.push((ACPI_START, ACPI_END.min(end).saturating_sub(ACPI_START), Use::Acpi));
+            if end > ACPI_END {
+                map.push((ACPI_END, end.saturating_sub(ACPI_END), Use::Ram));
+            }
+        } else {
+            map.push((start, size, Use::Ram));
+        }
+    }
+    map
+}
+
 impl fmt::Display for MemSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.0.is_multiple_of(1 << 20) {
@@ -104,6 +146,17 @@ mod tests {
         assert!(MemSize::parse("1025K").is_err());
         assert!(MemSize::parse("lots").is_err());
         assert!(MemSize::parse("99999999999999999999G").is_err());
+    }
+
+    #[test]
+    fn the_memory_map_carves_out_the_acpi_tables() {
+        let map = memory_map(MemSize::parse("64M").unwrap());
+        assert_eq!(map, vec![(0, 0xe_0000, Use::Ram), (0xe_0000, 0x2_0000, Use::Acpi), (1 << 20, 63 << 20, Use::Ram)]);
+        let map = memory_map(MemSize::parse("1M").unwrap());
+        assert_eq!(map, vec![(0, 0xe_0000, Use::Ram), (0xe_0000, 0x2_0000, Use::Acpi)]);
+        let map = memory_map(MemSize::parse("4G").unwrap());
+        assert_eq!(map.len(), 4);
+        assert_eq!(map[3], (4 << 30, 1 << 30, Use::Ram));
     }
 
     #[test]

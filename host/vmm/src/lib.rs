@@ -13,8 +13,10 @@
 )]
 
 mod accounting;
+mod acpi;
 mod api;
 mod bench;
+mod bzimage;
 mod cli;
 mod config;
 mod conformance;

@@ -41,6 +41,9 @@ pub(crate) enum Event {
     Stop(StopRequest),
     /// The guest pulsed the reset line through the i8042 (clause BOOT-10).
     ResetLine,
+    /// The guest powered off through the FADT's sleep control register
+    /// (clause ACPI-6).
+    AcpiPowerOff,
     /// The operator stopped the machine (the API's stop, or a shutdown the
     /// guest did not complete in time); why.
     Stopped(String),

@@ -8,6 +8,7 @@ use kvm_ioctls::{VcpuExit, VcpuFd};
 use pvkit_host::gate::{self, GateAccess};
 use pvkit_host::hypercall::Outcome;
 use pvkit_host::vm_memory::VmMemory;
+use pvkit_spec::acpi::{SLEEP_CONTROL_PORT, SLEEP_POWER_OFF};
 use pvkit_spec::hypercall::HypercallArgs;
 
 use crate::console::{SERIAL_PORT, SERIAL_PORTS};
@@ -165,6 +166,13 @@ impl Vcpu {
                     GateAccess::NotGate if port == I8042_COMMAND_PORT && data == [I8042_PULSE_RESET] => {
                         return Ok(Event::ResetLine);
                     }
+                    // Other sleep-control writes are ignored (clause ACPI-6).
+                    GateAccess::NotGate if port == SLEEP_CONTROL_PORT => {
+                        if data == [SLEEP_POWER_OFF] {
+                            return Ok(Event::AcpiPowerOff);
+                        }
+                        None
+                    }
                     GateAccess::NotGate => {
                         if let (Some(offset), Some(&byte)) = (serial_offset(port), data.first()) {
                             let mut serial = self.machine.serial.lock().unwrap_or_else(PoisonError::into_inner);
@@ -177,8 +185,9 @@ impl Vcpu {
                 },
                 Ok(VcpuExit::IoIn(port, data)) => {
                     match serial_offset(port) {
-                        // The i8042's status: no data, ready for a command.
-                        _ if port == I8042_COMMAND_PORT => data.fill(0),
+                        // The i8042's status: no data, ready for a command;
+                        // the sleep status: no wake-up (clause ACPI-6).
+                        _ if port == I8042_COMMAND_PORT || port == SLEEP_CONTROL_PORT => data.fill(0),
                         Some(offset) if !gate::classify_in(gate_port, port) => {
                             let mut serial = self.machine.serial.lock().unwrap_or_else(PoisonError::into_inner);
                             data.fill(0);

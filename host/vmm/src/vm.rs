@@ -26,14 +26,14 @@ use crate::devices::{Backends, DeviceSet};
 use crate::error::{VmmError, kvm};
 use crate::events::{EventBus, Lifecycle};
 use crate::exit::GUEST_CRASHED;
-use crate::layout::{KVM_TSS_ADDR, MemSize, START_INFO_EBX};
+use crate::layout::{KVM_TSS_ADDR, MemSize};
 use crate::machine::{Event, Machine, Start};
 use crate::metrics::VcpuCounters;
 use crate::output::Output;
 use crate::sched::realtime_priority;
 use crate::snapshot::Restore;
 use crate::time::{self, ApicSink, HostTime};
-use crate::{cpuid, limits, loader, operator, vcpu};
+use crate::{acpi, cpuid, limits, loader, operator, vcpu};
 
 /// How often the PV clock is steered towards the host's.
 const RECALIBRATE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -83,11 +83,16 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks, accounting_out: Option<Ou
     // A restored machine's snapshot is read and checked whole first; its
     // kernel is in its memory, and its disks are the snapshot's copies.
     let restore = config.restore.as_deref().map(|dir| Restore::open(dir, config)).transpose()?;
-    let kernel = match &restore {
+    let cpuid_policy = config.cpuid.policy().map_err(VmmError::Cpuid)?;
+    let mut kernel = match &restore {
         Some(_) => None,
         None => {
             config.check_digests().map_err(|e| VmmError::Config(e.to_string()))?;
-            Some(loader::KernelImage::open(&config.boot.kernel, mem)?)
+            let kernel = loader::KernelImage::open(&config.boot.kernel, mem)?;
+            if let Some(initrd) = &config.boot.initrd {
+                loader::check_initrd(initrd)?;
+            }
+            Some(kernel)
         }
     };
     // Bound first, so a client may connect while the machine is built; the
@@ -106,7 +111,7 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks, accounting_out: Option<Ou
     let kvm_fd = Kvm::new().map_err(kvm("opening /dev/kvm"))?;
     let vm = kvm_fd.create_vm().map_err(kvm("KVM_CREATE_VM"))?;
     let guest = create_memory(&vm, mem, restore.as_ref())?;
-    let entry = kernel.as_ref().map(|k| k.load(&guest)).transpose()?;
+    let kernel = kernel.as_mut().map(|k| k.load(&config.boot.kernel, &guest)).transpose()?;
 
     vm.set_tss_address(KVM_TSS_ADDR).map_err(kvm("KVM_SET_TSS_ADDR"))?;
     vm.create_irq_chip().map_err(kvm("KVM_CREATE_IRQCHIP"))?;
@@ -120,9 +125,17 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks, accounting_out: Option<Ou
         entries if config.boot.cmdline.is_empty() => entries,
         entries => format!("{} {entries}", config.boot.cmdline),
     };
-    if restore.is_none() {
-        loader::write_boot_info(&guest, mem, &cmdline)?;
-    }
+    // A restored machine's ACPI tables and boot information are in its memory.
+    let boot = match &kernel {
+        Some(kernel) => {
+            let tables = acpi::Tables::build(&devices.describe().descriptors, cpus).map_err(VmmError::Acpi)?;
+            tables.write(&guest).map_err(VmmError::Acpi)?;
+            let args =
+                loader::BootArgs { cmdline: &cmdline, rsdp: tables.rsdp_addr(), initrd: config.boot.initrd.as_deref() };
+            Some(loader::write_boot_info(&guest, mem, kernel, &args)?)
+        }
+        None => None,
+    };
 
     let serial_irq = EventFd::new(EFD_NONBLOCK).map_err(|source| VmmError::Host { what: "eventfd", source })?;
     vm.register_irqfd(&serial_irq, SERIAL_GSI).map_err(kvm("KVM_IRQFD for the serial port"))?;
@@ -163,7 +176,7 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks, accounting_out: Option<Ou
     let given_cpuid = match restored_cpuid {
         Some(given) => given,
         None => {
-            let base_cpuid = cpuid::base(&kvm_fd, dispatcher.config(), tsc_khz, LAPIC_KHZ)?;
+            let base_cpuid = cpuid::machine(&kvm_fd, dispatcher.config(), &cpuid_policy, tsc_khz, LAPIC_KHZ)?;
             let mut given = Vec::new();
             for (index, fd) in (0u32..).zip(&fds) {
                 let cpuid = cpuid::for_vcpu(&base_cpuid, index);
@@ -231,15 +244,15 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks, accounting_out: Option<Ou
         what: "starting the vCPUs",
         source: std::io::Error::other(e.0),
     };
-    match (&restore, entry) {
+    match (&restore, boot) {
         (Some(restore), _) => {
             for index in restore.started() {
                 machine.start(index, Start::RESUME).map_err(starting)?;
             }
             machine.bus.publish(&Lifecycle::Restored { dir: restore.dir().display().to_string() });
         }
-        (None, Some(entry)) => {
-            machine.start(0, Start { entry, ebx: START_INFO_EBX, esi: 0, resume: false }).map_err(starting)?;
+        (None, Some(boot)) => {
+            machine.start(0, boot).map_err(starting)?;
             machine.bus.publish(&Lifecycle::Started);
         }
         (None, None) => return Err(VmmError::Config("no kernel to boot".into())),
@@ -377,6 +390,13 @@ fn wait(events: &Receiver<Event>, bus: &EventBus) -> (u8, String) {
         Event::ResetLine => {
             eprintln!("pvkit: the guest pulsed the reset line (i8042 command 0xfe at port 0x64); the machine stops");
             (0, "the guest pulsed the reset line".into())
+        }
+        Event::AcpiPowerOff => {
+            eprintln!(
+                "pvkit: the guest powered off through ACPI (sleep type S5 written to port {:#x}); the machine stops",
+                pvkit_spec::acpi::SLEEP_CONTROL_PORT
+            );
+            (0, "the guest powered off through ACPI".into())
         }
         Event::Crash { vcpu, what, registers } => {
             eprintln!("pvkit: vCPU {vcpu} crashed: {what}\n{registers}");

@@ -57,6 +57,28 @@ fn matches_u128_reference_at_boundaries() {
 }
 
 #[test]
+fn fast_and_wide_paths_agree_on_random_inputs() {
+    // xorshift64*: deterministic, so a failure names a reproducible input.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = || {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    };
+    for _ in 0..200_000 {
+        let r = next();
+        // Deltas of every magnitude, not just huge ones.
+        let delta = next() >> (r & 63);
+        let [_, m0, m1, m2, m3, s, ..] = r.to_le_bytes();
+        let mul = u32::from_le_bytes([m0, m1, m2, m3]);
+        let shift = i8::from_le_bytes([s]) % 66;
+        let got = scale_tsc_delta(delta, mul, shift);
+        assert_eq!(got, scale_wide(delta, mul, shift), "delta={delta:#x} mul={mul:#x} shift={shift}");
+    }
+}
+
+#[test]
 fn equals_linux_whenever_the_shift_does_not_overflow() {
     for &delta in DELTAS {
         for &mul in MULS {

@@ -58,6 +58,52 @@ bitflags::bitflags! {
     }
 }
 
+impl DeviceStatus {
+    /// The bits a driver sets, in this order, one per write, each write
+    /// keeping the bits before it (clause MMIO-11, virtio 1.2 §3.1.1):
+    /// `FEATURES_OK` only after the features are written, `DRIVER_OK` only
+    /// after the device-specific set-up.
+    pub const INIT_ORDER: [Self; 4] = [Self::ACKNOWLEDGE, Self::DRIVER, Self::FEATURES_OK, Self::DRIVER_OK];
+
+    /// Whether a driver's non-zero write of `written` to a status that reads
+    /// `self` takes one step of [`DeviceStatus::INIT_ORDER`] (clause MMIO-11):
+    /// it keeps every bit set and adds at most the next one, or adds
+    /// `FAILED`, which a driver may set at any time. `DEVICE_NEEDS_RESET` is
+    /// the device's bit and is compared on neither side. A write of 0 (a
+    /// reset) is always allowed and is not this function's business.
+    ///
+    /// ```
+    /// use pvkit_spec::virtio::DeviceStatus as S;
+    ///
+    /// assert!(S::empty().follows(S::ACKNOWLEDGE));
+    /// assert!(!S::empty().follows(S::ACKNOWLEDGE | S::DRIVER));
+    /// assert!(S::ACKNOWLEDGE.follows(S::ACKNOWLEDGE | S::DRIVER));
+    /// assert!(!(S::ACKNOWLEDGE | S::DRIVER).follows(S::ACKNOWLEDGE | S::DRIVER | S::DRIVER_OK));
+    /// assert!(S::ACKNOWLEDGE.follows(S::ACKNOWLEDGE | S::FAILED));
+    /// ```
+    pub const fn follows(self, written: Self) -> bool {
+        let own = Self::DEVICE_NEEDS_RESET.bits();
+        let (now, new) = (self.bits() & !own, written.bits() & !own);
+        if now & !new != 0 {
+            return false;
+        }
+        let added = new & !now & !Self::FAILED.bits();
+        if added == 0 {
+            return true;
+        }
+        // The first step of the order not yet taken: the only bit a write may add.
+        let mut i = 0;
+        while i < Self::INIT_ORDER.len() {
+            let step = Self::INIT_ORDER[i].bits();
+            if now & step == 0 {
+                return added == step;
+            }
+            i += 1;
+        }
+        false
+    }
+}
+
 bitflags::bitflags! {
     /// Device-independent feature bits (virtio 1.2, 6).
     ///

@@ -65,7 +65,7 @@ fn stamp(buf: &mut [u8; CHUNK], first: u64) {
     }
 }
 
-fn read_write(disk: &mut Blk<RtHal, pvkit_guest::virtio::mmio::MmioTransport>, boot: &Boot) -> Result<u8, VirtioError> {
+fn read_write(disk: &mut Blk<RtHal, rt::virtio::RtTransport>, boot: &Boot) -> Result<u8, VirtioError> {
     let chunks: u64 = rt::option(boot, "blk.chunks").and_then(|c| c.parse().ok()).unwrap_or(64);
     let seed: u64 = rt::option(boot, "blk.seed").and_then(|c| c.parse().ok()).unwrap_or(1).max(1);
     let capacity = disk.capacity();
@@ -110,7 +110,7 @@ fn read_write(disk: &mut Blk<RtHal, pvkit_guest::virtio::mmio::MmioTransport>, b
     Ok(if bad == 0 { 0 } else { 1 })
 }
 
-fn read_only(disk: &mut Blk<RtHal, pvkit_guest::virtio::mmio::MmioTransport>) -> Result<u8, VirtioError> {
+fn read_only(disk: &mut Blk<RtHal, rt::virtio::RtTransport>) -> Result<u8, VirtioError> {
     let buf = buffer(&READ_BACK);
     disk.read(0, &mut buf[..4096])?;
     println!("blk: read 4 KiB from a {} disk", if disk.read_only() { "read-only" } else { "writable" });

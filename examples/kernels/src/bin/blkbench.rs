@@ -11,7 +11,6 @@ use pvkit_guest::clock::rdtsc;
 use pvkit_guest::test_utils::XorShift64;
 use pvkit_guest::virtio::VirtioError;
 use pvkit_guest::virtio::blk::Blk;
-use pvkit_guest::virtio::mmio::MmioTransport;
 use pvkit_guest::virtio::queue::Buffer;
 use pvkit_spec::virtio::DeviceId;
 use pvkit_spec::virtio::blk::RequestType;
@@ -36,7 +35,7 @@ fn area() -> *mut u8 {
     AREA.0.get().cast::<u8>()
 }
 
-type Disk = Blk<RtHal, MmioTransport>;
+type Disk = Blk<RtHal, rt::virtio::RtTransport>;
 
 /// `count` random 4 KiB reads with `depth` in flight; returns TSC ticks.
 fn random_reads(disk: &mut Disk, count: u64, depth: usize, rng: &mut XorShift64) -> Result<u64, VirtioError> {

@@ -27,7 +27,6 @@ use core::cell::UnsafeCell;
 
 use pvkit_guest::virtio::VirtioError;
 use pvkit_guest::virtio::blk::Blk;
-use pvkit_guest::virtio::mmio::MmioTransport;
 use pvkit_spec::virtio::DeviceId;
 use rt::virtio::RtHal;
 use rt::{Boot, println};
@@ -115,7 +114,7 @@ impl Failures {
     }
 }
 
-type Disk = Blk<RtHal, MmioTransport>;
+type Disk = Blk<RtHal, rt::virtio::RtTransport>;
 
 /// Writes blocks `0..limit` (or forever), flushing every `every` and marking
 /// in `written` each block written without error; returns how many blocks

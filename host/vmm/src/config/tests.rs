@@ -10,6 +10,7 @@ memory = "128M"
 [boot]
 kernel = "kernels/hello"
 cmdline = "hello.greeting=hi"
+initrd = "initrd.img"
 
 [[disk]]
 path = "disk.img"
@@ -21,6 +22,15 @@ path = "/abs/other.img"
 [devices]
 rng = true
 virtio_console = true
+strict_virtio = true
+
+[cpuid]
+hide = ["xsave", "avx512*"]
+require = ["cx16"]
+
+[[cpuid.pin]]
+leaf = 0x80000007
+edx = 0x100
 
 [api]
 socket = "pvkit.sock"
@@ -34,9 +44,13 @@ fn a_full_file_parses_and_round_trips_through_toml_and_json() {
     let config = VmConfig::parse(FULL).unwrap();
     assert_eq!(config.machine.vcpus, 2);
     assert_eq!(config.machine.memory, MemSize::parse("128M").unwrap());
+    assert_eq!(config.boot.initrd.as_deref(), Some(std::path::Path::new("initrd.img")));
     assert_eq!(config.disks.len(), 2);
     assert!(config.disks[0].readonly && !config.disks[1].readonly);
-    assert!(config.devices.rng && config.devices.virtio_console);
+    assert!(config.devices.rng && config.devices.virtio_console && config.devices.strict_virtio);
+    assert_eq!((config.cpuid.hide.len(), config.cpuid.require.as_slice()), (2, &["cx16".to_string()][..]));
+    let pin = CpuidPin { leaf: 0x8000_0007, edx: Some(0x100), ..CpuidPin::default() };
+    assert_eq!(config.cpuid.pins, [pin]);
     assert_eq!(config.annotations["owner"], "ops");
     assert_eq!(VmConfig::parse(&config.to_toml()).unwrap(), config);
     let json = serde_json::to_string(&config).unwrap();
@@ -52,6 +66,25 @@ fn the_json_form_reads_the_same_and_refuses_the_same() {
     assert!(err.starts_with("3: unknown field `speed`"), "{err}");
     let err = VmConfig::parse_json("{\"pvkit\": 2, \"boot\": {\"kernel\": \"k\"}}").unwrap_err();
     assert!(err.contains("format version pvkit = 2"), "{err}");
+}
+
+#[test]
+fn a_cpuid_policy_with_an_unknown_feature_is_refused_naming_it() {
+    let err = VmConfig::parse("pvkit = 1\n[boot]\nkernel = \"k\"\n[cpuid]\nhide = [\"avx3\"]\n").unwrap_err();
+    assert!(err.contains("cpuid: unknown CPUID feature \"avx3\""), "{err}");
+    let err = VmConfig::parse("pvkit = 1\n[boot]\nkernel = \"k\"\n[cpuid]\nshow = []\n").unwrap_err();
+    assert!(err.contains("unknown field `show`"), "{err}");
+}
+
+#[test]
+fn cpuid_pins_parse_from_the_command_line_form() {
+    let pin = CpuidPin::parse("0x7.0:ebx=0x219c07ab").unwrap();
+    assert_eq!(pin, CpuidPin { leaf: 7, subleaf: 0, ebx: Some(0x219c_07ab), ..CpuidPin::default() });
+    assert_eq!(CpuidPin::parse("1:ecx=5").unwrap(), CpuidPin { leaf: 1, ecx: Some(5), ..CpuidPin::default() });
+    for bad in ["7:esp=1", "7.x:eax=1", "eax=1", "7:eax", "7:eax=0x1ffffffff"] {
+        let err = CpuidPin::parse(bad).unwrap_err();
+        assert!(err.contains("is not LEAF[.SUBLEAF]:REG=VALUE"), "{bad}: {err}");
+    }
 }
 
 #[test]
@@ -115,7 +148,10 @@ fn load_errors_name_the_file() {
     let err = VmConfig::load(&file).unwrap_err().to_string();
     assert_eq!(
         err,
-        format!("{}:4: unknown field `speed`, expected one of `kernel`, `kernel_sha256`, `cmdline`", file.display())
+        format!(
+            "{}:4: unknown field `speed`, expected one of `kernel`, `kernel_sha256`, `cmdline`, `initrd`",
+            file.display()
+        )
     );
     let err = VmConfig::load(&dir).unwrap_err().to_string();
     assert!(err.ends_with("a directory, not a regular file"), "{err}");

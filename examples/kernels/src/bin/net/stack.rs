@@ -16,7 +16,6 @@ use core::str::FromStr;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use pvkit_guest::clock::rdtsc;
-use pvkit_guest::virtio::mmio::MmioTransport;
 use pvkit_guest::virtio::net::Net;
 use pvkit_guest::virtio::net::phy::NetDevice;
 use pvkit_spec::virtio::DeviceId;
@@ -28,7 +27,7 @@ use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address, Ipv4Cidr};
 
 /// The network device as smoltcp drives it.
-pub(crate) type Device = NetDevice<RtHal, MmioTransport>;
+pub(crate) type Device = NetDevice<RtHal, rt::virtio::RtTransport>;
 
 /// The port whose `quit` stops the kernel.
 pub(crate) const CONTROL_PORT: u16 = 9999;
