@@ -66,6 +66,7 @@ impl Updater {
         std::thread::Builder::new()
             .name("accounting".into())
             .spawn(move || {
+                crate::confine::enter(crate::confine::Kind::Accounting);
                 loop {
                     std::thread::sleep(PERIOD);
                     updater.lock().unwrap_or_else(PoisonError::into_inner).update();

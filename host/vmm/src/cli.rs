@@ -8,6 +8,7 @@ use crate::config::{
     self, ApiConfig, BootConfig, ConfigError, CpuidConfig, CpuidPin, DevicesConfig, DiskConfig, MachineConfig,
     NetConfig, VmConfig,
 };
+use crate::confine::{Kind, SeccompMode, SecurityConfig, UserIds};
 use crate::layout::{self, MemSize};
 use crate::net::NetArg;
 
@@ -50,7 +51,7 @@ pub(crate) enum Command {
 
 /// The options that describe the machine; a VM description file gives the
 /// same (`--config`), and `--print-config` writes the file they mean.
-const MACHINE_OPTIONS: [&str; 15] = [
+const MACHINE_OPTIONS: [&str; 17] = [
     "kernel",
     "initrd",
     "mem",
@@ -66,10 +67,13 @@ const MACHINE_OPTIONS: [&str; 15] = [
     "cpuid_pins",
     "api_sock",
     "nets",
+    "seccomp",
+    "user",
 ];
 
 /// What `--restore` excludes: the machine is the snapshot's (all of
-/// [`MACHINE_OPTIONS`] but the API socket, and `--config`).
+/// [`MACHINE_OPTIONS`] but the API socket and the process's confinement,
+/// and `--config`).
 const RESTORE_EXCLUDES: [&str; 15] = [
     "kernel",
     "config",
@@ -188,6 +192,18 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub(crate) accounting: Option<PathBuf>,
 
+    /// The seccomp filters' action on a system call a thread's filter does
+    /// not allow: kill the process (SIGSYS), log it (the call fails and pvkit
+    /// says so on standard error), or no filters (docs/security.md) [default: kill].
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub(crate) seccomp: Option<SeccompMode>,
+
+    /// Run as this user and group (numbers) once /dev/kvm, the disks, the
+    /// network backends, the API socket and the output files are open, with
+    /// no capabilities (docs/security.md).
+    #[arg(long, value_name = "UID:GID")]
+    pub(crate) user: Option<UserIds>,
+
     /// For `pvkit bench`: print "pvkit: boot: first guest exit" on standard
     /// error at the guest's first port I/O (the example kernels' first
     /// instruction writes port 0x80).
@@ -198,6 +214,11 @@ pub(crate) struct RunArgs {
     /// HC-3 is supported: unknown hypercalls get INVALID_ARGUMENT.
     #[arg(long, hide = true, value_parser = ["HC-3"])]
     pub(crate) break_clause: Option<String>,
+
+    /// For testing the seccomp filters: the threads of this kind make a
+    /// forbidden system call (socket) once their filter is in place.
+    #[arg(long, hide = true, value_enum, value_name = "KIND")]
+    pub(crate) forbidden_call_in: Option<Kind>,
 }
 
 impl RunArgs {
@@ -212,6 +233,12 @@ impl RunArgs {
             config.restore =
                 Some(std::path::absolute(dir).map_err(|e| ConfigError(format!("{}: {e}", dir.display())))?);
             config.api = self.api_sock.clone().map(|socket| ApiConfig { socket });
+            if let Some(seccomp) = self.seccomp {
+                config.security.seccomp = seccomp;
+            }
+            if let Some(user) = self.user {
+                config.security.user = Some(user);
+            }
             return Ok(config);
         }
         let kernel = self.kernel.clone().ok_or_else(|| ConfigError("no kernel given".into()))?;
@@ -243,12 +270,17 @@ impl RunArgs {
             },
             api: self.api_sock.clone().map(|socket| ApiConfig { socket }),
             annotations: Default::default(),
+            security: SecurityConfig { seccomp: self.seccomp.unwrap_or_default(), user: self.user },
         })
     }
 
     /// What only the tests and the benchmark ask for.
     pub(crate) fn hooks(&self) -> TestHooks {
-        TestHooks { boot_trace: self.boot_trace, break_unknown_call: self.break_clause.as_deref() == Some("HC-3") }
+        TestHooks {
+            boot_trace: self.boot_trace,
+            break_unknown_call: self.break_clause.as_deref() == Some("HC-3"),
+            forbidden_call_in: self.forbidden_call_in,
+        }
     }
 }
 
@@ -260,6 +292,8 @@ pub(crate) struct TestHooks {
     pub(crate) boot_trace: bool,
     /// Answer unknown hypercalls with the wrong status (clause HC-3 broken).
     pub(crate) break_unknown_call: bool,
+    /// Make the threads of this kind attempt a forbidden system call.
+    pub(crate) forbidden_call_in: Option<Kind>,
 }
 
 fn parse_mem(text: &str) -> Result<MemSize, String> {

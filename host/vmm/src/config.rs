@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
+use crate::confine::SecurityConfig;
 use crate::layout::{self, MemSize};
 use crate::net::{BackendArg, NetArg};
 use pvkit_host::virtio::net::MacAddress;
@@ -58,6 +59,9 @@ pub(crate) struct VmConfig {
     /// them and reports them, and gives them no meaning.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub(crate) annotations: BTreeMap<String, String>,
+    /// Confinement: the seccomp filters' action and the user to run as.
+    #[serde(default, skip_serializing_if = "SecurityConfig::is_default")]
+    pub(crate) security: SecurityConfig,
 }
 
 /// `[machine]`.

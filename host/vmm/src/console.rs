@@ -51,6 +51,7 @@ impl Console {
         let spawned = std::thread::Builder::new().name("stdin".into()).spawn(move || {
             let mut chunk = [0u8; 256];
             let mut stdin = io::stdin().lock();
+            crate::confine::enter(crate::confine::Kind::Console);
             while let Ok(n @ 1..) = stdin.read(&mut chunk) {
                 {
                     let mut input = console.input.lock().unwrap_or_else(PoisonError::into_inner);

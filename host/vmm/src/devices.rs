@@ -337,6 +337,7 @@ impl DeviceSet {
             .name("devices".into())
             .spawn(move || {
                 crate::sched::realtime_priority("device");
+                crate::confine::enter(crate::confine::Kind::Devices);
                 let mut events = vec![EpollEvent::default(); 64];
                 loop {
                     let n = match epoll.wait(-1, &mut events) {

@@ -19,6 +19,7 @@ mod bench;
 mod bzimage;
 mod cli;
 mod config;
+mod confine;
 mod conformance;
 mod console;
 mod control;

@@ -67,7 +67,7 @@ impl Target for Machine {
     }
 
     fn snapshot(&self, dir: &std::path::Path, stop: bool) -> Result<serde_json::Value, ControlError> {
-        let report = crate::snapshot::create(self, dir, stop)?;
+        let report = crate::snapshot::request(self, dir, stop)?;
         Ok(serde_json::to_value(&report).unwrap_or_default())
     }
 

@@ -24,7 +24,7 @@ pub(crate) mod restore;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Sender};
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kvm_bindings::CpuId;
@@ -56,9 +56,9 @@ type Answer = Result<VcpuKvmState, String>;
 /// records of the host.
 #[derive(Debug)]
 pub(crate) struct Saver {
-    /// The MSRs saved of each vCPU: found at the first snapshot, not at
-    /// every machine's start (probing them takes an ioctl each).
-    msrs: OnceLock<Vec<u32>>,
+    /// The MSRs KVM lists (`KVM_GET_MSR_INDEX_LIST`): each vCPU saves
+    /// those it can read.
+    msrs: Vec<u32>,
     /// The CPUID each vCPU was given.
     cpuid: Vec<CpuId>,
     /// The TSC frequency the guest sees, in kHz.
@@ -67,13 +67,19 @@ pub(crate) struct Saver {
     mail: Vec<Mutex<Option<Sender<Answer>>>>,
     /// Held while a snapshot is taken: one at a time.
     busy: Mutex<()>,
+    /// Where the API hands snapshots to the snapshot thread.
+    jobs: Mutex<Option<Sender<Job>>>,
 }
 
+/// A snapshot asked for: the folder, whether to stop after, where to answer.
+type Job = (PathBuf, bool, Sender<Result<Report, ControlError>>);
+
 impl Saver {
-    /// For a machine whose vCPUs are `fds`, given `cpuid`.
-    pub(crate) fn new(fds: &[VcpuFd], tsc_khz: u32, cpuid: Vec<CpuId>) -> Self {
+    /// For a machine whose vCPUs are `fds`, on `kvm`, given `cpuid`.
+    pub(crate) fn new(kvm: &Kvm, fds: &[VcpuFd], tsc_khz: u32, cpuid: Vec<CpuId>) -> Self {
         let mail = fds.iter().map(|_| Mutex::new(None)).collect();
-        Self { msrs: OnceLock::new(), cpuid, tsc_khz, mail, busy: Mutex::new(()) }
+        let msrs = kvm::msr_list(kvm);
+        Self { msrs, cpuid, tsc_khz, mail, busy: Mutex::new(()), jobs: Mutex::new(None) }
     }
 
     /// Called by vCPU `index`'s thread while it is parked: hands over its
@@ -82,10 +88,8 @@ impl Saver {
         let Some(slot) = self.mail.get(index as usize) else { return };
         let asked = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(reply) = asked {
-            // The first vCPU to answer the first snapshot finds the MSRs.
-            let msrs = self.msrs.get_or_init(|| Kvm::new().map(|k| kvm::msr_list(&k, fd)).unwrap_or_default());
             let answer = match self.cpuid.get(index as usize) {
-                Some(cpuid) => kvm::save_vcpu(index, fd, msrs, cpuid),
+                Some(cpuid) => kvm::save_vcpu(index, fd, &self.msrs, cpuid),
                 None => Err(format!("no CPUID recorded for vCPU {index}")),
             };
             let _ = reply.send(answer);
@@ -121,6 +125,37 @@ fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), String> {
     std::io::Write::write_all(&mut &file, bytes).map_err(fail)?;
     file.sync_all().map_err(fail)?;
     fs::rename(&tmp, &done).map_err(fail)
+}
+
+/// Starts the snapshot thread of `machine`: it takes the snapshots the API
+/// asks for ([`request`]), under a seccomp filter of its own (the file
+/// system calls a snapshot needs are no API thread's).
+pub(crate) fn start_thread(machine: &Arc<Machine>) -> std::io::Result<()> {
+    let (tx, rx) = mpsc::channel::<Job>();
+    *machine.saver.jobs.lock().unwrap_or_else(PoisonError::into_inner) = Some(tx);
+    let machine = Arc::clone(machine);
+    std::thread::Builder::new()
+        .name("snapshot".into())
+        .spawn(move || {
+            crate::confine::enter(crate::confine::Kind::Snapshot);
+            for (dir, stop, reply) in rx {
+                let _ = reply.send(create(&machine, &dir, stop));
+            }
+        })
+        .map(drop)
+}
+
+/// Has the snapshot thread take a snapshot of `machine` into `dir`, as
+/// [`create`] says; waits for it.
+pub(crate) fn request(machine: &Machine, dir: &Path, stop: bool) -> Result<Report, ControlError> {
+    let (tx, rx) = mpsc::channel();
+    let jobs = machine.saver.jobs.lock().unwrap_or_else(PoisonError::into_inner);
+    let sent = jobs.as_ref().is_some_and(|j| j.send((dir.to_owned(), stop, tx)).is_ok());
+    drop(jobs);
+    if !sent {
+        return Err(ControlError::Failed("the snapshot thread is not running".into()));
+    }
+    rx.recv().unwrap_or_else(|_| Err(ControlError::Failed("the snapshot thread ended".into())))
 }
 
 /// Takes a snapshot of `machine` into `dir` (created if need be), then lets

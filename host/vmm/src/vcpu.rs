@@ -39,7 +39,10 @@ pub(crate) fn spawn(index: u32, fd: VcpuFd, machine: Arc<Machine>, start: Receiv
             if start.resume && vcpu.machine.boot_trace.load(std::sync::atomic::Ordering::Relaxed) {
                 eprintln!("pvkit: restore: vCPU {index} enters the guest");
             }
-            let event = booted.and_then(|()| vcpu.run());
+            let event = booted.and_then(|()| {
+                crate::confine::enter(crate::confine::Kind::Vcpu);
+                vcpu.run()
+            });
             vcpu.machine.control.vcpu_ended(index);
             match event {
                 Ok(event) | Err(event) => vcpu.machine.report(event),

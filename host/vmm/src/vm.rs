@@ -33,7 +33,7 @@ use crate::output::Output;
 use crate::sched::realtime_priority;
 use crate::snapshot::Restore;
 use crate::time::{self, ApicSink, HostTime};
-use crate::{acpi, cpuid, limits, loader, operator, vcpu};
+use crate::{acpi, confine, cpuid, limits, loader, operator, vcpu};
 
 /// How often the PV clock is steered towards the host's.
 const RECALIBRATE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -83,7 +83,7 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks, accounting_out: Option<Ou
     // A restored machine's snapshot is read and checked whole first; its
     // kernel is in its memory, and its disks are the snapshot's copies.
     let restore = config.restore.as_deref().map(|dir| Restore::open(dir, config)).transpose()?;
-    let cpuid_policy = config.cpuid.policy().map_err(VmmError::Cpuid)?;
+    let cpuid_policy = config.cpuid.policy().map_err(|e| VmmError::Cpuid(e.to_string()))?;
     let mut kernel = match &restore {
         Some(_) => None,
         None => {
@@ -186,7 +186,10 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks, accounting_out: Option<Ou
             given
         }
     };
-    let saver = crate::snapshot::Saver::new(&fds, tsc_khz, given_cpuid);
+    let saver = crate::snapshot::Saver::new(&kvm_fd, &fds, tsc_khz, given_cpuid);
+
+    // Everything privileged is open: the user changes, the filters are ready.
+    confine::prepare(&config.security, hooks.forbidden_call_in).map_err(|e| VmmError::Config(e.to_string()))?;
 
     let (events_tx, events_rx) = mpsc::channel();
     let mut receivers = Vec::new();
@@ -236,6 +239,8 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks, accounting_out: Option<Ou
     if let Some(time) = time {
         start_time_threads(&machine, time)?;
     }
+    crate::snapshot::start_thread(&machine)
+        .map_err(|source| VmmError::Host { what: "spawning the snapshot thread", source })?;
 
     for ((index, fd), rx) in (0u32..).zip(fds).zip(receivers) {
         vcpu::spawn(index, fd, Arc::clone(&machine), rx)?;
@@ -261,6 +266,7 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks, accounting_out: Option<Ou
         .map(|api| api.serve(operator::target(&machine)))
         .transpose()
         .map_err(|source| VmmError::Host { what: "starting the API thread", source })?;
+    confine::enter(confine::Kind::Main);
     let (status, reason) = wait(&events_rx, &machine.bus);
     // What failed on the way, however the guest ended (the status stays its).
     for line in machine.devices.failures() {
@@ -339,6 +345,7 @@ fn start_time_threads(machine: &Arc<Machine>, time: Time) -> Result<(), VmmError
     std::thread::Builder::new()
         .name("clock".into())
         .spawn(move || {
+            confine::enter(confine::Kind::Clock);
             loop {
                 std::thread::sleep(RECALIBRATE_EVERY);
                 clock.recalibrate(&VmMemory(&m.guest));
@@ -355,6 +362,7 @@ fn start_time_threads(machine: &Arc<Machine>, time: Time) -> Result<(), VmmError
             // this thread.
             unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
             realtime_priority("timer");
+            confine::enter(confine::Kind::Timers);
             time.timers.run(&time.clock, &sink, time.margin_ns);
         })
         .map_err(spawn_error)?;

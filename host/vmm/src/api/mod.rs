@@ -78,6 +78,7 @@ impl ApiSocket {
     }
 
     fn accept_loop(self, target: &Arc<dyn Target>, clients: &Arc<AtomicUsize>) {
+        crate::confine::enter(crate::confine::Kind::Api);
         for stream in self.listener.incoming() {
             let Ok(mut stream) = stream else { continue };
             let _ = stream.set_read_timeout(Some(CLIENT_TIMEOUT));

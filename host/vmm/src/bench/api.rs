@@ -21,8 +21,7 @@ pub(super) fn start_once(service: &Path, dir: &Path, n: usize) -> Result<(f64, f
     let sock = dir.join(format!("bench-api-{}-{n}.sock", std::process::id()));
     let _ = std::fs::remove_file(&sock);
     let start = Instant::now();
-    let mut child = super::pvkit_command()
-        .arg("run")
+    let mut child = super::pvkit_run()
         .arg("--api-sock")
         .arg(&sock)
         .args(["--cmdline", "service.seconds=60"])

@@ -31,8 +31,8 @@ pub(crate) struct BootTimes {
 pub(crate) fn boot_once(vmm: Vmm, kernel: &Path) -> Result<BootTimes, String> {
     match vmm {
         Vmm::Pvkit => {
-            let mut cmd = super::pvkit_command();
-            cmd.arg("run").arg("--boot-trace").arg(kernel);
+            let mut cmd = super::pvkit_run();
+            cmd.arg("--boot-trace").arg(kernel);
             watch(vmm, cmd, None)
         }
         Vmm::Qemu => {

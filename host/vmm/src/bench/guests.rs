@@ -36,6 +36,8 @@ pub(crate) struct Run {
     /// The most the VMM held resident beyond guest RAM, in KiB, at the 25 ms
     /// samples taken while it ran.
     pub(crate) peak_rss_beyond_guest_kib: Option<u64>,
+    /// The CPU time (user and system) the VMM process used, in seconds.
+    pub(crate) cpu_seconds: f64,
 }
 
 /// Runs `cmd` to its end, sampling its resident memory, and returns what it
@@ -50,9 +52,9 @@ pub(crate) fn run(vmm: Vmm, mut cmd: Command) -> Result<Run, String> {
     let out = read_all(child.stdout.take().ok_or("no stdout")?);
     let err = read_all(child.stderr.take().ok_or("no stderr")?);
     let mut peak = None;
-    let status = loop {
-        if let Some(status) = child.try_wait().map_err(|e| format!("waiting for {cmd:?}: {e}"))? {
-            break status;
+    let (status, cpu_seconds) = loop {
+        if let Some(ended) = reap(&child).map_err(|e| format!("waiting for {cmd:?}: {e}"))? {
+            break ended;
         }
         if let Some(kib) = rss_beyond_guest_kib(child.id()) {
             peak = peak.max(Some(kib));
@@ -64,7 +66,28 @@ pub(crate) fn run(vmm: Vmm, mut cmd: Command) -> Result<Run, String> {
     if !vmm.guest_succeeded(status) {
         return Err(format!("{cmd:?} failed ({status}):\n{text}{err}"));
     }
-    Ok(Run { figures: Figures { text }, peak_rss_beyond_guest_kib: peak })
+    Ok(Run { figures: Figures { text }, peak_rss_beyond_guest_kib: peak, cpu_seconds })
+}
+
+/// The child's exit status and the CPU time it used (`wait4`'s rusage),
+/// once it has ended; `None` while it runs.
+fn reap(child: &std::process::Child) -> std::io::Result<Option<(std::process::ExitStatus, f64)>> {
+    use std::os::unix::process::ExitStatusExt;
+    let pid = libc::pid_t::try_from(child.id()).map_err(std::io::Error::other)?;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value of the plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `status` and `usage` are valid for writes for the whole call;
+    // `pid` is our child's, not yet reaped (only this loop reaps it).
+    let reaped = unsafe { libc::wait4(pid, &raw mut status, libc::WNOHANG, &raw mut usage) };
+    match reaped {
+        0 => Ok(None),
+        r if r < 0 => Err(std::io::Error::last_os_error()),
+        _ => {
+            let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+            Ok(Some((std::process::ExitStatus::from_raw(status), seconds(usage.ru_utime) + seconds(usage.ru_stime))))
+        }
+    }
 }
 
 /// Reads `pipe` to its end on a thread of its own, so that neither of a

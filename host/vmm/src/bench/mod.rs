@@ -34,6 +34,8 @@ use std::process::Command;
 
 use clap::{Args, ValueEnum};
 
+use crate::confine::SeccompMode;
+
 use self::report::{Metric, Report, Vmm};
 use crate::output::Output;
 
@@ -64,6 +66,11 @@ pub(crate) struct BenchArgs {
     /// Draw the report as an SVG bar chart in FILE.
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
+
+    /// The seccomp filters of the pvkit machines measured (`pvkit run
+    /// --seccomp`): `off` measures pvkit without them.
+    #[arg(long, value_enum, value_name = "MODE", default_value = "kill")]
+    seccomp: SeccompMode,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -72,9 +79,15 @@ enum Other {
     Qemu,
 }
 
-/// The command that runs this very `pvkit`.
-fn pvkit_command() -> Command {
-    Command::new(std::env::current_exe().unwrap_or_else(|_| PathBuf::from("pvkit")))
+/// The filters of the machines measured, as `--seccomp` says (set once by [`run`]).
+static SECCOMP: std::sync::OnceLock<SeccompMode> = std::sync::OnceLock::new();
+
+/// `pvkit run` of this very `pvkit`, with the filters `--seccomp` asks for.
+fn pvkit_run() -> Command {
+    let mut cmd = Command::new(std::env::current_exe().unwrap_or_else(|_| PathBuf::from("pvkit")));
+    let mode = SECCOMP.get().copied().unwrap_or_default();
+    cmd.arg("run").arg("--seccomp").arg(mode.to_possible_value().map_or("kill".into(), |v| v.get_name().to_owned()));
+    cmd
 }
 
 /// The command that boots `kernel` on QEMU microvm with 64 MiB of RAM, its
@@ -95,6 +108,7 @@ pub(crate) fn run(args: &BenchArgs) -> Result<(), String> {
     // Opened now, so a typo is caught at once and an existing file is not
     // clobbered by a failed run.
     let json = args.json.as_deref().map(Output::open).transpose()?;
+    let _ = SECCOMP.set(args.seccomp);
     let plot = args.plot.as_deref().map(Output::open).transpose()?;
     let kernel = |name: &str| {
         let path = args.kernels.join(name);
@@ -263,8 +277,8 @@ fn clock(report: &mut Report, clockbench: &Path, vmms: &[Vmm], runs: usize, hz: 
             progress(&format!("clock and timer on {}, run {run} of {runs}", vmm.name()));
             let cmd = match vmm {
                 Vmm::Pvkit => {
-                    let mut cmd = pvkit_command();
-                    cmd.arg("run").arg(clockbench);
+                    let mut cmd = pvkit_run();
+                    cmd.arg(clockbench);
                     cmd
                 }
                 Vmm::Qemu => {
@@ -310,13 +324,14 @@ fn block(
     for &vmm in vmms {
         let mut all = Vec::new();
         let mut peaks = Vec::new();
+        let mut cpu = Vec::new();
         for run in 1..=runs {
             progress(&format!("block on {}, run {run} of {runs}", vmm.name()));
             guests::fresh_image(&image, 256)?;
             let cmd = match vmm {
                 Vmm::Pvkit => {
-                    let mut cmd = pvkit_command();
-                    cmd.args(["run", "--mem", &format!("{}M", guests::GUEST_MIB), "--disk"]).arg(&image);
+                    let mut cmd = pvkit_run();
+                    cmd.args(["--mem", &format!("{}M", guests::GUEST_MIB), "--disk"]).arg(&image);
                     cmd.arg(blkbench);
                     cmd
                 }
@@ -331,6 +346,7 @@ fn block(
             let _ = std::fs::remove_file(&image);
             let run = result?;
             peaks.extend(run.peak_rss_beyond_guest_kib.map(|k| k as f64));
+            cpu.push(run.cpu_seconds);
             all.push(run.figures);
         }
         let each = |f: &dyn Fn(&guests::Figures) -> Result<f64, String>| -> Result<Vec<f64>, String> {
@@ -354,6 +370,18 @@ fn block(
         )?;
         report.add(metric(BLK, "seq_read", "1 MiB sequential read", "MB/s"), vmm, &each(&|f| mbps(f, "read"))?)?;
         report.add(metric(BLK, "seq_write", "1 MiB sequential write", "MB/s"), vmm, &each(&|f| mbps(f, "write"))?)?;
+        report.add(
+            metric(BLK, "host_cpu_per_req", "host CPU per request (whole VMM)", "us"),
+            vmm,
+            &cpu.iter()
+                .zip(&all)
+                .map(|(s, f)| {
+                    let requests =
+                        f.get("blk_qd1_requests")? + f.get("blk_qd32_requests")? + 2.0 * f.get("blk_seq_mib")?;
+                    Ok(s * 1e6 / requests)
+                })
+                .collect::<Result<Vec<f64>, String>>()?,
+        )?;
         report.add(
             metric(BLK, "exits_per_req_qd1", "VM exits per request, QD1", "exits"),
             vmm,

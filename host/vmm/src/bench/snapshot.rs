@@ -34,8 +34,8 @@ pub(super) fn once(service: &Path, dir: &Path, mem: &str, n: usize) -> Result<(f
 
 fn round(service: &Path, sock: &Path, folder: &Path, mem: &str) -> Result<(f64, f64, f64), String> {
     let cmdline = format!("service.seconds=600 service.touch={TOUCH_MIB}");
-    let mut child = super::pvkit_command()
-        .args(["run", "--mem", mem, "--cmdline", &cmdline, "--api-sock"])
+    let mut child = super::pvkit_run()
+        .args(["--mem", mem, "--cmdline", &cmdline, "--api-sock"])
         .arg(sock)
         .arg(service)
         .stdin(Stdio::null())
@@ -49,8 +49,8 @@ fn round(service: &Path, sock: &Path, folder: &Path, mem: &str) -> Result<(f64, 
     let _ = child.wait();
     let (save_ms, data_mib) = saved?;
     let start = Instant::now();
-    let mut restored = super::pvkit_command()
-        .args(["run", "--boot-trace", "--restore"])
+    let mut restored = super::pvkit_run()
+        .args(["--boot-trace", "--restore"])
         .arg(folder)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

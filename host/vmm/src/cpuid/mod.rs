@@ -59,7 +59,7 @@ pub(crate) fn machine(
     lapic_khz: u32,
 ) -> Result<CpuId, VmmError> {
     let mut cpuid = base(kvm_fd, config, tsc_khz, lapic_khz)?;
-    policy.apply(cpuid.as_mut_slice()).map_err(VmmError::Cpuid)?;
+    policy.apply(cpuid.as_mut_slice()).map_err(|e| VmmError::Cpuid(e.to_string()))?;
     Ok(cpuid)
 }
 

@@ -25,18 +25,27 @@ const _: () = assert!(size_of::<kvm_clock_data>() == 48);
 const _: () = assert!(size_of::<kvm_msr_entry>() == size_of::<MsrEntry>());
 const _: () = assert!(size_of::<kvm_cpuid_entry2>() == size_of::<CpuidEntry>());
 
-/// The MSRs worth saving: every one KVM lists (`KVM_GET_MSR_INDEX_LIST`,
-/// the saved and the emulated ones) that vCPU `probe` lets pvkit read.
-pub(crate) fn msr_list(kvm: &Kvm, probe: &VcpuFd) -> Vec<u32> {
-    let Ok(list) = kvm.get_msr_index_list() else { return Vec::new() };
-    let mut readable = Vec::new();
-    for &index in list.as_slice().iter().take(MAX_MSRS as usize) {
-        let Ok(mut msrs) = Msrs::from_entries(&[kvm_msr_entry { index, ..Default::default() }]) else { continue };
-        if probe.get_msrs(&mut msrs).is_ok_and(|n| n == 1) {
-            readable.push(index);
-        }
+/// The MSRs worth saving: every one KVM lists as saved or emulated
+/// (`KVM_GET_MSR_INDEX_LIST`); a vCPU saves those of them it can read.
+pub(crate) fn msr_list(kvm: &Kvm) -> Vec<u32> {
+    kvm.get_msr_index_list().map(|l| l.as_slice().iter().copied().take(MAX_MSRS as usize).collect()).unwrap_or_default()
+}
+
+/// Reads every MSR of `indices` that KVM lets this vCPU read: `KVM_GET_MSRS`
+/// stops at the first it refuses, which is left out, and the rest are read
+/// again.
+fn read_msrs(fd: &VcpuFd, indices: &[u32]) -> Result<Vec<kvm_msr_entry>, String> {
+    let mut wanted: Vec<kvm_msr_entry> =
+        indices.iter().map(|&index| kvm_msr_entry { index, ..Default::default() }).collect();
+    let mut got = Vec::with_capacity(wanted.len());
+    while !wanted.is_empty() {
+        let mut msrs = Msrs::from_entries(&wanted).map_err(|e| format!("MSR list: {e:?}"))?;
+        let read = fd.get_msrs(&mut msrs).map_err(fail("KVM_GET_MSRS"))?;
+        got.extend(msrs.as_slice().iter().take(read).copied());
+        // The one refused (if any) is dropped; the rest are asked again.
+        wanted = wanted.get(read.saturating_add(1)..).unwrap_or_default().to_vec();
     }
-    readable
+    Ok(got)
 }
 
 fn fail(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> String {
@@ -54,14 +63,7 @@ pub(crate) fn save_vcpu(index: u32, fd: &VcpuFd, msr_indices: &[u32], cpuid: &Cp
     let xcrs = fd.get_xcrs().map_err(fail("KVM_GET_XCRS"))?;
     let debugregs = fd.get_debug_regs().map_err(fail("KVM_GET_DEBUGREGS"))?;
     let lapic = fd.get_lapic().map_err(fail("KVM_GET_LAPIC"))?;
-    let entries: Vec<kvm_msr_entry> =
-        msr_indices.iter().map(|&index| kvm_msr_entry { index, ..Default::default() }).collect();
-    let mut msrs = Msrs::from_entries(&entries).map_err(|e| format!("MSR list: {e:?}"))?;
-    let read = fd.get_msrs(&mut msrs).map_err(fail("KVM_GET_MSRS"))?;
-    if read != entries.len() {
-        let which = entries.get(read).map_or(0, |e| e.index);
-        return Err(format!("KVM_GET_MSRS read {read} of {} MSRs (MSR {which:#x} refused)", entries.len()));
-    }
+    let msrs = read_msrs(fd, msr_indices)?;
     let events = fd.get_vcpu_events().map_err(fail("KVM_GET_VCPU_EVENTS"))?;
     let mut state = VcpuState::new_zeroed();
     state.index = index.into();
@@ -73,7 +75,7 @@ pub(crate) fn save_vcpu(index: u32, fd: &VcpuFd, msr_indices: &[u32], cpuid: &Cp
     state.events.copy_from_slice(events.as_bytes());
     state.lapic.copy_from_slice(lapic.as_bytes());
     state.xsave.copy_from_slice(xsave.region.as_bytes());
-    let msrs = msrs.as_slice().iter().filter_map(|e| MsrEntry::read_from_bytes(e.as_bytes()).ok()).collect();
+    let msrs = msrs.iter().filter_map(|e| MsrEntry::read_from_bytes(e.as_bytes()).ok()).collect();
     let cpuid = cpuid.as_slice().iter().filter_map(|e| CpuidEntry::read_from_bytes(e.as_bytes()).ok()).collect();
     Ok(VcpuKvmState { state, msrs, cpuid })
 }
