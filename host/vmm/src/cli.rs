@@ -72,9 +72,9 @@ const MACHINE_OPTIONS: [&str; 17] = [
 ];
 
 /// What `--restore` excludes: the machine is the snapshot's (all of
-/// [`MACHINE_OPTIONS`] but the API socket and the process's confinement,
-/// and `--config`).
-const RESTORE_EXCLUDES: [&str; 15] = [
+/// [`MACHINE_OPTIONS`] but the API socket, the process's confinement and
+/// `--strict-virtio`, which a restore may turn on, and `--config`).
+const RESTORE_EXCLUDES: [&str; 14] = [
     "kernel",
     "config",
     "initrd",
@@ -85,7 +85,6 @@ const RESTORE_EXCLUDES: [&str; 15] = [
     "disks",
     "rng",
     "virtio_console",
-    "strict_virtio",
     "cpuid_hide",
     "cpuid_require",
     "cpuid_pins",
@@ -233,6 +232,7 @@ impl RunArgs {
             config.restore =
                 Some(std::path::absolute(dir).map_err(|e| ConfigError(format!("{}: {e}", dir.display())))?);
             config.api = self.api_sock.clone().map(|socket| ApiConfig { socket });
+            config.devices.strict_virtio |= self.strict_virtio;
             if let Some(seccomp) = self.seccomp {
                 config.security.seccomp = seccomp;
             }
