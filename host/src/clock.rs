@@ -101,8 +101,11 @@ struct State {
     anchor: Anchor,
     /// The host TSC frequency, as best known.
     tsc_hz: u64,
-    /// The first sample: PV-clock time 0 is `origin.mono_ns`.
+    /// The first sample: PV-clock time `start_ns` is `origin.mono_ns`.
     origin: ClockSample,
+    /// PV-clock time at `origin`: 0 for a new machine, the saved time for a
+    /// restored one (`snapshot.md`, SNAP-14).
+    start_ns: u64,
     registrations: Vec<Option<Registration>>,
 }
 
@@ -131,11 +134,28 @@ impl PvClock {
     /// # Panics
     ///
     /// If `tsc_hz` is 0: a host without a TSC frequency has no PV clock.
+    pub fn new(source: Arc<dyn TimeSource>, tsc_hz: u64, vcpu_offsets: &[u64], tsc_stable: bool) -> Self {
+        Self::resumed(source, tsc_hz, vcpu_offsets, tsc_stable, 0)
+    }
+
+    /// A clock like [`PvClock::new`]'s whose time starts at `start_ns`
+    /// instead of 0: a restored machine's, which goes on from the PV-clock
+    /// time its snapshot saved (`snapshot.md`, SNAP-14).
+    ///
+    /// # Panics
+    ///
+    /// If `tsc_hz` is 0, as [`PvClock::new`].
     #[expect(
         clippy::expect_used,
         reason = "tsc_hz is the VMM's configuration, never a guest's; the panic is documented"
     )]
-    pub fn new(source: Arc<dyn TimeSource>, tsc_hz: u64, vcpu_offsets: &[u64], tsc_stable: bool) -> Self {
+    pub fn resumed(
+        source: Arc<dyn TimeSource>,
+        tsc_hz: u64,
+        vcpu_offsets: &[u64],
+        tsc_stable: bool,
+        start_ns: u64,
+    ) -> Self {
         let scale = TscScale::from_frequency(tsc_hz).expect("a TSC frequency above 0");
         let origin = source.sample();
         let stable = tsc_stable && vcpu_offsets.windows(2).all(|w| matches!(w, [a, b] if a == b));
@@ -144,12 +164,63 @@ impl PvClock {
             offsets: vcpu_offsets.to_vec(),
             flags: if stable { PvClockFlags::TSC_STABLE } else { PvClockFlags::empty() },
             state: Mutex::new(State {
-                anchor: Anchor { tsc: origin.tsc, sys: 0, scale, hz: tsc_hz },
+                anchor: Anchor { tsc: origin.tsc, sys: start_ns, scale, hz: tsc_hz },
                 tsc_hz,
                 origin,
+                start_ns,
                 registrations: vec![None; vcpu_offsets.len()],
             }),
         }
+    }
+
+    /// The clock's state for a snapshot (SNAP-14): PV-clock time now, and
+    /// each vCPU's registration with the version word last written.
+    pub fn save(&self) -> crate::snapshot::ClockState {
+        let now_ns = self.now();
+        let state = self.lock();
+        let registrations = state.registrations.iter().map(|r| r.map(|r| (r.range.addr(), r.version))).collect();
+        crate::snapshot::ClockState { now_ns, registrations }
+    }
+
+    /// Takes over a snapshot's registrations and rewrites each struct with
+    /// this clock's parameters, its version word going on from the saved
+    /// one (SNAP-14). Fails, changing nothing, when the list is not one
+    /// entry per vCPU or a struct no longer lies in guest RAM.
+    pub fn restore_registrations<M: GuestMemory + ?Sized>(
+        &self,
+        saved: &crate::snapshot::ClockState,
+        mem: &M,
+    ) -> Result<(), String> {
+        let mut state = self.lock();
+        if saved.registrations.len() != state.registrations.len() {
+            return Err(format!(
+                "{} clock registrations for {} vCPUs",
+                saved.registrations.len(),
+                state.registrations.len()
+            ));
+        }
+        let size = std::mem::size_of::<PvClockVcpuTimeInfo>() as u64;
+        let mut restored = Vec::with_capacity(saved.registrations.len());
+        for (vcpu, slot) in saved.registrations.iter().enumerate() {
+            let Some((gpa, version)) = *slot else {
+                restored.push(None);
+                continue;
+            };
+            let range = GuestRange::new_aligned(mem, gpa, size, PVCLOCK_ALIGN)
+                .map_err(|e| format!("vCPU {vcpu}'s clock struct: {e}"))?;
+            // The next write goes on from the saved word (odd, then even
+            // and greater), whatever the guest saw last.
+            restored.push(Some(Registration { range, version }));
+        }
+        let anchor = state.anchor;
+        for (vcpu, slot) in (0u32..).zip(restored.iter_mut()) {
+            if let Some(registration) = slot {
+                self.publish(vcpu, registration, anchor, mem)
+                    .map_err(|e| format!("vCPU {vcpu}'s clock struct cannot be written: {e}"))?;
+            }
+        }
+        state.registrations = restored;
+        Ok(())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -241,7 +312,11 @@ impl PvClock {
         let lead_ticks = scale_ns_to_ticks(ANCHOR_LEAD_NS, state.tsc_hz);
         let anchor_tsc = sample.tsc.saturating_add(lead_ticks);
         let at_anchor = old.at(anchor_tsc);
-        let target = sample.mono_ns.saturating_sub(state.origin.mono_ns).saturating_add(ANCHOR_LEAD_NS);
+        let target = sample
+            .mono_ns
+            .saturating_sub(state.origin.mono_ns)
+            .saturating_add(state.start_ns)
+            .saturating_add(ANCHOR_LEAD_NS);
         // The TSC's frequency over the whole life of the machine.
         let elapsed_ns = sample.mono_ns.saturating_sub(state.origin.mono_ns);
         if elapsed_ns > NSEC_PER_SEC / 2 {
@@ -253,7 +328,7 @@ impl PvClock {
             }
         }
         let now = old.at(sample.tsc);
-        let now_target = sample.mono_ns.saturating_sub(state.origin.mono_ns);
+        let now_target = sample.mono_ns.saturating_sub(state.origin.mono_ns).saturating_add(state.start_ns);
         let rate_diff = state.tsc_hz.abs_diff(old.hz);
         if now.abs_diff(now_target) <= CLOSE_ENOUGH_NS
             && u128::from(rate_diff) * 1_000_000 <= u128::from(old.hz) * u128::from(CLOSE_ENOUGH_PPM)

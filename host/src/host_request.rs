@@ -179,6 +179,15 @@ impl HostRequests {
     pub fn route(&self) -> Option<(u32, Vector)> {
         self.lock().route
     }
+
+    /// Takes over a snapshot's pending request and route (`snapshot.md`,
+    /// SNAP-18), raising nothing: an interrupt raised before the snapshot
+    /// is in the saved local APIC.
+    pub fn restore(&self, pending: Option<HostRequest>, route: Option<(u32, Vector)>) {
+        let mut state = self.lock();
+        state.pending = pending;
+        state.route = route;
+    }
 }
 
 #[cfg(test)]

@@ -197,6 +197,12 @@ impl Dispatcher {
         &self.config
     }
 
+    /// The services the dispatcher serves from: the clock, the timers and
+    /// the devices, for a VMM that saves or reports them.
+    pub fn services(&self) -> &Services {
+        &self.services
+    }
+
     /// The counters.
     pub fn stats(&self) -> &Stats {
         &self.stats
@@ -452,6 +458,8 @@ fn console_read<M: GuestMemory + ?Sized>(addr: u64, cap: u64, mem: &M, platform:
     mem.write(range.addr(), buf.get(..got).unwrap_or_default()).map_err(|_| HypercallError::BadAddress)?;
     Ok([Some(got as u64), None])
 }
+
+mod snapshot;
 
 #[cfg(test)]
 mod tests;

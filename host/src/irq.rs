@@ -61,6 +61,12 @@ impl DeviceRoutes {
         Ok(())
     }
 
+    /// Every device's vector route, in index order (`None`: its GSI), for
+    /// a snapshot.
+    pub fn vectors(&self) -> Vec<Option<(u32, Vector)>> {
+        self.msi.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
     /// Where device `index`'s interrupt goes now.
     pub fn route(&self, index: u16) -> Option<Route> {
         let gsi = *self.gsis.get(usize::from(index))?;

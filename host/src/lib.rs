@@ -15,6 +15,7 @@
 //! | [`timer`] | [`Timers`](timer::Timers): per-vCPU one-shot timers and the loop that fires them |
 //! | [`irq`] | where device interrupts go: their GSI, or a vector the guest chose |
 //! | [`virtio`] | split virtqueues, the virtio-mmio transport, block, entropy, console and network devices |
+//! | [`snapshot`] | a machine's state in a snapshot file: [`SavedMachine`](snapshot::SavedMachine), written and read with every byte checked |
 //! | [`cpuid`] | the pvkit CPUID leaves a VMM installs |
 //! | `vm_memory` (feature `vm-memory`) | [`GuestMemory`] for rust-vmm's `vm-memory` |
 //! | `test_utils` (feature `test-utils`) | test doubles: guest memory in a `Vec`, a simulated virtio driver over the queues and the virtio-mmio registers |
@@ -88,6 +89,7 @@ pub mod host_request;
 pub mod hypercall;
 pub mod irq;
 pub mod memory;
+pub mod snapshot;
 #[cfg(feature = "test-utils")]
 pub mod test_utils;
 pub mod timer;

@@ -48,6 +48,10 @@ struct State {
     /// (deadline, vCPU, generation); entries whose generation is stale are skipped.
     queue: BinaryHeap<Reverse<(u64, u32, u64)>>,
     stopping: bool,
+    /// Set by [`Timers::hold`]: `run` fires nothing until [`Timers::release`].
+    held: bool,
+    /// `run` is delivering timers it took off the queue.
+    firing: bool,
 }
 
 /// Counters of the timer service.
@@ -152,6 +156,59 @@ impl Timers {
         due
     }
 
+    /// Holds the timer service for a snapshot (`snapshot.md`, SNAP-17):
+    /// returns once [`Timers::run`] has delivered what it was delivering,
+    /// and from then on it fires nothing until [`Timers::release`]. Timers
+    /// may still be set and cancelled.
+    pub fn hold(&self) {
+        let mut state = self.lock();
+        state.held = true;
+        while state.firing {
+            state = self.wake.wait(state).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Lets [`Timers::run`] fire again after [`Timers::hold`].
+    pub fn release(&self) {
+        self.lock().held = false;
+        self.wake.notify_all();
+    }
+
+    /// Every vCPU's timer, for a snapshot (SNAP-16).
+    pub fn save(&self) -> crate::snapshot::TimersState {
+        let slots = self
+            .lock()
+            .slots
+            .iter()
+            .map(|s| crate::snapshot::TimerSlot { deadline: s.deadline, vector: s.vector.map(Vector::get) })
+            .collect();
+        crate::snapshot::TimersState { slots }
+    }
+
+    /// Arms and routes every vCPU's timer as a snapshot saved them (SNAP-16):
+    /// a deadline already passed fires at once. Fails, changing nothing,
+    /// when the list is not one slot per vCPU or names a vector below
+    /// [`VECTOR_MIN`](pvkit_spec::irq::VECTOR_MIN).
+    pub fn restore(&self, saved: &crate::snapshot::TimersState) -> Result<(), String> {
+        let mut state = self.lock();
+        if saved.slots.len() != state.slots.len() {
+            return Err(format!("{} timers for {} vCPUs", saved.slots.len(), state.slots.len()));
+        }
+        let mut slots = Vec::with_capacity(saved.slots.len());
+        for (vcpu, s) in saved.slots.iter().enumerate() {
+            let vector = match s.vector {
+                None => None,
+                Some(v) => Some(Vector::new(v.into()).ok_or_else(|| format!("vCPU {vcpu}'s timer vector {v}"))?),
+            };
+            slots.push(Slot { deadline: s.deadline, generation: 0, vector });
+        }
+        state.queue = (0u32..).zip(&slots).filter_map(|(v, s)| s.deadline.map(|d| Reverse((d, v, 0)))).collect();
+        state.slots = slots;
+        drop(state);
+        self.wake.notify_all();
+        Ok(())
+    }
+
     /// Ends [`Timers::run`].
     pub fn stop(&self) {
         self.lock().stopping = true;
@@ -167,6 +224,10 @@ impl Timers {
             if state.stopping {
                 return;
             }
+            if state.held {
+                state = self.wake.wait(state).unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
             let next = state.slots.iter().filter_map(|s| s.deadline).min();
             let Some(deadline) = next else {
                 state = self.wake.wait(state).unwrap_or_else(PoisonError::into_inner);
@@ -178,6 +239,7 @@ impl Timers {
                 state = self.wake.wait_timeout(state, timeout).unwrap_or_else(PoisonError::into_inner).0;
                 continue;
             }
+            state.firing = true;
             drop(state);
             let now = clock.now().saturating_sub(margin_ns);
             for (vcpu, vector) in self.fire_due(now) {
@@ -193,6 +255,8 @@ impl Timers {
                 };
             }
             state = self.lock();
+            state.firing = false;
+            self.wake.notify_all();
         }
     }
 }

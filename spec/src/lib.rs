@@ -15,6 +15,7 @@
 //! | [`accounting`] | [`VcpuAccountingInfo`]: each vCPU's run, steal and halted time | `accounting.md` |
 //! | [`irq`] | interrupt sources and vector rules | `interrupts.md` |
 //! | [`device`] | [`DeviceDescriptor`], the device-enumeration record | `virtio.md` |
+//! | [`snapshot`] | the snapshot file's header, sections and KVM state layouts | `snapshot.md` |
 //! | [`boot`] | the PVH `hvm_start_info` layouts | `boot.md` |
 //! | [`acpi`] | where the host's ACPI tables are, the sleep-control register | `acpi.md` |
 //! | [`virtio`] | split virtqueues, virtio-mmio v2, device configs | `virtio.md`, `devices.md` |
@@ -51,6 +52,7 @@ pub mod discovery;
 pub mod host_request;
 pub mod hypercall;
 pub mod irq;
+pub mod snapshot;
 pub mod status;
 pub mod virtio;
 

@@ -12,7 +12,7 @@ use support::{Clause, cited_ids, clauses, strip_code};
 
 const PREFIXES: &[&str] = &[
     "GEN", "BOOT", "ACPI", "DISC", "HC", "CLK", "TMR", "ACCT", "IRQ", "DEV", "MMIO", "VQ", "DEVC", "CON", "BLK", "RNG",
-    "NET", "VER", "SEC",
+    "NET", "VER", "SEC", "SNAP",
 ];
 
 fn all_clauses() -> (Vec<Clause>, Vec<(String, String)>) {

@@ -13,6 +13,9 @@ use pvkit_spec::boot::{MemmapEntry, MemoryType, ModlistEntry, StartInfo};
 use pvkit_spec::clock::{PvClockFlags, PvClockVcpuTimeInfo};
 use pvkit_spec::device::{DeviceDescriptor, Transport};
 use pvkit_spec::host_request::HostRequest;
+use pvkit_spec::snapshot::{
+    CpuidEntry, MsrEntry, SectionFlags, SectionHeader, SectionKind, SnapshotHeader, VcpuState, VmState,
+};
 use pvkit_spec::virtio::blk::{BlkConfig, BlkFeatures, DiscardSegment, RequestHeader, RequestStatus, RequestType};
 use pvkit_spec::virtio::console::{ConsoleConfig, ConsoleFeatures, ControlMessage};
 use pvkit_spec::virtio::mmio::{InterruptStatus, Register};
@@ -151,6 +154,36 @@ fn expected() -> BTreeMap<String, Rows> {
             supported_hash_types
         }),
         layout!(NetHeader { flags, gso_type, hdr_len, gso_size, csum_start, csum_offset, num_buffers }),
+        layout!(SnapshotHeader {
+            magic,
+            format_major,
+            format_minor,
+            section_count,
+            pvkit_version,
+            tsc_khz,
+            vcpu_count,
+            memory_size,
+            cpu_features,
+            reserved,
+            header_crc
+        }),
+        layout!(SectionHeader { kind, version, flags, length, crc, reserved }),
+        layout!(VcpuState {
+            index,
+            mp_state,
+            msr_count,
+            cpuid_count,
+            regs,
+            sregs,
+            xcrs,
+            debugregs,
+            events,
+            lapic,
+            xsave
+        }),
+        layout!(MsrEntry { index, reserved, data }),
+        layout!(CpuidEntry { function, index, flags, eax, ebx, ecx, edx, padding }),
+        layout!(VmState { pic_master, pic_slave, ioapic, clock }),
     ];
     for (name, rows) in structs {
         out.insert(format!("struct {name}"), rows);
@@ -170,6 +203,7 @@ fn expected() -> BTreeMap<String, Rows> {
         flags!("net-features", NetFeatures),
         flags!("net-status", NetStatus),
         flags!("net-header-flags", NetHeaderFlags),
+        flags!("section-flags", SectionFlags),
     ];
     for (name, rows) in flags {
         out.insert(format!("flags {name}"), rows);
@@ -194,6 +228,7 @@ fn expected() -> BTreeMap<String, Rows> {
         enumeration!("blk-request-types", RequestType),
         enumeration!("blk-status", RequestStatus),
         enumeration!("host-requests", HostRequest),
+        enumeration!("section-kinds", SectionKind),
     ];
     for (name, rows) in enums {
         out.insert(format!("enum {name}"), rows);
@@ -287,6 +322,16 @@ fn expected() -> BTreeMap<String, Rows> {
             "MIN_FRAME_LEN" => net::MIN_FRAME_LEN as u64,
             "MAX_FRAME_LEN" => net::MAX_FRAME_LEN as u64,
             "RX_BUFFER_LEN" => net::RX_BUFFER_LEN as u64,
+        }),
+        constants!("snapshot", {
+            "FORMAT_MAJOR" => pvkit_spec::snapshot::FORMAT_MAJOR,
+            "FORMAT_MINOR" => pvkit_spec::snapshot::FORMAT_MINOR,
+            "MAX_SECTIONS" => pvkit_spec::snapshot::MAX_SECTIONS,
+            "MAX_SECTION_LEN" => pvkit_spec::snapshot::MAX_SECTION_LEN,
+            "MEMORY_PAGE_SIZE" => pvkit_spec::snapshot::MEMORY_PAGE_SIZE,
+            "TSC_TOLERANCE_PPM" => pvkit_spec::snapshot::TSC_TOLERANCE_PPM,
+            "MAX_MSRS" => pvkit_spec::snapshot::MAX_MSRS,
+            "MAX_CPUID_ENTRIES" => pvkit_spec::snapshot::MAX_CPUID_ENTRIES,
         }),
         constants!("version", { "ABI_VERSION" => pvkit_spec::ABI_VERSION.to_raw() }),
     ];

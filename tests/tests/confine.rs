@@ -14,7 +14,7 @@ use pvkit_tests::machine::{Machine, socket_path};
 use pvkit_tests::{Run, Scratch, kernel, kvm_available, pvkit, root, run_with_limit};
 
 /// Every thread kind `--forbidden-call-in` takes.
-const KINDS: [&str; 8] = ["main", "vcpu", "devices", "clock", "timers", "accounting", "api", "console"];
+const KINDS: [&str; 9] = ["main", "vcpu", "devices", "clock", "timers", "accounting", "api", "console", "snapshot"];
 /// An unprivileged user and group of the tests' own (no account needed).
 const UID: u32 = 64_917;
 const GID: u32 = 64_917;

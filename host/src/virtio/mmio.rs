@@ -372,5 +372,9 @@ impl<D: VirtioDevice> MmioTransport<D> {
     }
 }
 
+mod snapshot;
+
+pub use snapshot::TransportRestoreError;
+
 #[cfg(test)]
 mod tests;

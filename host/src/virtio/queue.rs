@@ -249,6 +249,39 @@ impl Queue {
         })
     }
 
+    /// The queue's device-side indices, for a snapshot (`snapshot.md`,
+    /// SNAP-20).
+    pub fn save(&self) -> crate::snapshot::LiveQueueState {
+        crate::snapshot::LiveQueueState {
+            next_avail: self.next_avail,
+            avail_seen: self.avail_seen,
+            next_used: self.next_used,
+            signalled_used: self.signalled_used,
+            avail_event: self.avail_event,
+        }
+    }
+
+    /// A queue a snapshot saved: checked as [`Queue::new`] checks one
+    /// (clause VQ-1), with the saved indices, which must keep the available
+    /// entries seen within the queue size (VQ-3).
+    pub fn restore<M: GuestMemory + ?Sized>(
+        config: QueueConfig,
+        mem: &M,
+        features: Features,
+        saved: &crate::snapshot::LiveQueueState,
+    ) -> Result<Self, QueueError> {
+        let mut queue = Self::new(config, mem, features)?;
+        if saved.avail_seen.wrapping_sub(saved.next_avail) > config.size.get() {
+            return Err(QueueError::AvailIndexTooFar { avail: saved.avail_seen, next: saved.next_avail });
+        }
+        queue.next_avail = saved.next_avail;
+        queue.avail_seen = saved.avail_seen;
+        queue.next_used = saved.next_used;
+        queue.signalled_used = saved.signalled_used;
+        queue.avail_event = saved.avail_event;
+        Ok(queue)
+    }
+
     /// The features the queue works with.
     pub fn features(&self) -> Features {
         self.features

@@ -71,12 +71,32 @@ const MACHINE_OPTIONS: [&str; 17] = [
     "user",
 ];
 
+/// What `--restore` excludes: the machine is the snapshot's (all of
+/// [`MACHINE_OPTIONS`] but the API socket, the process's confinement and
+/// `--strict-virtio`, which a restore may turn on, and `--config`).
+const RESTORE_EXCLUDES: [&str; 14] = [
+    "kernel",
+    "config",
+    "initrd",
+    "mem",
+    "allow_overcommit",
+    "cpus",
+    "cmdline",
+    "disks",
+    "rng",
+    "virtio_console",
+    "cpuid_hide",
+    "cpuid_require",
+    "cpuid_pins",
+    "nets",
+];
+
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
     /// The kernel: an executable ELF file (x86-64 or i386) with a PVH entry
     /// note (XEN_ELFNOTE_PHYS32_ENTRY), or a Linux bzImage (boot protocol
     /// 2.12 or later), told apart by their content.
-    #[arg(required_unless_present = "config")]
+    #[arg(required_unless_present_any = ["config", "restore"])]
     pub(crate) kernel: Option<PathBuf>,
 
     /// An initial RAM disk: a bzImage's initrd, or a PVH kernel's first module.
@@ -87,6 +107,12 @@ pub(crate) struct RunArgs {
     /// instead of one given by the options below, which it excludes.
     #[arg(long, value_name = "FILE", conflicts_with_all = MACHINE_OPTIONS)]
     pub(crate) config: Option<PathBuf>,
+
+    /// Resume the machine saved in a snapshot folder (`pvkit ctl snapshot`,
+    /// spec/snapshot.md) in this process, from its `vm.toml`, instead of
+    /// booting one; only --api-sock and --accounting may be added.
+    #[arg(long, value_name = "DIR", conflicts_with_all = RESTORE_EXCLUDES)]
+    pub(crate) restore: Option<PathBuf>,
 
     /// Print the VM description file that the command line (or --config)
     /// means, with absolute paths, and exit without booting.
@@ -201,9 +227,24 @@ impl RunArgs {
         if let Some(path) = &self.config {
             return VmConfig::load(path);
         }
+        if let Some(dir) = &self.restore {
+            let mut config = VmConfig::load(&dir.join(crate::snapshot::CONFIG_FILE))?;
+            config.restore =
+                Some(std::path::absolute(dir).map_err(|e| ConfigError(format!("{}: {e}", dir.display())))?);
+            config.api = self.api_sock.clone().map(|socket| ApiConfig { socket });
+            config.devices.strict_virtio |= self.strict_virtio;
+            if let Some(seccomp) = self.seccomp {
+                config.security.seccomp = seccomp;
+            }
+            if let Some(user) = self.user {
+                config.security.user = Some(user);
+            }
+            return Ok(config);
+        }
         let kernel = self.kernel.clone().ok_or_else(|| ConfigError("no kernel given".into()))?;
         Ok(VmConfig {
             pvkit: config::FORMAT_VERSION,
+            restore: None,
             machine: MachineConfig {
                 vcpus: self.cpus.unwrap_or(1),
                 memory: self.mem.unwrap_or(MemSize::DEFAULT),
@@ -261,7 +302,7 @@ fn parse_mem(text: &str) -> Result<MemSize, String> {
 
 /// `PATH`, `PATH,ro` or `PATH,rw`.
 fn parse_disk(text: &str) -> Result<DiskConfig, String> {
-    let disk = |path: &str, readonly| DiskConfig { path: path.into(), readonly, sha256: None };
+    let disk = |path: &str, readonly| DiskConfig { path: path.into(), readonly, sha256: None, shared: false };
     match text.rsplit_once(',') {
         Some((path, "ro")) => Ok(disk(path, true)),
         Some((path, "rw")) => Ok(disk(path, false)),

@@ -30,6 +30,11 @@ const MAX_FILE_BYTES: u64 = 1 << 20;
 pub(crate) struct VmConfig {
     /// The format version: 1.
     pub(crate) pvkit: u32,
+    /// Resume the machine saved in this snapshot folder instead of booting
+    /// (`spec/snapshot.md`); the rest of the file must describe the same
+    /// machine (the snapshot's own `vm.toml` does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) restore: Option<PathBuf>,
     /// vCPUs and memory.
     #[serde(default)]
     pub(crate) machine: MachineConfig,
@@ -110,6 +115,10 @@ pub(crate) struct DiskConfig {
     /// The image's SHA-256, checked before boot when given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) sha256: Option<Sha256Digest>,
+    /// Shared storage: a snapshot names it by its path and does not copy it
+    /// (`spec/snapshot.md`, SNAP-22).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub(crate) shared: bool,
 }
 
 /// One `[[net]]`: a virtio network card and the backend its frames go to
@@ -443,6 +452,9 @@ impl VmConfig {
         };
         resolve(&mut self.boot.kernel);
         self.boot.initrd.iter_mut().for_each(resolve);
+        if let Some(restore) = &mut self.restore {
+            resolve(restore);
+        }
         self.disks.iter_mut().for_each(|d| resolve(&mut d.path));
         self.nets.iter_mut().filter_map(|n| n.socket.as_mut()).for_each(resolve);
         if let Some(api) = &mut self.api {

@@ -41,6 +41,9 @@ pub(crate) enum ControlError {
     Conflict(&'static str),
     /// The vCPUs did not all leave the guest in time; the machine runs on.
     Timeout,
+    /// What was asked of the stopped machine failed (a snapshot could not
+    /// be written): why, in one line. The machine runs on as it was.
+    Failed(String),
 }
 
 #[derive(Debug)]
@@ -50,6 +53,8 @@ struct Inner {
     running: u32,
     /// Of those, how many wait at their checkpoint.
     parked: u32,
+    /// Bumped each time work is posted for the parked vCPUs.
+    work_posted: u64,
 }
 
 /// The machine's run state and its vCPU threads.
@@ -71,7 +76,7 @@ impl Control {
     /// The control of a machine with `vcpus` vCPUs, running.
     pub(crate) fn new(vcpus: u32) -> Self {
         Self {
-            inner: Mutex::new(Inner { state: RunState::Running, running: 0, parked: 0 }),
+            inner: Mutex::new(Inner { state: RunState::Running, running: 0, parked: 0, work_posted: 0 }),
             changed: Condvar::new(),
             pause_requested: AtomicBool::new(false),
             threads: (0..vcpus).map(|_| AtomicU64::new(0)).collect(),
@@ -141,8 +146,10 @@ impl Control {
         self.changed.notify_all();
     }
 
-    /// Called by a vCPU before it enters the guest: waits while paused.
-    pub(crate) fn checkpoint(&self) {
+    /// Called by a vCPU before it enters the guest: waits while paused,
+    /// calling `parked` once on arrival and again each time work is posted
+    /// for the parked vCPUs ([`Control::wake_parked`]).
+    pub(crate) fn checkpoint(&self, mut parked: impl FnMut()) {
         if !self.pause_requested.load(Ordering::Acquire) {
             return;
         }
@@ -153,9 +160,23 @@ impl Control {
         inner.parked = inner.parked.saturating_add(1);
         self.changed.notify_all();
         while self.pause_requested.load(Ordering::Acquire) {
-            inner = self.changed.wait(inner).unwrap_or_else(PoisonError::into_inner);
+            let seen = inner.work_posted;
+            drop(inner);
+            parked();
+            inner = self.lock();
+            if inner.work_posted == seen && self.pause_requested.load(Ordering::Acquire) {
+                inner = self.changed.wait(inner).unwrap_or_else(PoisonError::into_inner);
+            }
         }
         inner.parked = inner.parked.saturating_sub(1);
+    }
+
+    /// Has every parked vCPU call its `parked` work again (a snapshot
+    /// posted what it wants of them).
+    pub(crate) fn wake_parked(&self) {
+        let mut inner = self.lock();
+        inner.work_posted = inner.work_posted.wrapping_add(1);
+        self.changed.notify_all();
     }
 
     fn kick(&self) {
@@ -224,7 +245,7 @@ mod tests {
         std::thread::spawn(move || {
             control.vcpu_started(index);
             while !stop.load(Ordering::Relaxed) {
-                control.checkpoint();
+                control.checkpoint(|| {});
                 rounds.fetch_add(1, Ordering::Relaxed);
                 std::thread::sleep(Duration::from_micros(100));
             }

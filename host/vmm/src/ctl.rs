@@ -40,6 +40,15 @@ enum Verb {
     },
     /// Stop the machine now (PUT /vm/stop).
     Stop,
+    /// Save the machine into a snapshot folder (PUT /vm/snapshot,
+    /// spec/snapshot.md); `pvkit run --restore DIR` resumes it.
+    Snapshot {
+        /// The folder (created if need be).
+        dir: PathBuf,
+        /// Stop the machine once the snapshot is written.
+        #[arg(long)]
+        stop: bool,
+    },
     /// Run-time accounting: per vCPU run, steal and halted time; the meter (GET /vm/accounting).
     Accounting,
     /// The counters (GET /metrics).
@@ -55,6 +64,13 @@ enum Verb {
 impl Verb {
     fn request(&self) -> (&'static str, &'static str, String) {
         match self {
+            Self::Snapshot { dir, stop } => {
+                // The server takes the folder as given: made absolute here,
+                // against the client's current folder.
+                let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
+                let body = serde_json::json!({ "dir": dir, "stop": stop });
+                ("PUT", "/vm/snapshot", body.to_string())
+            }
             Self::State => ("GET", "/vm", String::new()),
             Self::Config => ("GET", "/vm/config", String::new()),
             Self::Accounting => ("GET", "/vm/accounting", String::new()),

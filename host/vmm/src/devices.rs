@@ -208,6 +208,41 @@ impl DeviceSet {
             .collect()
     }
 
+    /// Holds every device for a snapshot (SNAP-21): while the guards live,
+    /// no queue is served and no backend writes guest memory.
+    pub(crate) fn hold(&self) -> Vec<std::sync::MutexGuard<'_, MmioTransport<Box<dyn VirtioDevice>>>> {
+        self.devices.iter().map(|d| d.transport.lock().unwrap_or_else(PoisonError::into_inner)).collect()
+    }
+
+    /// Takes over a snapshot's devices (SNAP-20), one for one.
+    pub(crate) fn restore(
+        &self,
+        saved: &[pvkit_host::snapshot::DeviceState],
+        guest: &GuestMemoryMmap,
+    ) -> Result<(), String> {
+        if saved.len() != self.devices.len() {
+            return Err(format!("the snapshot has {} devices, this machine {}", saved.len(), self.devices.len()));
+        }
+        for (device, state) in self.devices.iter().zip(saved) {
+            let mut transport = device.transport.lock().unwrap_or_else(PoisonError::into_inner);
+            transport.restore(state, &VmMemory(guest)).map_err(|e| format!("device {}: {e}", device.index))?;
+        }
+        Ok(())
+    }
+
+    /// Serves every live queue once and raises the interrupts a restored
+    /// machine may have missed (SNAP-20).
+    pub(crate) fn kick_all(&self, guest: &GuestMemoryMmap) {
+        for device in &self.devices {
+            let mut transport = device.transport.lock().unwrap_or_else(PoisonError::into_inner);
+            let raise = transport.kick_all(&VmMemory(guest));
+            drop(transport);
+            if raise {
+                self.raise(device);
+            }
+        }
+    }
+
     /// The `virtio_mmio.device=` command-line entries (clause DEV-3).
     pub(crate) fn cmdline(&self) -> String {
         self.devices

@@ -39,6 +39,8 @@ pub(crate) enum VmmError {
     /// line of its `cpuid::CpuidError` (held as text, so that this module
     /// imports no other and `cpuid` may use it).
     Cpuid(String),
+    /// A snapshot cannot be restored: the folder and why.
+    Snapshot(String),
 }
 
 impl fmt::Display for VmmError {
@@ -70,6 +72,7 @@ impl fmt::Display for VmmError {
                 "--mem {mem} is more than this host's {host_mib} MiB of RAM (--allow-overcommit runs it anyway)"
             ),
             Self::Config(why) | Self::Disk(why) | Self::Net(why) => f.write_str(why),
+            Self::Snapshot(why) => write!(f, "cannot restore {why}"),
             Self::Host { what, source } => write!(f, "{what}: {source}"),
             Self::Kvm { what, source } => write!(f, "{what}: {source}"),
             Self::Acpi(e) => e.fmt(f),

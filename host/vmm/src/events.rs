@@ -30,6 +30,11 @@ pub(crate) enum Lifecycle {
     ShutdownRequested { timeout_ms: u64 },
     /// The guest panicked with this code and message.
     GuestPanic { code: u8, message: String },
+    /// A snapshot was written into `dir`; the machine was stopped after it
+    /// when `stopped`.
+    SnapshotCreated { dir: String, stopped: bool },
+    /// The machine was restored from the snapshot in `dir` and runs on.
+    Restored { dir: String },
     /// A device stopped working (its queue broke, its backend failed).
     DeviceError { device: String, what: String },
     /// The machine ended: how, and the exit status pvkit ends with.

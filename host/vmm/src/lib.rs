@@ -40,6 +40,7 @@ mod net;
 mod operator;
 mod output;
 mod sched;
+mod snapshot;
 mod time;
 mod vcpu;
 mod vm;

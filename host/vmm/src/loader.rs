@@ -197,7 +197,7 @@ pub(crate) fn write_boot_info(
             let params = bzimage::boot_params(loaded, mem, &info);
             bzimage::write_boot_params(guest, &params)
                 .map_err(|e| VmmError::Host { what: "writing the boot_params", source: std::io::Error::other(e) })?;
-            Ok(Start { entry: loaded.entry(), ebx: 0, esi: layout::BOOT_PARAMS_ESI })
+            Ok(Start { entry: loaded.entry(), ebx: 0, esi: layout::BOOT_PARAMS_ESI, resume: false })
         }
         Loaded::Pvh { entry, end } => {
             let memmap: Vec<MemmapEntry> = layout::memory_map(mem)
@@ -231,7 +231,7 @@ pub(crate) fn write_boot_info(
             }
             write(START_INFO_ADDR, info.as_bytes())?;
             write(MEMMAP_ADDR, memmap.as_bytes())?;
-            Ok(Start { entry: *entry, ebx: START_INFO_EBX, esi: 0 })
+            Ok(Start { entry: *entry, ebx: START_INFO_EBX, esi: 0, resume: false })
         }
     }
 }

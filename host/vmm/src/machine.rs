@@ -25,6 +25,13 @@ pub(crate) struct Start {
     pub(crate) entry: u32,
     pub(crate) ebx: u32,
     pub(crate) esi: u32,
+    /// Run on from the state a snapshot restored; the other fields are unused.
+    pub(crate) resume: bool,
+}
+
+impl Start {
+    /// A restored vCPU's start: it runs on from its restored state.
+    pub(crate) const RESUME: Self = Self { entry: 0, ebx: 0, esi: 0, resume: true };
 }
 
 /// How a machine ended.
@@ -81,6 +88,8 @@ pub(crate) struct Machine {
     /// registered, so whatever registers one (`ACCOUNTING_REGISTER`, and a
     /// restore that brings areas back) unparks it.
     pub(crate) accounting_thread: std::sync::OnceLock<std::thread::Thread>,
+    /// What a snapshot needs of the vCPU threads.
+    pub(crate) saver: crate::snapshot::Saver,
 }
 
 impl Machine {
@@ -119,6 +128,6 @@ impl Platform for Machine {
     }
 
     fn start_vcpu(&self, vcpu: u32, entry: u32, arg: u32) -> Result<(), StartError> {
-        self.start(vcpu, Start { entry, ebx: arg, esi: vcpu })
+        self.start(vcpu, Start { entry, ebx: arg, esi: vcpu, resume: false })
     }
 }

@@ -66,6 +66,11 @@ impl Target for Machine {
         self.report(Event::Stopped("stopped through the management API".into()));
     }
 
+    fn snapshot(&self, dir: &std::path::Path, stop: bool) -> Result<serde_json::Value, ControlError> {
+        let report = crate::snapshot::request(self, dir, stop)?;
+        Ok(serde_json::to_value(&report).unwrap_or_default())
+    }
+
     fn metrics(&self) -> Snapshot {
         let timers = self.timers.as_ref().map_or_else(Vec::new, |t| {
             let s = t.stats();

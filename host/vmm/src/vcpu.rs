@@ -34,7 +34,12 @@ pub(crate) fn spawn(index: u32, fd: VcpuFd, machine: Arc<Machine>, start: Receiv
             let Ok(start) = start.recv() else { return };
             let mut vcpu = Vcpu { index, fd, machine };
             vcpu.machine.control.vcpu_started(index);
-            let event = vcpu.boot(start).and_then(|()| {
+            // A restored vCPU's state was set before its thread started.
+            let booted = if start.resume { Ok(()) } else { vcpu.boot(start) };
+            if start.resume && vcpu.machine.boot_trace.load(std::sync::atomic::Ordering::Relaxed) {
+                eprintln!("pvkit: restore: vCPU {index} enters the guest");
+            }
+            let event = booted.and_then(|()| {
                 crate::confine::enter(crate::confine::Kind::Vcpu);
                 vcpu.run()
             });
@@ -135,7 +140,9 @@ impl Vcpu {
         let machine = Arc::clone(&self.machine);
         let counters = machine.counters.get(self.index as usize);
         loop {
-            self.machine.control.checkpoint();
+            // While paused, a parked vCPU hands its state to a snapshot.
+            let (index, fd) = (self.index, &self.fd);
+            machine.control.checkpoint(|| machine.saver.serve(index, fd));
             let gate_port = self.machine.dispatcher.config().gate_port;
             let exit = self.fd.run();
             let reason = match &exit {

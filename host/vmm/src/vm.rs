@@ -27,10 +27,11 @@ use crate::error::{VmmError, kvm};
 use crate::events::{EventBus, Lifecycle};
 use crate::exit::GUEST_CRASHED;
 use crate::layout::{KVM_TSS_ADDR, MemSize};
-use crate::machine::{Event, Machine};
+use crate::machine::{Event, Machine, Start};
 use crate::metrics::VcpuCounters;
 use crate::output::Output;
 use crate::sched::realtime_priority;
+use crate::snapshot::Restore;
 use crate::time::{self, ApicSink, HostTime};
 use crate::{acpi, confine, cpuid, limits, loader, operator, vcpu};
 
@@ -41,14 +42,19 @@ const API_DRAIN: std::time::Duration = std::time::Duration::from_millis(500);
 /// KVM's local APIC timer runs on a 1 GHz bus.
 const LAPIC_KHZ: u32 = 1_000_000;
 
-fn create_memory(vm: &VmFd, mem: MemSize) -> Result<GuestMemoryMmap, VmmError> {
+fn create_memory(vm: &VmFd, mem: MemSize, restore: Option<&Restore>) -> Result<GuestMemoryMmap, VmmError> {
     let ranges: Vec<(GuestAddress, usize)> = mem
         .regions()
         .into_iter()
         .map(|(start, size)| (GuestAddress(start), usize::try_from(size).unwrap_or(usize::MAX)))
         .collect();
-    let guest = GuestMemoryMmap::from_ranges(&ranges)
-        .map_err(|e| VmmError::Host { what: "mapping guest memory", source: std::io::Error::other(e.to_string()) })?;
+    let guest = match restore {
+        Some(restore) => restore.memory(mem)?,
+        None => GuestMemoryMmap::from_ranges(&ranges).map_err(|e| VmmError::Host {
+            what: "mapping guest memory",
+            source: std::io::Error::other(e.to_string()),
+        })?,
+    };
     for (slot, region) in (0u32..).zip(guest.iter()) {
         let host = guest.get_host_address(region.start_addr()).map_err(|e| VmmError::Host {
             what: "finding guest memory",
@@ -74,12 +80,21 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks, accounting_out: Option<Ou
     let (mem, cpus) = (config.machine.memory, config.machine.vcpus);
     // Everything the operator gave is checked before KVM is touched.
     limits::check_guest_ram(mem, config.machine.allow_overcommit)?;
-    config.check_digests().map_err(|e| VmmError::Config(e.to_string()))?;
+    // A restored machine's snapshot is read and checked whole first; its
+    // kernel is in its memory, and its disks are the snapshot's copies.
+    let restore = config.restore.as_deref().map(|dir| Restore::open(dir, config)).transpose()?;
     let cpuid_policy = config.cpuid.policy().map_err(|e| VmmError::Cpuid(e.to_string()))?;
-    let mut kernel = loader::KernelImage::open(&config.boot.kernel, mem)?;
-    if let Some(initrd) = &config.boot.initrd {
-        loader::check_initrd(initrd)?;
-    }
+    let mut kernel = match &restore {
+        Some(_) => None,
+        None => {
+            config.check_digests().map_err(|e| VmmError::Config(e.to_string()))?;
+            let kernel = loader::KernelImage::open(&config.boot.kernel, mem)?;
+            if let Some(initrd) = &config.boot.initrd {
+                loader::check_initrd(initrd)?;
+            }
+            Some(kernel)
+        }
+    };
     // Bound first, so a client may connect while the machine is built; the
     // socket goes again however `run` ends.
     let api = config.api.as_ref().map(|api| ApiSocket::bind(&api.socket)).transpose().map_err(VmmError::Config)?;
@@ -95,8 +110,8 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks, accounting_out: Option<Ou
         .map_err(|source| VmmError::Host { what: "installing the vCPU kick signal", source })?;
     let kvm_fd = Kvm::new().map_err(kvm("opening /dev/kvm"))?;
     let vm = kvm_fd.create_vm().map_err(kvm("KVM_CREATE_VM"))?;
-    let guest = create_memory(&vm, mem)?;
-    let kernel = kernel.load(&config.boot.kernel, &guest)?;
+    let guest = create_memory(&vm, mem, restore.as_ref())?;
+    let kernel = kernel.as_mut().map(|k| k.load(&config.boot.kernel, &guest)).transpose()?;
 
     vm.set_tss_address(KVM_TSS_ADDR).map_err(kvm("KVM_SET_TSS_ADDR"))?;
     vm.create_irq_chip().map_err(kvm("KVM_CREATE_IRQCHIP"))?;
@@ -110,10 +125,17 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks, accounting_out: Option<Ou
         entries if config.boot.cmdline.is_empty() => entries,
         entries => format!("{} {entries}", config.boot.cmdline),
     };
-    let tables = acpi::Tables::build(&devices.describe().descriptors, cpus).map_err(VmmError::Acpi)?;
-    tables.write(&guest).map_err(VmmError::Acpi)?;
-    let args = loader::BootArgs { cmdline: &cmdline, rsdp: tables.rsdp_addr(), initrd: config.boot.initrd.as_deref() };
-    let boot = loader::write_boot_info(&guest, mem, &kernel, &args)?;
+    // A restored machine's ACPI tables and boot information are in its memory.
+    let boot = match &kernel {
+        Some(kernel) => {
+            let tables = acpi::Tables::build(&devices.describe().descriptors, cpus).map_err(VmmError::Acpi)?;
+            tables.write(&guest).map_err(VmmError::Acpi)?;
+            let args =
+                loader::BootArgs { cmdline: &cmdline, rsdp: tables.rsdp_addr(), initrd: config.boot.initrd.as_deref() };
+            Some(loader::write_boot_info(&guest, mem, kernel, &args)?)
+        }
+        None => None,
+    };
 
     let serial_irq = EventFd::new(EFD_NONBLOCK).map_err(|source| VmmError::Host { what: "eventfd", source })?;
     vm.register_irqfd(&serial_irq, SERIAL_GSI).map_err(kvm("KVM_IRQFD for the serial port"))?;
@@ -124,7 +146,16 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks, accounting_out: Option<Ou
         fds.push(vm.create_vcpu(u64::from(index)).map_err(kvm("KVM_CREATE_VCPU"))?);
     }
     let tsc_khz = fds.first().and_then(|fd| fd.get_tsc_khz().ok()).unwrap_or(0);
-    let time = clock_and_timers(&fds, tsc_khz);
+    // A restored machine's CPUID and vCPU state, the TSCs among them, are
+    // set before the clock measures the vCPUs' TSC offsets.
+    let restored_cpuid = match &restore {
+        Some(restore) => {
+            restore.check_host(&kvm_fd, tsc_khz)?;
+            Some(restore.kvm(&vm, &fds)?)
+        }
+        None => None,
+    };
+    let time = clock_and_timers(&fds, tsc_khz, restore.as_ref().map_or(0, Restore::clock_start_ns));
     let services = Services {
         clock: time.as_ref().map(|t| Arc::clone(&t.clock)),
         timers: time.as_ref().map(|t| Arc::clone(&t.timers)),
@@ -139,11 +170,23 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks, accounting_out: Option<Ou
         | Features::HOST_REQUESTS;
     // Accounting needs the clock, and the kernel's per-thread figures.
     let wanted = if time.is_some() && accounting::available() { wanted | Features::ACCOUNTING } else { wanted };
+    // A restored guest is offered what it was offered (SNAP-18).
+    let wanted = restore.as_ref().map_or(wanted, Restore::features);
     let dispatcher = Dispatcher::new(HostConfig::new(cpus, wanted), services);
-    let base_cpuid = cpuid::machine(&kvm_fd, dispatcher.config(), &cpuid_policy, tsc_khz, LAPIC_KHZ)?;
-    for (index, fd) in (0u32..).zip(&fds) {
-        fd.set_cpuid2(&cpuid::for_vcpu(&base_cpuid, index)).map_err(kvm("KVM_SET_CPUID2"))?;
-    }
+    let given_cpuid = match restored_cpuid {
+        Some(given) => given,
+        None => {
+            let base_cpuid = cpuid::machine(&kvm_fd, dispatcher.config(), &cpuid_policy, tsc_khz, LAPIC_KHZ)?;
+            let mut given = Vec::new();
+            for (index, fd) in (0u32..).zip(&fds) {
+                let cpuid = cpuid::for_vcpu(&base_cpuid, index);
+                fd.set_cpuid2(&cpuid).map_err(kvm("KVM_SET_CPUID2"))?;
+                given.push(cpuid);
+            }
+            given
+        }
+    };
+    let saver = crate::snapshot::Saver::new(&kvm_fd, &fds, tsc_khz, given_cpuid);
 
     // Everything privileged is open: the user changes, the filters are ready.
     confine::prepare(&config.security, hooks.forbidden_call_in).map_err(|e| VmmError::Config(e.to_string()))?;
@@ -174,9 +217,16 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks, accounting_out: Option<Ou
         created: Instant::now(),
         timers: time.as_ref().map(|t| Arc::clone(&t.timers)),
         accounting_thread: std::sync::OnceLock::new(),
+        saver,
     });
+    if let Some(restore) = &restore {
+        restore.pvkit(&machine)?;
+    }
     machine.console.start_input();
     devices.serve(machine.guest.clone())?;
+    if restore.is_some() {
+        devices.kick_all(&machine.guest);
+    }
     let accounting = match &time {
         Some(time) if machine.dispatcher.config().features.contains(Features::ACCOUNTING) => {
             Some(Arc::new(Mutex::new(Updater::new(Arc::clone(&machine), Arc::clone(&time.clock)))))
@@ -191,14 +241,29 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks, accounting_out: Option<Ou
     if let Some(time) = time {
         start_time_threads(&machine, time)?;
     }
+    crate::snapshot::start_thread(&machine)
+        .map_err(|source| VmmError::Host { what: "spawning the snapshot thread", source })?;
 
     for ((index, fd), rx) in (0u32..).zip(fds).zip(receivers) {
         vcpu::spawn(index, fd, Arc::clone(&machine), rx)?;
     }
-    machine
-        .start(0, boot)
-        .map_err(|e| VmmError::Host { what: "starting vCPU 0", source: std::io::Error::other(e.0) })?;
-    machine.bus.publish(&Lifecycle::Started);
+    let starting = |e: pvkit_host::hypercall::StartError| VmmError::Host {
+        what: "starting the vCPUs",
+        source: std::io::Error::other(e.0),
+    };
+    match (&restore, boot) {
+        (Some(restore), _) => {
+            for index in restore.started() {
+                machine.start(index, Start::RESUME).map_err(starting)?;
+            }
+            machine.bus.publish(&Lifecycle::Restored { dir: restore.dir().display().to_string() });
+        }
+        (None, Some(boot)) => {
+            machine.start(0, boot).map_err(starting)?;
+            machine.bus.publish(&Lifecycle::Started);
+        }
+        (None, None) => return Err(VmmError::Config("no kernel to boot".into())),
+    }
     let clients = api
         .map(|api| api.serve(operator::target(&machine)))
         .transpose()
@@ -245,7 +310,7 @@ struct Time {
 
 /// Sets up the PV clock and the timers, or says why there are none (a host
 /// whose TSC frequency KVM does not report, or whose vCPU TSCs cannot be read).
-fn clock_and_timers(fds: &[kvm_ioctls::VcpuFd], tsc_khz: u32) -> Option<Time> {
+fn clock_and_timers(fds: &[kvm_ioctls::VcpuFd], tsc_khz: u32, start_ns: u64) -> Option<Time> {
     if tsc_khz == 0 {
         log::warn!("KVM reports no TSC frequency: no PV clock or timers");
         return None;
@@ -269,7 +334,7 @@ fn clock_and_timers(fds: &[kvm_ioctls::VcpuFd], tsc_khz: u32) -> Option<Time> {
     .unwrap_or(u64::MAX)
     .saturating_add(1_000);
     let stable = same && time::host_tsc_invariant();
-    let clock = Arc::new(PvClock::new(Arc::new(HostTime::new()), tsc_hz, &values, stable));
+    let clock = Arc::new(PvClock::resumed(Arc::new(HostTime::new()), tsc_hz, &values, stable, start_ns));
     let timers = Arc::new(Timers::new(u32::try_from(fds.len()).unwrap_or(u32::MAX)));
     log::info!("PV clock: TSC {tsc_khz} kHz, offsets within {error_ticks} ticks, TSC_STABLE {stable}");
     Some(Time { clock, timers, margin_ns })

@@ -10,6 +10,11 @@
 //! reboot request it calls `REBOOT`. After `service.seconds=N` from the
 //! command line (default 30) it exits with 0 by itself.
 //!
+//! `service.touch=N` (MiB, default 0) first writes one word into each 4 KiB
+//! page of the N MiB from 16 MiB up (guest-physical, identity-mapped; at most
+//! `TOUCH_MAX_MIB`), and prints `service: touched N MiB`: memory a snapshot
+//! has to save (`pvkit bench`'s snapshot figures).
+//!
 //! With two vCPUs or more, vCPU 1 runs too: it ticks its own 100 ms timer,
 //! silently, and takes the host-request interrupts. Where the host does not
 //! offer `HOST_REQUESTS` the service only ticks.
@@ -21,6 +26,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use pvkit_guest::timer::Periodic;
 use pvkit_guest::{IdentityMap, PortGate, Pvkit};
 use pvkit_spec::Features;
+use pvkit_spec::boot::{MemmapEntry, MemoryType, StartInfo};
 use pvkit_spec::host_request::HostRequest;
 use rt::{Boot, println};
 
@@ -38,6 +44,12 @@ const SHUTDOWN_EXIT_CODE: u8 = 7;
 const TIMER_VECTOR: u8 = 0x40;
 /// The vector of the host-request source.
 const REQUEST_VECTOR: u8 = 0x41;
+/// Where `service.touch` starts writing: above the kernel image, its stacks
+/// and its DMA pool.
+const TOUCH_BASE: u64 = 16 << 20;
+/// The most it writes: up to 1 GiB of the 3 GiB below the MMIO hole.
+const TOUCH_MAX_MIB: u64 = 1024;
+
 /// The vCPU that runs beside the boot vCPU, when there is one.
 const SECOND_VCPU: u32 = 1;
 
@@ -160,6 +172,33 @@ fn seconds(boot: &Boot) -> Result<u64, &'static str> {
     }
 }
 
+/// Writes a word into each page of `mib` MiB from [`TOUCH_BASE`]; `false`
+/// when that is more than [`TOUCH_MAX_MIB`] or beyond the end of RAM.
+fn touch(boot: &Boot, mib: u64) -> bool {
+    let end = TOUCH_BASE.saturating_add(mib << 20);
+    // SAFETY: the start info lies in 1:1-mapped RAM (clause BOOT-5).
+    let info = unsafe { &*(boot.start_info as *const StartInfo) };
+    let count = (info.memmap_entries.get() as usize).min(4096 / 24);
+    // SAFETY: so does the memory map; the host's count is bounded here to
+    // what one page holds.
+    let map = unsafe { core::slice::from_raw_parts(info.memmap_paddr.get() as *const MemmapEntry, count) };
+    let in_ram = map.iter().any(|e| {
+        e.kind.get() == MemoryType::Ram.raw() && e.addr.get() <= TOUCH_BASE && end <= e.addr.get() + e.size.get()
+    });
+    if mib > TOUCH_MAX_MIB || !in_ram {
+        return false;
+    }
+    let mut page = TOUCH_BASE;
+    while page < end {
+        // SAFETY: the page lies in guest RAM (checked against the memory
+        // map above), above everything the kernel uses, and is identity
+        // mapped; nothing else reads or writes it.
+        unsafe { core::ptr::write_volatile(page as *mut u64, page | 1) };
+        page += 4096;
+    }
+    true
+}
+
 fn main(boot: Boot) -> u8 {
     let Some(p) = rt::out::pvkit() else {
         println!("service needs a pvkit host");
@@ -176,6 +215,15 @@ fn main(boot: Boot) -> u8 {
             return 2;
         }
     };
+    if let Some(text) = rt::option(&boot, "service.touch") {
+        match text.parse() {
+            Ok(mib) if touch(&boot, mib) => println!("service: touched {mib} MiB"),
+            _ => {
+                println!("service: service.touch={text} is not a number of MiB that fits in RAM above 16 MiB");
+                return 2;
+            }
+        }
+    }
     if let Err(e) = rt::time::start_clock() {
         println!("service: CLOCK_REGISTER failed: {e}");
         return 1;

@@ -18,6 +18,7 @@ pub(crate) const ROUTES: &[(Method, &str)] = &[
     (Method::Put, "/vm/resume"),
     (Method::Put, "/vm/shutdown"),
     (Method::Put, "/vm/stop"),
+    (Method::Put, "/vm/snapshot"),
     (Method::Get, "/vm/accounting"),
     (Method::Get, "/metrics"),
     (Method::Get, "/events"),
@@ -42,6 +43,9 @@ pub(crate) trait Target: Send + Sync {
     fn shutdown(&self, timeout: Duration) -> Result<(), ControlError>;
     /// Stops the machine now.
     fn stop(&self);
+    /// Takes a snapshot into `dir` (spec/snapshot.md), then lets the machine
+    /// run on, or stops it; what was written.
+    fn snapshot(&self, dir: &std::path::Path, stop: bool) -> Result<serde_json::Value, ControlError>;
     /// The counters.
     fn metrics(&self) -> Snapshot;
     /// Run-time accounting: per vCPU run, steal, halted, exits; the meter.
@@ -56,6 +60,18 @@ pub(crate) trait Target: Send + Sync {
 struct ShutdownBody {
     /// How long the guest gets, in milliseconds.
     timeout_ms: Option<u64>,
+}
+
+/// `PUT /vm/snapshot`'s body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnapshotBody {
+    /// The folder, absolute (it is pvkit's, not the client's, current
+    /// folder that a relative path would be taken from).
+    dir: Option<std::path::PathBuf>,
+    /// Stop the machine once the snapshot is written.
+    #[serde(default)]
+    stop: bool,
 }
 
 /// What a request comes to: a response, or an event stream.
@@ -85,6 +101,7 @@ fn control(result: Result<(), ControlError>, state: &str) -> Response {
         Ok(()) => Response::json(200, &serde_json::json!({ "state": state })),
         Err(ControlError::Conflict(why)) => Response::error(409, why),
         Err(ControlError::Timeout) => Response::error(503, "the vCPUs did not stop in time; the machine runs on"),
+        Err(ControlError::Failed(why)) => Response::error(500, why),
     }
 }
 
@@ -131,6 +148,16 @@ fn answer(target: &dyn Target, request: &Request) -> Result<Answer, Answer> {
             }
             match target.shutdown(Duration::from_millis(ms)) {
                 Ok(()) => Response::json(202, &serde_json::json!({ "state": "shutting-down", "timeout_ms": ms })),
+                Err(e) => control(Err(e), ""),
+            }
+        }
+        "/vm/snapshot" => {
+            let body: SnapshotBody = parse_body(request).map_err(respond)?;
+            let Some(dir) = body.dir.filter(|d| d.is_absolute()) else {
+                return Err(respond(Response::error(400, "dir must be given, as an absolute path")));
+            };
+            match target.snapshot(&dir, body.stop) {
+                Ok(report) => Response::json(200, &report),
                 Err(e) => control(Err(e), ""),
             }
         }

@@ -19,6 +19,9 @@
 //! - network: TCP each way, ping round trips, VM exits per packet and the
 //!   VMM's CPU time per MB, `netperf` on a tap in a namespace of the
 //!   bench's own (as root; [`network`]).
+//! - snapshot: saving a 64 MiB and a 1 GiB guest with 16 MiB written, the
+//!   data written, and restoring each to its first vCPU entering the guest
+//!   (`service`; pvkit's only).
 //!
 //! `docs/bench.md` says what each figure means and documents the JSON.
 
@@ -29,6 +32,7 @@ mod guests;
 mod network;
 mod plot;
 mod report;
+mod snapshot;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -147,6 +151,7 @@ pub(crate) fn run(args: &BenchArgs) -> Result<(), String> {
     api(&mut report, &service)?;
     let net_bytes = args.net_bytes.unwrap_or(network::default_bytes(args.quick));
     network::measure(&mut report, &netperf, &vmms, runs, net_bytes, hz)?;
+    snapshots(&mut report, &service, runs)?;
 
     progress("");
     print!("{}", report.table());
@@ -176,6 +181,41 @@ fn api(report: &mut Report, service: &Path) -> Result<(), String> {
     let (ready, trips): (Vec<f64>, Vec<f64>) = runs.into_iter().unzip();
     report.add(metric(API, "socket_ready", "spawn to API socket ready", "ms"), Vmm::Pvkit, &ready)?;
     report.add(metric(API, "state_round_trip", "GET /vm round trip", "us"), Vmm::Pvkit, &trips)?;
+    Ok(())
+}
+
+/// The snapshot figures, pvkit's only: a 64 MiB and a 1 GiB guest, each
+/// with 16 MiB written, saved and restored `runs` times.
+fn snapshots(report: &mut Report, service: &Path, runs: usize) -> Result<(), String> {
+    const SNAP: &str = "snapshot";
+    let dir = std::env::temp_dir();
+    for (mem, save, data, restore) in [
+        (
+            "64M",
+            metric(SNAP, "save_64m", "save a 64 MiB guest (16 MiB written)", "ms"),
+            metric(SNAP, "memory_data_64m", "data in memory.raw, 64 MiB guest", "MiB"),
+            metric(SNAP, "restore_64m", "restore a 64 MiB guest, spawn to guest entry", "ms"),
+        ),
+        (
+            "1G",
+            metric(SNAP, "save_1g", "save a 1 GiB guest (16 MiB written)", "ms"),
+            metric(SNAP, "memory_data_1g", "data in memory.raw, 1 GiB guest", "MiB"),
+            metric(SNAP, "restore_1g", "restore a 1 GiB guest, spawn to guest entry", "ms"),
+        ),
+    ] {
+        let rounds = (1..=runs)
+            .map(|n| {
+                progress(&format!("snapshot of a {mem} guest on pvkit, run {n} of {runs}"));
+                snapshot::once(service, &dir, mem, n)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let saves: Vec<f64> = rounds.iter().map(|r| r.0).collect();
+        let sizes: Vec<f64> = rounds.iter().map(|r| r.1).collect();
+        let restores: Vec<f64> = rounds.iter().map(|r| r.2).collect();
+        report.add(save, Vmm::Pvkit, &saves)?;
+        report.add(data, Vmm::Pvkit, &sizes)?;
+        report.add(restore, Vmm::Pvkit, &restores)?;
+    }
     Ok(())
 }
 

@@ -34,7 +34,7 @@ impl Vmm {
 }
 
 /// The sections' ids, in the JSON, and their titles, in the table.
-const SECTIONS: [(&str, &str); 7] = [
+const SECTIONS: [(&str, &str); 8] = [
     ("hypercall", "hypercall: one exit each, timed by the guest (clockbench; the hypercall is pvkit's only)"),
     ("clock", "clock and timer (clockbench; the PV clock and timer are pvkit's only)"),
     ("block", "block: virtio-blk on a fresh 256 MiB sparse image (blkbench)"),
@@ -42,6 +42,7 @@ const SECTIONS: [(&str, &str); 7] = [
     ("footprint", "footprint"),
     ("api", "api: the management API, on the service kernel (pvkit's only)"),
     ("network", "network: virtio-net on a tap in the bench's own namespace (netperf)"),
+    ("snapshot", "snapshot: save and restore, on the service kernel with 16 MiB written (pvkit's only)"),
 ];
 
 /// The table's title of section `id`.

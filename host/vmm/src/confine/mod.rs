@@ -79,12 +79,24 @@ pub(crate) enum Kind {
     Api,
     /// The console's input (standard input).
     Console,
+    /// Snapshots: writes a stopped machine's memory, disks and state to a
+    /// folder (spec/snapshot.md).
+    Snapshot,
 }
 
 impl Kind {
     /// Every kind, in the order docs/security.md lists them.
-    pub(crate) const ALL: [Kind; 8] =
-        [Kind::Main, Kind::Vcpu, Kind::Devices, Kind::Clock, Kind::Timers, Kind::Accounting, Kind::Api, Kind::Console];
+    pub(crate) const ALL: [Kind; 9] = [
+        Kind::Main,
+        Kind::Vcpu,
+        Kind::Devices,
+        Kind::Clock,
+        Kind::Timers,
+        Kind::Accounting,
+        Kind::Api,
+        Kind::Console,
+        Kind::Snapshot,
+    ];
 
     /// The name used on the command line and in reports.
     pub(crate) fn name(self) -> &'static str {
@@ -97,6 +109,7 @@ impl Kind {
             Kind::Accounting => "accounting",
             Kind::Api => "api",
             Kind::Console => "console",
+            Kind::Snapshot => "snapshot",
         }
     }
 }

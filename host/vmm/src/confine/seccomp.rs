@@ -5,7 +5,10 @@
 
 use std::collections::BTreeMap;
 
-use kvm_bindings::{kvm_msi, kvm_regs, kvm_sregs};
+use kvm_bindings::{
+    kvm_clock_data, kvm_debugregs, kvm_irqchip, kvm_lapic_state, kvm_mp_state, kvm_msi, kvm_msrs, kvm_regs, kvm_sregs,
+    kvm_vcpu_events, kvm_xcrs, kvm_xsave,
+};
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
 };
@@ -59,6 +62,20 @@ pub(super) const KVM_GET_REGS: Ioctl = kvm_ioctl("KVM_GET_REGS", READ, 0x81, siz
 pub(super) const KVM_SET_REGS: Ioctl = kvm_ioctl("KVM_SET_REGS", WRITE, 0x82, size_of::<kvm_regs>());
 pub(super) const KVM_GET_SREGS: Ioctl = kvm_ioctl("KVM_GET_SREGS", READ, 0x83, size_of::<kvm_sregs>());
 pub(super) const KVM_SIGNAL_MSI: Ioctl = kvm_ioctl("KVM_SIGNAL_MSI", WRITE, 0xa5, size_of::<kvm_msi>());
+// What a parked vCPU reads of itself for a snapshot, and the snapshot
+// thread of the machine (linux/kvm.h).
+pub(super) const KVM_GET_MSRS: Ioctl = kvm_ioctl("KVM_GET_MSRS", READ | WRITE, 0x88, size_of::<kvm_msrs>());
+pub(super) const KVM_GET_LAPIC: Ioctl = kvm_ioctl("KVM_GET_LAPIC", READ, 0x8e, size_of::<kvm_lapic_state>());
+pub(super) const KVM_GET_MP_STATE: Ioctl = kvm_ioctl("KVM_GET_MP_STATE", READ, 0x98, size_of::<kvm_mp_state>());
+pub(super) const KVM_GET_VCPU_EVENTS: Ioctl =
+    kvm_ioctl("KVM_GET_VCPU_EVENTS", READ, 0x9f, size_of::<kvm_vcpu_events>());
+pub(super) const KVM_GET_DEBUGREGS: Ioctl = kvm_ioctl("KVM_GET_DEBUGREGS", READ, 0xa1, size_of::<kvm_debugregs>());
+pub(super) const KVM_GET_XSAVE: Ioctl = kvm_ioctl("KVM_GET_XSAVE", READ, 0xa4, size_of::<kvm_xsave>());
+pub(super) const KVM_GET_XCRS: Ioctl = kvm_ioctl("KVM_GET_XCRS", READ, 0xa6, size_of::<kvm_xcrs>());
+pub(super) const KVM_GET_IRQCHIP: Ioctl = kvm_ioctl("KVM_GET_IRQCHIP", READ | WRITE, 0x62, size_of::<kvm_irqchip>());
+pub(super) const KVM_GET_CLOCK: Ioctl = kvm_ioctl("KVM_GET_CLOCK", READ, 0x7c, size_of::<kvm_clock_data>());
+/// `FICLONE`, `_IOW(0x94, 9, int)`: a disk copied as a reflink.
+pub(super) const FICLONE: Ioctl = Ioctl { name: "FICLONE", request: 0x4004_9409 };
 
 /// `sys!(name)`: the call allowed with any arguments; `sys!(name, only)`
 /// with a check.
@@ -72,6 +89,27 @@ macro_rules! sys {
 }
 
 macro_rules! paste_sys {
+    (mkdir) => {
+        libc::SYS_mkdir
+    };
+    (mkdirat) => {
+        libc::SYS_mkdirat
+    };
+    (rename) => {
+        libc::SYS_rename
+    };
+    (renameat) => {
+        libc::SYS_renameat
+    };
+    (renameat2) => {
+        libc::SYS_renameat2
+    };
+    (copy_file_range) => {
+        libc::SYS_copy_file_range
+    };
+    (sendfile) => {
+        libc::SYS_sendfile
+    };
     (brk) => {
         libc::SYS_brk
     };
@@ -281,8 +319,24 @@ const COMMON: &[Allow] = &[
 const MAIN: &[Allow] =
     &[sys!(ftruncate), sys!(fstat), sys!(statx), sys!(unlink), sys!(openat, Only::Arg(2, &[READ_ONLY])), sys!(read)];
 
-/// A vCPU thread: runs the guest and serves its exits.
-const VCPU: &[Allow] = &[sys!(ioctl, Only::Ioctl(&[KVM_RUN, KVM_GET_REGS, KVM_SET_REGS, KVM_GET_SREGS]))];
+/// A vCPU thread: runs the guest and serves its exits; parked, it reads
+/// its own state for a snapshot.
+const VCPU: &[Allow] = &[sys!(
+    ioctl,
+    Only::Ioctl(&[
+        KVM_RUN,
+        KVM_GET_REGS,
+        KVM_SET_REGS,
+        KVM_GET_SREGS,
+        KVM_GET_MP_STATE,
+        KVM_GET_XSAVE,
+        KVM_GET_XCRS,
+        KVM_GET_DEBUGREGS,
+        KVM_GET_LAPIC,
+        KVM_GET_MSRS,
+        KVM_GET_VCPU_EVENTS,
+    ])
+)];
 
 /// The device thread: waits for notifications and does the I/O.
 const DEVICES: &[Allow] = &[
@@ -341,6 +395,29 @@ const API: &[Allow] = &[
 /// The console input: reads standard input, wakes the device thread.
 const CONSOLE: &[Allow] = &[sys!(read)];
 
+/// Snapshots: pauses the machine, writes its memory, disk copies and state
+/// into a folder, and lets it go on (spec/snapshot.md).
+const SNAPSHOT: &[Allow] = &[
+    sys!(openat),
+    sys!(read),
+    sys!(pwrite64),
+    sys!(lseek),
+    sys!(fsync),
+    sys!(ftruncate),
+    sys!(mkdir),
+    sys!(mkdirat),
+    sys!(statx),
+    sys!(fstat),
+    sys!(newfstatat),
+    sys!(rename),
+    sys!(renameat),
+    sys!(renameat2),
+    sys!(getcwd),
+    sys!(copy_file_range),
+    sys!(sendfile),
+    sys!(ioctl, Only::Ioctl(&[KVM_GET_IRQCHIP, KVM_GET_CLOCK, FICLONE])),
+];
+
 /// What a thread of `kind` may call beyond [`COMMON`].
 pub(super) fn list(kind: Kind) -> &'static [Allow] {
     match kind {
@@ -352,6 +429,7 @@ pub(super) fn list(kind: Kind) -> &'static [Allow] {
         Kind::Accounting => ACCOUNTING,
         Kind::Api => API,
         Kind::Console => CONSOLE,
+        Kind::Snapshot => SNAPSHOT,
     }
 }
 

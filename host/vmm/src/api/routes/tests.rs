@@ -42,6 +42,10 @@ impl Target for Fake {
     fn stop(&self) {
         self.asked.lock().unwrap().push("stop".into());
     }
+    fn snapshot(&self, dir: &std::path::Path, stop: bool) -> Result<serde_json::Value, ControlError> {
+        self.asked.lock().unwrap().push(format!("snapshot {} {stop}", dir.display()));
+        Ok(serde_json::json!({ "dir": dir }))
+    }
     fn metrics(&self) -> Snapshot {
         Snapshot { uptime_ms: 1, vcpus: vec![], devices: vec![], timers: vec![], rss_bytes: 1 }
     }
