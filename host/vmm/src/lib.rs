@@ -39,6 +39,7 @@ mod metrics;
 mod net;
 mod operator;
 mod output;
+mod saver;
 mod sched;
 mod snapshot;
 mod time;

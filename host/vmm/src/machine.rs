@@ -89,7 +89,7 @@ pub(crate) struct Machine {
     /// restore that brings areas back) unparks it.
     pub(crate) accounting_thread: std::sync::OnceLock<std::thread::Thread>,
     /// What a snapshot needs of the vCPU threads.
-    pub(crate) saver: crate::snapshot::Saver,
+    pub(crate) saver: crate::saver::Saver,
 }
 
 impl Machine {

@@ -4,36 +4,34 @@
 //!
 //! Saving stops the vCPUs (`Control::pause`), holds the timer service and
 //! every device (no queue is served, no backend writes guest memory), and
-//! has each parked vCPU thread read its own KVM state ([`Saver::serve`]).
+//! has each parked vCPU thread read its own KVM state (`Saver::serve`).
 //! Then it writes `memory.raw` (sparse), the disk copies, `vm.toml` and
 //! `state.pvks`, each under a temporary name renamed into place,
 //! `state.pvks` last (SNAP-1), and lets the machine run on or stops it.
 //!
 //! | module | holds |
 //! |---|---|
-//! | [`kvm`] | each vCPU's and the machine's KVM state, to and from the format's structs |
-//! | [`memory`] | `memory.raw`: written with holes, mapped back copy-on-write |
+//! //! | [`memory`] | `memory.raw`: written with holes, mapped back copy-on-write |
 //! | [`disks`] | a disk copied into the folder: reflink, `copy_file_range` or copy |
 //! | [`restore`] | a machine built from a folder |
 
 pub(crate) mod disks;
-mod kvm;
 mod memory;
 pub(crate) mod restore;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Sender};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::mpsc;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use kvm_bindings::CpuId;
-use kvm_ioctls::{Kvm, VcpuFd};
-use pvkit_host::snapshot::{HostFacts, InfoState, SavedMachine, VcpuKvmState, cpu_features};
+use pvkit_host::snapshot::{HostFacts, InfoState, SavedMachine, cpu_features};
 
 use crate::control::{ControlError, RunState};
 use crate::events::Lifecycle;
 use crate::machine::{Event, Machine};
+use crate::saver::kvm;
+pub(crate) use crate::saver::{Job, Report};
 
 pub(crate) use restore::Restore;
 
@@ -47,73 +45,6 @@ const VCPU_ANSWER: Duration = Duration::from_secs(2);
 /// The name of disk `n`'s copy in the folder (SNAP-22).
 pub(crate) fn disk_file(n: usize) -> String {
     format!("disk-{n}.img")
-}
-
-/// What a vCPU thread answers a snapshot with.
-type Answer = Result<VcpuKvmState, String>;
-
-/// What the vCPU threads need to save themselves, and what the header
-/// records of the host.
-#[derive(Debug)]
-pub(crate) struct Saver {
-    /// The MSRs KVM lists (`KVM_GET_MSR_INDEX_LIST`): each vCPU saves
-    /// those it can read.
-    msrs: Vec<u32>,
-    /// The CPUID each vCPU was given.
-    cpuid: Vec<CpuId>,
-    /// The TSC frequency the guest sees, in kHz.
-    tsc_khz: u32,
-    /// Per vCPU: where to send its state, when a snapshot asks for it.
-    mail: Vec<Mutex<Option<Sender<Answer>>>>,
-    /// Held while a snapshot is taken: one at a time.
-    busy: Mutex<()>,
-    /// Where the API hands snapshots to the snapshot thread.
-    jobs: Mutex<Option<Sender<Job>>>,
-}
-
-/// A snapshot asked for: the folder, whether to stop after, where to answer.
-type Job = (PathBuf, bool, Sender<Result<Report, ControlError>>);
-
-impl Saver {
-    /// For a machine whose vCPUs are `fds`, on `kvm`, given `cpuid`.
-    pub(crate) fn new(kvm: &Kvm, fds: &[VcpuFd], tsc_khz: u32, cpuid: Vec<CpuId>) -> Self {
-        let mail = fds.iter().map(|_| Mutex::new(None)).collect();
-        let msrs = kvm::msr_list(kvm);
-        Self { msrs, cpuid, tsc_khz, mail, busy: Mutex::new(()), jobs: Mutex::new(None) }
-    }
-
-    /// Called by vCPU `index`'s thread while it is parked: hands over its
-    /// state when a snapshot asked for it.
-    pub(crate) fn serve(&self, index: u32, fd: &VcpuFd) {
-        let Some(slot) = self.mail.get(index as usize) else { return };
-        let asked = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
-        if let Some(reply) = asked {
-            let answer = match self.cpuid.get(index as usize) {
-                Some(cpuid) => kvm::save_vcpu(index, fd, &self.msrs, cpuid),
-                None => Err(format!("no CPUID recorded for vCPU {index}")),
-            };
-            let _ = reply.send(answer);
-        }
-    }
-}
-
-/// What a snapshot took, for the API's answer.
-#[derive(Debug, serde::Serialize)]
-pub(crate) struct Report {
-    /// The folder.
-    pub(crate) dir: PathBuf,
-    /// How long the vCPUs were held, in milliseconds.
-    pub(crate) paused_ms: f64,
-    /// Bytes of `state.pvks`.
-    pub(crate) state_bytes: u64,
-    /// The size of `memory.raw`.
-    pub(crate) memory_bytes: u64,
-    /// The data in it (the rest are holes).
-    pub(crate) memory_data_bytes: u64,
-    /// How each disk was copied, by index; shared disks are left out.
-    pub(crate) disks: Vec<(usize, String)>,
-    /// Whether the machine was stopped after.
-    pub(crate) stopped: bool,
 }
 
 /// Writes `bytes` to `dir/name` through a temporary name (SNAP-1).

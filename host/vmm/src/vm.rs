@@ -186,7 +186,7 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks, accounting_out: Option<Ou
             given
         }
     };
-    let saver = crate::snapshot::Saver::new(&kvm_fd, &fds, tsc_khz, given_cpuid);
+    let saver = crate::saver::Saver::new(&kvm_fd, &fds, tsc_khz, given_cpuid);
 
     // Everything privileged is open: the user changes, the filters are ready.
     confine::prepare(&config.security, hooks.forbidden_call_in).map_err(|e| VmmError::Config(e.to_string()))?;
