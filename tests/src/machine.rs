@@ -70,6 +70,20 @@ impl Machine {
         self.lines.lock().unwrap().clone()
     }
 
+    /// The `service` kernel's tick lines so far (`tick N clock=NS`): each
+    /// tick's number and its PV-clock time.
+    pub fn ticks(&self) -> Vec<(u64, u64)> {
+        self.lines()
+            .iter()
+            .filter_map(|(_, l)| {
+                let mut words = l.strip_prefix("tick ")?.split(' ');
+                let n = words.next()?.parse().ok()?;
+                let ns = words.next()?.strip_prefix("clock=")?.parse().ok()?;
+                Some((n, ns))
+            })
+            .collect()
+    }
+
     /// What pvkit wrote on standard error (complete once it has exited).
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()

@@ -28,22 +28,9 @@ fn json(run: &pvkit_tests::Run) -> Value {
     serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout))
 }
 
-/// The tick lines so far: (tick number, PV clock ns).
-fn ticks(m: &Machine) -> Vec<(u64, u64)> {
-    m.lines()
-        .iter()
-        .filter_map(|(_, l)| {
-            let mut words = l.strip_prefix("tick ")?.split(' ');
-            let n = words.next()?.parse().ok()?;
-            let ns = words.next()?.strip_prefix("clock=")?.parse().ok()?;
-            Some((n, ns))
-        })
-        .collect()
-}
-
 fn wait_ticks(m: &Machine, more_than: usize) {
     let start = Instant::now();
-    while ticks(m).len() <= more_than {
+    while m.ticks().len() <= more_than {
         assert!(start.elapsed() < LONG, "the guest stopped ticking: {:#?}", m.lines());
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -87,9 +74,9 @@ fn pause_stops_the_guest_and_resume_continues_it() {
     }
     let m = service("pause", &[]);
     assert_eq!(json(&m.ctl(&["pause"]))["state"], "paused");
-    let held = ticks(&m).len();
+    let held = m.ticks().len();
     std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(ticks(&m).len(), held, "the guest ticked while paused");
+    assert_eq!(m.ticks().len(), held, "the guest ticked while paused");
     assert_eq!(json(&m.ctl(&["state"]))["state"], "paused");
     let again = m.ctl(&["pause"]);
     assert_eq!(again.code(), 1);
@@ -98,7 +85,7 @@ fn pause_stops_the_guest_and_resume_continues_it() {
     wait_ticks(&m, held);
     // The PV clock went on while the guest was held: the tick after the pause
     // reads at least the pause's length later than the one before.
-    let t = ticks(&m);
+    let t = m.ticks();
     let gap = t[held].1 - t[held - 1].1;
     assert!(gap >= 1_400_000_000, "the clock moved {gap} ns across a 1.5 s pause");
 }
@@ -138,7 +125,7 @@ fn metrics_grow_with_guest_work() {
     let hypercalls = |v: &Value| v["vcpus"][0]["exits"]["hypercall"].as_u64().unwrap();
     let before = hypercalls(&first);
     assert!(before > 0, "{first}");
-    wait_ticks(&m, ticks(&m).len() + 3);
+    wait_ticks(&m, m.ticks().len() + 3);
     let second = json(&m.ctl(&["metrics"]));
     assert!(hypercalls(&second) > before, "{first}\n{second}");
     assert!(second["uptime_ms"].as_u64() > first["uptime_ms"].as_u64());
@@ -225,7 +212,7 @@ fn bad_requests_get_their_status_and_the_guest_keeps_running() {
     drop(silent);
     // The machine still runs, and the guest still makes progress.
     assert_eq!(json(&m.ctl(&["state"]))["state"], "running");
-    wait_ticks(&m, ticks(&m).len() + 3);
+    wait_ticks(&m, m.ticks().len() + 3);
 }
 
 #[test]

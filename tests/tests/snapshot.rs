@@ -29,22 +29,9 @@ fn folder(name: &str) -> PathBuf {
     dir
 }
 
-/// The tick lines so far: (tick number, PV-clock ns).
-fn ticks(m: &Machine) -> Vec<(u64, u64)> {
-    m.lines()
-        .iter()
-        .filter_map(|(_, l)| {
-            let mut words = l.strip_prefix("tick ")?.split(' ');
-            let n = words.next()?.parse().ok()?;
-            let ns = words.next()?.strip_prefix("clock=")?.parse().ok()?;
-            Some((n, ns))
-        })
-        .collect()
-}
-
 fn wait_ticks(m: &Machine, at_least: usize) {
     let start = Instant::now();
-    while ticks(m).len() < at_least {
+    while m.ticks().len() < at_least {
         assert!(start.elapsed() < LONG, "the guest stopped ticking: {:#?}\n{}", m.lines(), m.stderr());
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -110,18 +97,18 @@ fn a_guest_snapshotted_mid_run_goes_on_in_a_new_process_and_the_original_is_undi
     let report = snapshot(&original, &dir, false);
     assert_eq!(report["stopped"], false);
     assert!(report["memory_data_bytes"].as_u64().unwrap() < report["memory_bytes"].as_u64().unwrap() / 4);
-    let saved_at = ticks(&original).len() as u64;
+    let saved_at = original.ticks().len() as u64;
     // The original runs on to its end: every tick, in order, its clock
     // always forward.
     finished(&mut original, "the original");
-    let all = ticks(&original);
+    let all = original.ticks();
     assert_eq!(all.first().map(|t| t.0), Some(0));
     assert_eq!(all.len(), 40, "{all:?}");
     assert_ticks_go_on(&all, "the original");
     // The copy starts where the snapshot was taken and ends the same way.
     let mut copy = restore("snap-copy", &dir);
     finished(&mut copy, "the restored copy");
-    let resumed = ticks(&copy);
+    let resumed = copy.ticks();
     assert_ticks_go_on(&resumed, "the restored copy");
     let (first, first_ns) = *resumed.first().expect("the restored copy ticked");
     assert!((6..=saved_at + 1).contains(&first), "first restored tick {first}, snapshot after tick {saved_at}");
@@ -143,12 +130,12 @@ fn three_generations_of_snapshot_and_restore() {
         let report = snapshot(&m, &dir, true);
         assert_eq!(report["stopped"], true);
         assert_eq!(m.wait(LONG).code(), Some(0), "generation {generation}: {}", m.stderr());
-        seen.extend(ticks(&m));
+        seen.extend(m.ticks());
         m = restore(&format!("gen{generation}"), &dir);
         wait_ticks(&m, 3);
     }
     finished(&mut m, "generation 3");
-    seen.extend(ticks(&m));
+    seen.extend(m.ticks());
     // Stopped right after the snapshot, each generation printed up to where
     // the next one starts, at most a tick more.
     seen.dedup_by_key(|t| t.0);
@@ -168,7 +155,7 @@ fn two_vcpus_are_restored_with_their_timers_and_interrupt_routes() {
     assert_eq!(original.wait(LONG).code(), Some(0));
     let mut copy = restore("smp-copy", &dir);
     wait_ticks(&copy, 5);
-    assert_ticks_go_on(&ticks(&copy), "the restored copy");
+    assert_ticks_go_on(&copy.ticks(), "the restored copy");
     let state = json(&copy.ctl(&["state"]));
     assert_eq!((state["state"].as_str(), state["vcpus"].as_u64()), (Some("running"), Some(2)));
     // The host-request source was routed to vCPU 1 before the snapshot: the
@@ -299,7 +286,7 @@ fn the_snapshot_route_wants_an_absolute_folder_and_says_what_it_wrote() {
     files.sort();
     assert_eq!(files, ["memory.raw", "state.pvks", "vm.toml"]);
     assert_eq!(json(&m.ctl(&["state"]))["state"], "running", "the machine runs on");
-    wait_ticks(&m, ticks(&m).len() + 2);
+    wait_ticks(&m, m.ticks().len() + 2);
     json(&m.ctl(&["stop"]));
     assert_eq!(m.wait(LONG).code(), Some(0));
 }

@@ -35,6 +35,12 @@ pub struct Boot {
     pub start_info: u64,
 }
 
+/// FNV-1a (64-bit) of `bytes`: the checksum of the records `diskstorm` and
+/// `survivor` write to their disks (the tests compute the same).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
 /// The kernel command line from `hvm_start_info`, if there is one in UTF-8.
 pub fn cmdline(boot: &Boot) -> Option<&'static str> {
     use pvkit_spec::boot::StartInfo;

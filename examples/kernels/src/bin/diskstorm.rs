@@ -77,11 +77,6 @@ fn filler(n: u64, i: u64) -> u64 {
     ((n << 16) | i).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5a5a_5a5a_5a5a_5a5a
 }
 
-/// FNV-1a, 64-bit.
-fn fnv(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
-}
-
 /// Block `n`, whole.
 fn block(n: u64, buf: &mut [u8; BLOCK]) {
     for (i, word) in buf.chunks_exact_mut(8).enumerate() {
@@ -93,7 +88,7 @@ fn block(n: u64, buf: &mut [u8; BLOCK]) {
         };
         word.copy_from_slice(&value.to_le_bytes());
     }
-    let sum = fnv(buf);
+    let sum = rt::fnv1a(buf);
     buf[CHECKSUM_WORD * 8..CHECKSUM_WORD * 8 + 8].copy_from_slice(&sum.to_le_bytes());
 }
 

@@ -75,11 +75,6 @@ fn filler(n: u64, i: u64) -> u64 {
     ((n << 8) | i).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0xa5a5_a5a5_a5a5_a5a5
 }
 
-/// FNV-1a, 64-bit.
-fn fnv(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
-}
-
 /// Record `n`, written at PV-clock time `at` during tick `tick`.
 fn record(n: u64, at: u64, tick: u64, buf: &mut [u8; RECORD]) {
     for (i, word) in buf.chunks_exact_mut(8).enumerate() {
@@ -93,7 +88,7 @@ fn record(n: u64, at: u64, tick: u64, buf: &mut [u8; RECORD]) {
         };
         word.copy_from_slice(&value.to_le_bytes());
     }
-    let sum = fnv(buf);
+    let sum = rt::fnv1a(buf);
     buf[CHECKSUM_WORD * 8..CHECKSUM_WORD * 8 + 8].copy_from_slice(&sum.to_le_bytes());
 }
 
