@@ -47,6 +47,15 @@ pub(crate) enum Command {
     /// Prints the answer (JSON, or Prometheus text for `metrics --prometheus`);
     /// exits with 1 when the API refuses the request, after printing why.
     Ctl(crate::ctl::CtlArgs),
+    /// Rehearse a disaster recovery: run a machine, snapshot it on a
+    /// schedule, restore its latest snapshot beside it until it reports
+    /// healthy, and print the recovery time (RTO) and data-loss window (RPO).
+    ///
+    /// The VM file's `[drill]` table gives the schedule (docs/drill.md).
+    /// Exits with 0 when every recovery reported healthy and left the primary
+    /// running, 1 otherwise; after `--failover`, with the promoted machine's
+    /// own exit status.
+    Drill(crate::drill::DrillArgs),
 }
 
 /// The options that describe the machine; a VM description file gives the
@@ -271,6 +280,7 @@ impl RunArgs {
             api: self.api_sock.clone().map(|socket| ApiConfig { socket }),
             annotations: Default::default(),
             security: SecurityConfig { seccomp: self.seccomp.unwrap_or_default(), user: self.user },
+            drill: None,
         })
     }
 

@@ -26,6 +26,7 @@ mod control;
 mod cpuid;
 mod ctl;
 mod devices;
+mod drill;
 mod elf;
 mod error;
 mod events;
@@ -75,6 +76,13 @@ pub fn main() -> ExitCode {
             Ok(status) => ExitCode::from(status),
             Err(e) => {
                 eprintln!("pvkit ctl: error: {e}");
+                ExitCode::from(exit::SETUP_FAILED)
+            }
+        },
+        Command::Drill(args) => match drill::run(&args) {
+            Ok(status) => ExitCode::from(status),
+            Err(e) => {
+                eprintln!("pvkit drill: error: {e}");
                 ExitCode::from(exit::SETUP_FAILED)
             }
         },

@@ -198,6 +198,7 @@ fn save(machine: &Machine, dir: &Path) -> Result<Report, String> {
     drop(devices);
     config.api = None;
     config.restore = None;
+    config.drill = None;
     write_file(dir, CONFIG_FILE, config.to_toml().as_bytes())?;
     let bytes = saved.to_bytes(env!("CARGO_PKG_VERSION"));
     write_file(dir, STATE_FILE, &bytes)?;

@@ -3,6 +3,7 @@
 //! client, so a client that connects and says nothing holds up neither the
 //! machine nor the other clients.
 
+pub(crate) mod client;
 pub(crate) mod http;
 pub(crate) mod routes;
 
