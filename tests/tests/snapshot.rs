@@ -23,10 +23,7 @@ const LONG: Duration = Duration::from_secs(120);
 
 /// A fresh folder for snapshots, removed first if a run left it.
 fn folder(name: &str) -> PathBuf {
-    let dir = root().join("target").join("it-scratch").join(format!("snap-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
-    dir
+    scratch_dir(&format!("snap-{name}"))
 }
 
 fn wait_ticks(m: &Machine, at_least: usize) {

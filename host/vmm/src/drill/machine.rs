@@ -18,6 +18,8 @@ use crate::api::client::{self, Request};
 const API_LIMIT: Duration = Duration::from_secs(120);
 /// How long a machine has to end after `PUT /vm/stop`, before it is killed.
 const STOP_LIMIT: Duration = Duration::from_secs(10);
+/// How long a machine whose outputs closed has to end.
+const REAP_LIMIT: Duration = Duration::from_secs(2);
 /// What `--boot-trace` prints when a restored vCPU 0 enters the guest.
 const RESUMED: &str = "pvkit: restore: vCPU 0 enters the guest";
 
@@ -138,8 +140,18 @@ impl Machine {
             }
             let now = Instant::now();
             if now >= deadline || seen.ended == 2 {
+                let closed = seen.ended == 2;
                 drop(seen);
-                self.still_running()?;
+                // Both outputs closed: the process is ending; give it a
+                // moment to be reaped, so the error says how it ended.
+                let reap = super::later(Instant::now(), if closed { REAP_LIMIT } else { Duration::ZERO });
+                loop {
+                    self.still_running()?;
+                    if Instant::now() >= reap {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
                 let waited = deadline.saturating_duration_since(after).as_millis();
                 return Err(self.failed(&format!("it reported no health line (HEALTHY ...) within {waited} ms")));
             }
