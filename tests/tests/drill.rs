@@ -67,7 +67,11 @@ fn the_example_drill_recovers_beside_the_primary_and_reports_rto_and_rpo() {
     assert_eq!(run.code(), 0, "{run:#?}");
     assert!(run.stdout.contains("round  kind      snapshot  save ms  data MiB  RPO ms  resume ms  RTO ms  primary"));
     assert!(run.stdout.lines().any(|l| l.starts_with("1      test      snap-2 ")), "{}", run.stdout);
-    assert!(run.stdout.contains("over 1 recovery (2 snapshots every 1000 ms): every recovery healthy"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("over 1 recovery (2 snapshots every 1000 ms): every recovery healthy"),
+        "{}",
+        run.stdout
+    );
 
     let found = json(&report);
     assert_eq!(found["passed"], true, "{found:#}");
@@ -77,8 +81,11 @@ fn the_example_drill_recovers_beside_the_primary_and_reports_rto_and_rpo() {
     assert!(recovery["health"].as_str().unwrap().starts_with("HEALTHY survivor tick "), "{recovery:#}");
     // SNAP-26: the RTO runs from the restore's start to that line, past the
     // first guest instruction; the RPO to when the next snapshot fell due.
-    let (resume, rto, rpo) =
-        (recovery["resume_ms"].as_f64().unwrap(), recovery["rto_ms"].as_f64().unwrap(), recovery["rpo_ms"].as_f64().unwrap());
+    let (resume, rto, rpo) = (
+        recovery["resume_ms"].as_f64().unwrap(),
+        recovery["rto_ms"].as_f64().unwrap(),
+        recovery["rpo_ms"].as_f64().unwrap(),
+    );
     assert!(0.0 < resume && resume < rto && rto < 30_000.0, "{recovery:#}");
     assert!((900.0..3_000.0).contains(&rpo), "{recovery:#}");
     assert_eq!(found["rto_median_ms"].as_f64(), Some(rto));
@@ -110,7 +117,14 @@ fn a_failover_kills_the_primary_and_the_guest_runs_on_from_the_snapshot_to_its_e
     let files = scratch_dir("drill-failover-files");
     let file = vm_file(&files, 160, &disk.0, Some(&shared.0), "every_ms = 800\nrounds = 2\nsnapshots = 1");
     let report = files.join("drill.json");
-    let run = drill(&[file.to_str().unwrap(), "--failover", "--dir", dir.to_str().unwrap(), "--json", report.to_str().unwrap()]);
+    let run = drill(&[
+        file.to_str().unwrap(),
+        "--failover",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--json",
+        report.to_str().unwrap(),
+    ]);
     assert_eq!(run.code(), 0, "{run:#?}");
     // The promoted machine's console follows the table: the guest ends as
     // it would have on the primary, its clock never back, no write lost.
@@ -169,14 +183,20 @@ fn a_drill_refuses_bad_input_in_one_line() {
     let taken = files.join("taken");
     std::fs::create_dir_all(&taken).unwrap();
     std::fs::write(taken.join("precious"), b"x").unwrap();
-    refused(&[good.to_str().unwrap(), "--dir", taken.to_str().unwrap()], "is not empty: a drill needs a folder of its own");
+    refused(
+        &[good.to_str().unwrap(), "--dir", taken.to_str().unwrap()],
+        "is not empty: a drill needs a folder of its own",
+    );
     assert_eq!(std::fs::read(taken.join("precious")).unwrap(), b"x");
     refused(&[good.to_str().unwrap(), "--json", files.to_str().unwrap()], files.to_str().unwrap());
     if kvm_available() {
         // A guest that ends at once never becomes a primary to drill.
         let hello = files.join("hello.toml");
         std::fs::write(&hello, format!("pvkit = 1\n[boot]\nkernel = \"{}\"\n", kernel("hello").display())).unwrap();
-        refused(&[hello.to_str().unwrap(), "--dir", files.join("hello").to_str().unwrap()], "the primary: it ended (exit status 0)");
+        refused(
+            &[hello.to_str().unwrap(), "--dir", files.join("hello").to_str().unwrap()],
+            "the primary: it ended (exit status 0)",
+        );
     }
     std::fs::remove_dir_all(&files).unwrap();
 }

@@ -13,14 +13,13 @@ use pvkit_host::timer::Timers;
 use pvkit_host::vm_memory::VmMemory;
 use pvkit_spec::Features;
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
-use vm_superio::Serial;
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use crate::accounting::{self, Updater};
 use crate::api::ApiSocket;
 use crate::cli::TestHooks;
 use crate::config::VmConfig;
-use crate::console::{Console, ConsoleWriter, IrqTrigger, SERIAL_GSI};
+use crate::console::{self, Console, ConsoleWriter, IrqTrigger, SERIAL_GSI};
 use crate::control::Control;
 use crate::devices::{Backends, DeviceSet};
 use crate::error::{VmmError, kvm};
@@ -139,7 +138,12 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks, accounting_out: Option<Ou
 
     let serial_irq = EventFd::new(EFD_NONBLOCK).map_err(|source| VmmError::Host { what: "eventfd", source })?;
     vm.register_irqfd(&serial_irq, SERIAL_GSI).map_err(kvm("KVM_IRQFD for the serial port"))?;
-    let serial = Serial::new(IrqTrigger(serial_irq), ConsoleWriter(Arc::clone(&console)));
+    let serial = console::restored_serial(
+        restore.as_ref().and_then(Restore::serial),
+        IrqTrigger(serial_irq),
+        ConsoleWriter(Arc::clone(&console)),
+    )
+    .map_err(VmmError::Snapshot)?;
 
     let mut fds = Vec::new();
     for index in 0..cpus {
