@@ -18,6 +18,8 @@ use crate::api::client::{self, Request};
 const API_LIMIT: Duration = Duration::from_secs(120);
 /// How long a machine has to end after `PUT /vm/stop`, before it is killed.
 const STOP_LIMIT: Duration = Duration::from_secs(10);
+/// The most of a line the drill looks at.
+const MAX_LINE: usize = 4096;
 /// How long a machine whose outputs closed has to end.
 const REAP_LIMIT: Duration = Duration::from_secs(2);
 /// What `--boot-trace` prints when a restored vCPU 0 enters the guest.
@@ -239,36 +241,35 @@ pub(super) fn describe(status: ExitStatus) -> String {
     }
 }
 
-/// Reads one of the child's outputs line by line into the log, noting
-/// health lines (the console) and the resume trace (standard error).
+/// Reads one of the child's outputs into the log as it comes, noting health
+/// lines (the console) and the resume trace (standard error). A line is
+/// looked at in its first [`MAX_LINE`] bytes: a guest that never ends a
+/// line costs the log's space, never the drill's memory.
 fn read(output: Box<dyn Read + Send>, console: bool, watch: &Watch, log: &Mutex<File>) {
     let mut reader = BufReader::new(output);
     let mut line = Vec::new();
     loop {
-        line.clear();
-        match reader.read_until(b'\n', &mut line) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
+        let (taken, complete) = match reader.fill_buf() {
+            Ok([]) | Err(_) => break,
+            Ok(buf) => {
+                let (chunk, complete) = match buf.iter().position(|&b| b == b'\n') {
+                    Some(end) => (buf.get(..=end).unwrap_or(buf), true),
+                    None => (buf, false),
+                };
+                let _ = log.lock().unwrap_or_else(PoisonError::into_inner).write_all(chunk);
+                if console && watch.forward.load(Ordering::Relaxed) {
+                    let _ = std::io::stdout().lock().write_all(chunk);
+                }
+                let room = MAX_LINE.saturating_sub(line.len());
+                line.extend_from_slice(chunk.get(..room.min(chunk.len())).unwrap_or_default());
+                (chunk.len(), complete)
+            }
+        };
+        reader.consume(taken);
+        if complete {
+            note(&line, console, watch);
+            line.clear();
         }
-        let at = Instant::now();
-        let _ = log.lock().unwrap_or_else(PoisonError::into_inner).write_all(&line);
-        if console && watch.forward.load(Ordering::Relaxed) {
-            let _ = std::io::stdout().lock().write_all(&line);
-        }
-        let text = String::from_utf8_lossy(&line);
-        let text = text.strip_suffix('\n').unwrap_or(&text);
-        let mut seen = watch.seen.lock().unwrap_or_else(PoisonError::into_inner);
-        if console && is_health_line(text) {
-            let health = (at, text.trim_end_matches('\r').to_string());
-            seen.first.get_or_insert_with(|| health.clone());
-            seen.latest = Some(health);
-        } else if !console && text == RESUMED {
-            seen.resumed = Some(at);
-        } else {
-            continue;
-        }
-        drop(seen);
-        watch.changed.notify_all();
     }
     let mut seen = watch.seen.lock().unwrap_or_else(PoisonError::into_inner);
     seen.ended = seen.ended.saturating_add(1);
@@ -276,9 +277,47 @@ fn read(output: Box<dyn Read + Send>, console: bool, watch: &Watch, log: &Mutex<
     watch.changed.notify_all();
 }
 
+/// Notes what one line says, if anything the drill waits for.
+fn note(line: &[u8], console: bool, watch: &Watch) {
+    let at = Instant::now();
+    let text = String::from_utf8_lossy(line);
+    let text = text.strip_suffix('\n').unwrap_or(&text);
+    let mut seen = watch.seen.lock().unwrap_or_else(PoisonError::into_inner);
+    if console && is_health_line(text) {
+        let health = (at, text.trim_end_matches('\r').to_string());
+        seen.first.get_or_insert_with(|| health.clone());
+        seen.latest = Some(health);
+    } else if !console && text == RESUMED {
+        seen.resumed = Some(at);
+    } else {
+        return;
+    }
+    drop(seen);
+    watch.changed.notify_all();
+}
+
 #[cfg(test)]
 mod tests {
-    use super::is_health_line;
+    use super::*;
+
+    #[test]
+    fn lines_are_logged_whole_and_looked_at_in_their_first_kilobytes() {
+        let dir = std::env::temp_dir().join(format!("pvkit-drill-read-{}", std::process::id()));
+        let path = dir.with_extension("log");
+        let log = Mutex::new(File::create(&path).unwrap());
+        let watch = Watch::default();
+        let endless = vec![b'x'; 1 << 20];
+        let mut input = b"HEALTHY boot\r\n".to_vec();
+        input.extend_from_slice(&endless);
+        input.extend_from_slice(b"\nnot HEALTHY\nHEALTHY again\npartial");
+        read(Box::new(std::io::Cursor::new(input.clone())), true, &watch, &log);
+        assert_eq!(std::fs::read(&path).unwrap(), input);
+        let seen = watch.seen.lock().unwrap();
+        assert_eq!(seen.first.as_ref().map(|h| h.1.as_str()), Some("HEALTHY boot"));
+        assert_eq!(seen.latest.as_ref().map(|h| h.1.as_str()), Some("HEALTHY again"));
+        assert_eq!(seen.ended, 1);
+        std::fs::remove_file(&path).unwrap();
+    }
 
     #[test]
     fn health_lines_are_the_word_alone_or_followed_by_a_space() {
