@@ -133,11 +133,11 @@ pub(crate) fn run(args: &DrillArgs) -> Result<u8, String> {
         passed: false,
     };
     let mut promoted = None;
-    let outcome = drill.rounds(args.failover, &mut summary, &mut promoted);
+    let mut outcome = drill.rounds(args.failover, &mut summary, &mut promoted);
     summary.snapshots = drill.taken;
     summary.finish();
     if outcome.is_ok() && promoted.is_none() {
-        drill.primary.stop()?;
+        outcome = drill.primary.stop().map(drop);
     }
     drop(drill);
     println!("{}", summary.line());
