@@ -430,3 +430,56 @@ fn survivor_lives_through_three_generations_on_two_vcpus() {
     }
     assert_eq!(read_log(&last_disk).unwrap().records, u64::from(TICKS));
 }
+
+#[test]
+fn a_standby_restores_the_folder_put_vm_restore_names_and_refuses_a_bad_one() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = folder("standby");
+    let mut source = service("standby-source", 4, &[]);
+    wait_ticks(&source, 5);
+    snapshot(&source, &dir, true);
+    assert_eq!(source.wait(LONG).code(), Some(0));
+    let saved_at = source.ticks().last().map_or(0, |t| t.0);
+
+    let sock = socket_path("standby");
+    let mut standby = Machine::start(Some(&sock), &["--standby"]);
+    standby.wait_for_socket(LONG);
+    let state = json(&standby.ctl(&["state"]));
+    assert_eq!((state["state"].as_str(), state["vcpus"].as_u64()), (Some("standby"), Some(0)));
+    let refused = |args: &[&str], expected: &str| {
+        let run = standby.ctl(args);
+        assert_eq!(run.code(), 1, "{run:#?}");
+        assert!(run.stderr.trim_end().ends_with(expected) && !run.stderr.trim_end().contains('\n'), "{}", run.stderr);
+    };
+    refused(&["pause"], "409 Conflict: no machine runs yet: this pvkit is on standby for PUT /vm/restore");
+    // A folder that does not restore is refused, and the standby waits on.
+    let missing = folder("standby-missing");
+    refused(&["restore", missing.to_str().unwrap()], "vm.toml: No such file or directory (os error 2)");
+    let half = folder("standby-half");
+    std::fs::create_dir_all(&half).unwrap();
+    std::fs::copy(dir.join("vm.toml"), half.join("vm.toml")).unwrap();
+    std::fs::copy(dir.join("state.pvks"), half.join("state.pvks")).unwrap();
+    std::fs::File::create(half.join("memory.raw")).unwrap().set_len(4096).unwrap();
+    refused(
+        &["restore", half.to_str().unwrap()],
+        "memory.raw is 4096 bytes long, but the snapshot's guest RAM is 67108864 bytes",
+    );
+    assert_eq!(json(&standby.ctl(&["state"]))["state"], "standby");
+
+    let answer = json(&standby.ctl(&["restore", dir.to_str().unwrap()]));
+    assert_eq!((answer["state"].as_str(), answer["dir"].as_str()), (Some("restoring"), dir.to_str()));
+    // The same process, on the same socket, runs the machine on to its end.
+    wait_ticks(&standby, 2);
+    assert_eq!(json(&standby.ctl(&["state"]))["state"], "running");
+    refused(
+        &["restore", dir.to_str().unwrap()],
+        "409 Conflict: this pvkit runs a machine already; a snapshot is restored by one on standby (pvkit run --standby)",
+    );
+    finished(&mut standby, "the restored standby");
+    let ticks = standby.ticks();
+    assert_ticks_go_on(&ticks, "the restored standby");
+    assert!(ticks.first().is_some_and(|t| t.0 <= saved_at + 1), "{ticks:?} after tick {saved_at}");
+    std::fs::remove_dir_all(&half).unwrap();
+}

@@ -50,6 +50,12 @@ enum Verb {
         #[arg(long)]
         stop: bool,
     },
+    /// Have a pvkit on standby (`pvkit run --standby`) restore a snapshot
+    /// folder and run it (PUT /vm/restore).
+    Restore {
+        /// The snapshot folder.
+        dir: PathBuf,
+    },
     /// Run-time accounting: per vCPU run, steal and halted time; the meter (GET /vm/accounting).
     Accounting,
     /// The counters (GET /metrics).
@@ -71,6 +77,10 @@ impl Verb {
                 let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
                 let body = serde_json::json!({ "dir": dir, "stop": stop });
                 ("PUT", "/vm/snapshot", body.to_string())
+            }
+            Self::Restore { dir } => {
+                let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
+                ("PUT", "/vm/restore", serde_json::json!({ "dir": dir }).to_string())
             }
             Self::State => ("GET", "/vm", String::new()),
             Self::Config => ("GET", "/vm/config", String::new()),

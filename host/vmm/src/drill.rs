@@ -278,6 +278,8 @@ impl Drill {
     /// Restores the latest snapshot as `name` from the folder `copy`, made
     /// for `purpose`, and waits for its first health line; fills in `row`.
     fn recover(&self, name: &str, purpose: Purpose, row: &mut Recovery) -> Result<Machine, String> {
+        // The recovery time counts from here: the folder's copy is part of it.
+        let began = Instant::now();
         let copy = self.dir.join(name);
         row.shared_disks_copied = recovery::prepare(&row.snapshot, &copy, purpose)?;
         let sock = self.dir.join(format!("{name}.sock"));
@@ -286,8 +288,8 @@ impl Drill {
         let mut machine = start(name, &args, &sock, &self.dir)?;
         let deadline = later(machine.started, Duration::from_millis(self.plan.health_timeout_ms));
         let (at, line) = machine.first_health(deadline)?;
-        row.rto_ms = Some(ms(machine.started, at));
-        row.resume_ms = machine.resumed().map(|r| ms(machine.started, r));
+        row.rto_ms = Some(ms(began, at));
+        row.resume_ms = machine.resumed().map(|r| ms(began, r));
         row.health = Some(line);
         Ok(machine)
     }

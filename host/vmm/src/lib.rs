@@ -43,6 +43,7 @@ mod output;
 mod saver;
 mod sched;
 mod snapshot;
+mod standby;
 mod time;
 mod vcpu;
 mod vm;
@@ -98,6 +99,16 @@ pub fn main() -> ExitCode {
 
 /// `pvkit run`: the machine the options or the file describe, printed or booted.
 fn run(args: &cli::RunArgs) -> Result<u8, error::VmmError> {
+    if args.standby {
+        // Checked writable before the standby waits.
+        let accounting =
+            args.accounting.as_deref().map(output::Output::open).transpose().map_err(error::VmmError::Config)?;
+        let sock =
+            args.api_sock.as_deref().ok_or_else(|| error::VmmError::Config("--standby needs --api-sock".into()))?;
+        let (mut machine, api) = standby::wait(sock).map_err(error::VmmError::Config)?;
+        args.restore_overrides(&mut machine);
+        return vm::run(&machine, args.hooks(), accounting, Some(api));
+    }
     let machine = args.machine().map_err(|e| error::VmmError::Config(e.to_string()))?;
     if args.print_config {
         let machine = machine
@@ -109,7 +120,7 @@ fn run(args: &cli::RunArgs) -> Result<u8, error::VmmError> {
     // Checked writable before the machine runs.
     let accounting =
         args.accounting.as_deref().map(output::Output::open).transpose().map_err(error::VmmError::Config)?;
-    vm::run(&machine, args.hooks(), accounting)
+    vm::run(&machine, args.hooks(), accounting, None)
 }
 
 /// The parsers of operator and API-client input, for the fuzz targets:

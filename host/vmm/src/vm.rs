@@ -75,7 +75,13 @@ fn create_memory(vm: &VmFd, mem: MemSize, restore: Option<&Restore>) -> Result<G
 }
 
 /// Boots the kernel and runs the machine; returns the process exit status.
-pub(crate) fn run(config: &VmConfig, hooks: TestHooks, accounting_out: Option<Output>) -> Result<u8, VmmError> {
+/// `bound` is the API socket when a standby bound it already.
+pub(crate) fn run(
+    config: &VmConfig,
+    hooks: TestHooks,
+    accounting_out: Option<Output>,
+    bound: Option<ApiSocket>,
+) -> Result<u8, VmmError> {
     let (mem, cpus) = (config.machine.memory, config.machine.vcpus);
     // Everything the operator gave is checked before KVM is touched.
     limits::check_guest_ram(mem, config.machine.allow_overcommit)?;
@@ -96,7 +102,10 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks, accounting_out: Option<Ou
     };
     // Bound first, so a client may connect while the machine is built; the
     // socket goes again however `run` ends.
-    let api = config.api.as_ref().map(|api| ApiSocket::bind(&api.socket)).transpose().map_err(VmmError::Config)?;
+    let api = match bound {
+        Some(api) => Some(api),
+        None => config.api.as_ref().map(|api| ApiSocket::bind(&api.socket)).transpose().map_err(VmmError::Config)?,
+    };
     let _remove_socket = api.as_ref().map(|a| RemoveOnDrop(a.path().to_owned()));
     let console = Arc::new(Console::default());
     let virtio_console = config.devices.virtio_console.then(|| (Arc::clone(&console), Arc::clone(&console.input)));

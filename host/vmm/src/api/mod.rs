@@ -70,6 +70,21 @@ impl ApiSocket {
         &self.path
     }
 
+    /// Serves `target` on the calling thread, one client at a time, until
+    /// `done` says so after an answer: for a pvkit on standby, whose only
+    /// work is to wait for a restore.
+    pub(crate) fn serve_until(&self, target: &dyn Target, done: impl Fn() -> bool) {
+        for stream in self.listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(CLIENT_TIMEOUT));
+            let _ = stream.set_write_timeout(Some(CLIENT_TIMEOUT));
+            serve_client(stream, target);
+            if done() {
+                return;
+            }
+        }
+    }
+
     /// Serves `target` from a thread of its own until the process ends.
     pub(crate) fn serve(self, target: Arc<dyn Target>) -> std::io::Result<Clients> {
         let clients = Clients(Arc::new(AtomicUsize::new(0)));
