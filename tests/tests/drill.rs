@@ -46,7 +46,7 @@ fn vm_file(dir: &Path, ticks: u32, disk: &Path, shared: Option<&Path>, drill: &s
 /// The first `n` records of the log on `image`.
 fn records(image: &Path, n: u64) -> Vec<u8> {
     let bytes = std::fs::read(image).unwrap();
-    bytes[..n as usize * RECORD].to_vec()
+    bytes[..usize::try_from(n).unwrap() * RECORD].to_vec()
 }
 
 #[test]

@@ -352,7 +352,7 @@ fn survived(m: &mut Machine, ticks: u32, what: &str) {
 
 /// The first `n` records of the log on `image`.
 fn first_records(image: &Path, n: u64) -> Vec<u8> {
-    std::fs::read(image).unwrap()[..n as usize * RECORD].to_vec()
+    std::fs::read(image).unwrap()[..usize::try_from(n).unwrap() * RECORD].to_vec()
 }
 
 #[test]
