@@ -42,6 +42,7 @@ mod output;
 mod saver;
 mod sched;
 mod snapshot;
+mod teardown;
 mod time;
 mod vcpu;
 mod vm;

@@ -1,5 +1,6 @@
 //! One machine: its memory, devices, vCPU threads, and how it ends.
 
+use std::os::fd::AsRawFd;
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
@@ -33,7 +34,7 @@ use crate::output::Output;
 use crate::sched::realtime_priority;
 use crate::snapshot::Restore;
 use crate::time::{self, ApicSink, HostTime};
-use crate::{acpi, confine, cpuid, limits, loader, operator, vcpu};
+use crate::{acpi, confine, cpuid, limits, loader, operator, teardown, vcpu};
 
 /// How often the PV clock is steered towards the host's.
 const RECALIBRATE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -187,6 +188,10 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks, accounting_out: Option<Ou
         }
     };
     let saver = crate::saver::Saver::new(&kvm_fd, &fds, tsc_khz, given_cpuid);
+    // The kernel's teardown of the VM goes to a process of its own, so that
+    // pvkit's exit does not wait for it.
+    let machine_fds: Vec<&dyn AsRawFd> = std::iter::once(&*vm as &dyn AsRawFd).chain(fds.iter().map(|f| f as &dyn AsRawFd)).collect();
+    teardown::hand_off(&machine_fds);
 
     // Everything privileged is open: the user changes, the filters are ready.
     confine::prepare(&config.security, hooks.forbidden_call_in).map_err(|e| VmmError::Config(e.to_string()))?;
