@@ -243,12 +243,10 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks, accounting_out: Option<Ou
             .map_err(|source| VmmError::Host { what: "spawning the accounting thread", source })?;
         let _ = machine.accounting_thread.set(thread);
     }
-    if let Some(time) = time {
-        start_time_threads(&machine, time)?;
-    }
-    crate::snapshot::start_thread(&machine)
-        .map_err(|source| VmmError::Host { what: "spawning the snapshot thread", source })?;
-
+    // The vCPUs start before the threads the guest does not need at once
+    // (the clock's recalibration, the timers, snapshots), so that the guest
+    // runs while they start; the timer thread finds a timer armed before it
+    // ran when it first looks.
     for ((index, fd), rx) in (0u32..).zip(fds).zip(receivers) {
         vcpu::spawn(index, fd, Arc::clone(&machine), rx)?;
     }
@@ -268,6 +266,14 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks, accounting_out: Option<Ou
             machine.bus.publish(&Lifecycle::Started);
         }
         (None, None) => return Err(VmmError::Config("no kernel to boot".into())),
+    }
+    if let Some(time) = time {
+        start_time_threads(&machine, time)?;
+    }
+    // Snapshots are asked for through the API only.
+    if api.is_some() {
+        crate::snapshot::start_thread(&machine)
+            .map_err(|source| VmmError::Host { what: "spawning the snapshot thread", source })?;
     }
     let clients = api
         .map(|api| api.serve(operator::target(&machine)))
