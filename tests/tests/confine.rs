@@ -48,13 +48,14 @@ fn no_core_dump(cmd: &mut Command) -> &mut Command {
     unsafe { cmd.pre_exec(no_core) }
 }
 
-/// `service` for a second (with an API socket when `kind` is the API's),
-/// its threads of `kind` making a forbidden call, under `mode`.
+/// `service` for a second (with an API socket when `kind` is the API's or
+/// the snapshot thread's, which runs only for the API), its threads of
+/// `kind` making a forbidden call, under `mode`.
 fn forbidden(kind: &str, mode: &str) -> Run {
     let sock = socket_path(&format!("confine-{kind}-{mode}"));
     let mut cmd = Command::new(pvkit());
     cmd.args(["run", "--seccomp", mode, "--forbidden-call-in", kind, "--cmdline", "service.seconds=1"]);
-    if kind == "api" {
+    if kind == "api" || kind == "snapshot" {
         cmd.arg("--api-sock").arg(&sock);
     }
     cmd.arg(kernel("service"));
