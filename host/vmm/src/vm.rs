@@ -188,13 +188,15 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks, accounting_out: Option<Ou
         }
     };
     let saver = crate::saver::Saver::new(&kvm_fd, &fds, tsc_khz, given_cpuid);
-    // The kernel's teardown of the VM goes to a process of its own, so that
-    // pvkit's exit does not wait for it.
-    let machine_fds: Vec<&dyn AsRawFd> = std::iter::once(&*vm as &dyn AsRawFd).chain(fds.iter().map(|f| f as &dyn AsRawFd)).collect();
-    teardown::hand_off(&machine_fds);
 
     // Everything privileged is open: the user changes, the filters are ready.
     confine::prepare(&config.security, hooks.forbidden_call_in).map_err(|e| VmmError::Config(e.to_string()))?;
+    // The kernel's teardown of the VM goes to a process of its own, so that
+    // pvkit's exit does not wait for it; started as the user pvkit now is,
+    // before any thread.
+    let machine_fds: Vec<&dyn AsRawFd> =
+        std::iter::once(&*vm as &dyn AsRawFd).chain(fds.iter().map(|f| f as &dyn AsRawFd)).collect();
+    teardown::hand_off(&machine_fds);
 
     let (events_tx, events_rx) = mpsc::channel();
     let mut receivers = Vec::new();
