@@ -118,7 +118,7 @@ extern "C" fn keeper(arg: *mut libc::c_void) -> libc::c_int {
         if fd > from {
             // SAFETY: close_range touches only this process's descriptor
             // table, a copy of pvkit's.
-            unsafe { syscall(libc::SYS_close_range, from, fd - 1, 0, 0) };
+            unsafe { syscall(libc::SYS_close_range, from, fd.saturating_sub(1), 0, 0) };
         }
         from = fd.saturating_add(1);
     }
@@ -148,14 +148,14 @@ extern "C" fn keeper(arg: *mut libc::c_void) -> libc::c_int {
 ///
 /// The call and its arguments must be sound for the calling process:
 /// pointers among them valid for what the call does with them.
-unsafe fn syscall(nr: libc::c_long, a: usize, b: usize, c: usize, d: usize) -> isize {
-    let ret: isize;
+unsafe fn syscall(nr: libc::c_long, a: usize, b: usize, c: usize, d: usize) -> i64 {
+    let ret: i64;
     // SAFETY: the caller's promise; `syscall` clobbers rcx and r11 and
     // returns in rax, as declared, and uses no stack.
     unsafe {
         core::arch::asm!(
             "syscall",
-            inlateout("rax") nr as isize => ret,
+            inlateout("rax") nr => ret,
             in("rdi") a,
             in("rsi") b,
             in("rdx") c,
