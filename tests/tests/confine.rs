@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use pvkit_tests::machine::{Machine, socket_path};
-use pvkit_tests::{Run, Scratch, kernel, kvm_available, pvkit, root, run_with_limit};
+use pvkit_tests::{Run, Scratch, kernel, kvm_available, pvkit, root, run_with_input, run_with_limit};
 
 /// Every thread kind `--forbidden-call-in` takes.
 const KINDS: [&str; 9] = ["main", "vcpu", "devices", "clock", "timers", "accounting", "api", "console", "snapshot"];
@@ -59,7 +59,9 @@ fn forbidden(kind: &str, mode: &str) -> Run {
         cmd.arg("--api-sock").arg(&sock);
     }
     cmd.arg(kernel("service"));
-    run_with_limit(no_core_dump(&mut cmd), Duration::from_secs(120))
+    // The console thread runs only when standard input is not /dev/null.
+    let input: Option<&[u8]> = (kind == "console").then_some(b"");
+    run_with_input(no_core_dump(&mut cmd), input, Duration::from_secs(120))
 }
 
 #[test]
