@@ -245,6 +245,25 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks, accounting_out: Option<Ou
             .map_err(|source| VmmError::Host { what: "spawning the accounting thread", source })?;
         let _ = machine.accounting_thread.set(thread);
     }
+    let starting = |e: pvkit_host::hypercall::StartError| VmmError::Host {
+        what: "starting the vCPUs",
+        source: std::io::Error::other(e.0),
+    };
+    // Each start goes into its vCPU's channel before the vCPU's thread
+    // exists, so the thread finds it at once rather than waiting for it.
+    let started = match (&restore, boot) {
+        (Some(restore), _) => {
+            for index in restore.started() {
+                machine.start(index, Start::RESUME).map_err(starting)?;
+            }
+            Lifecycle::Restored { dir: restore.dir().display().to_string() }
+        }
+        (None, Some(boot)) => {
+            machine.start(0, boot).map_err(starting)?;
+            Lifecycle::Started
+        }
+        (None, None) => return Err(VmmError::Config("no kernel to boot".into())),
+    };
     // The vCPUs start before the threads the guest does not need at once
     // (the clock's recalibration, the timers, snapshots), so that the guest
     // runs while they start; the timer thread finds a timer armed before it
@@ -252,23 +271,7 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks, accounting_out: Option<Ou
     for ((index, fd), rx) in (0u32..).zip(fds).zip(receivers) {
         vcpu::spawn(index, fd, Arc::clone(&machine), rx)?;
     }
-    let starting = |e: pvkit_host::hypercall::StartError| VmmError::Host {
-        what: "starting the vCPUs",
-        source: std::io::Error::other(e.0),
-    };
-    match (&restore, boot) {
-        (Some(restore), _) => {
-            for index in restore.started() {
-                machine.start(index, Start::RESUME).map_err(starting)?;
-            }
-            machine.bus.publish(&Lifecycle::Restored { dir: restore.dir().display().to_string() });
-        }
-        (None, Some(boot)) => {
-            machine.start(0, boot).map_err(starting)?;
-            machine.bus.publish(&Lifecycle::Started);
-        }
-        (None, None) => return Err(VmmError::Config("no kernel to boot".into())),
-    }
+    machine.bus.publish(&started);
     if let Some(time) = time {
         start_time_threads(&machine, time)?;
     }
