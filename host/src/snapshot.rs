@@ -49,7 +49,7 @@ mod state;
 pub use file::{HostFacts, RawSection, StateFile};
 pub use state::{
     AccountingState, AccountingVcpu, ClockState, DeviceState, DispatcherState, InfoState, LiveQueueState, QueueState,
-    TimerSlot, TimersState,
+    TimerSlot, TimersState, UART_FIFO, UartState,
 };
 
 /// Why a snapshot was refused: one line each, naming the problem (SNAP-8).
@@ -274,6 +274,8 @@ pub struct SavedMachine {
     pub devices: Vec<DeviceState>,
     /// When and by what, if the file says.
     pub info: Option<InfoState>,
+    /// The serial port; absent in a format 1.0 file (SNAP-28).
+    pub serial: Option<UartState>,
     /// The sections skipped (kind and version), for a report.
     pub skipped: Vec<(String, u16)>,
 }
@@ -306,13 +308,14 @@ impl SavedMachine {
             accounting: AccountingState { meter_ns: 0, vcpus: vec![AccountingVcpu::default(); count] },
             devices: Vec::new(),
             info: None,
+            serial: None,
             skipped: Vec::new(),
         }
     }
 
     /// The file's bytes, written by `pvkit_version`: the sections in the
     /// order vcpu, vm, pvclock, timers, dispatcher, accounting, device,
-    /// info.
+    /// serial, info.
     pub fn to_bytes(&self, pvkit_version: &str) -> Vec<u8> {
         let mut file = StateFile::new(self.facts, pvkit_version);
         for vcpu in &self.vcpus {
@@ -330,6 +333,9 @@ impl SavedMachine {
         for device in &self.devices {
             file.push(SectionKind::Device, state::encode(device));
         }
+        if let Some(serial) = &self.serial {
+            file.push(SectionKind::Serial, state::encode(serial));
+        }
         if let Some(info) = &self.info {
             file.push(SectionKind::Info, state::encode(info));
         }
@@ -341,8 +347,8 @@ impl SavedMachine {
     pub fn parse(bytes: &[u8]) -> Result<Self, SnapshotError> {
         let file = StateFile::parse(bytes)?;
         let mut vcpus: Vec<VcpuKvmState> = Vec::new();
-        let (mut vm, mut clock, mut timers, mut dispatcher, mut accounting, mut info) =
-            (None, None, None, None, None, None);
+        let (mut vm, mut clock, mut timers, mut dispatcher, mut accounting, mut info, mut serial) =
+            (None, None, None, None, None, None, None);
         let mut devices: Vec<DeviceState> = Vec::new();
         let mut skipped = Vec::new();
         for section in &file.sections {
@@ -377,6 +383,7 @@ impl SavedMachine {
                 SectionKind::Accounting => once(&mut accounting, decode(kind, payload)?, kind)?,
                 SectionKind::Device => devices.push(decode(kind, payload)?),
                 SectionKind::Info => once(&mut info, decode(kind, payload)?, kind)?,
+                SectionKind::Serial => once(&mut serial, decode(kind, payload)?, kind)?,
             }
         }
         let missing = |kind: SectionKind| SnapshotError::Missing(kind.name().into());
@@ -391,6 +398,7 @@ impl SavedMachine {
             accounting: accounting.ok_or_else(|| missing(SectionKind::Accounting))?,
             devices,
             info,
+            serial,
             skipped,
         };
         machine.check()?;
@@ -405,6 +413,14 @@ impl SavedMachine {
         let count = usize::try_from(self.facts.vcpu_count).unwrap_or(usize::MAX);
         if count == 0 {
             return bad("the header says the machine has no vCPU".into());
+        }
+        if let Some(serial) = &self.serial
+            && serial.input.len() > UART_FIFO
+        {
+            return bad(format!(
+                "the serial port holds {} bytes of input, more than its {UART_FIFO}-byte FIFO",
+                serial.input.len()
+            ));
         }
         let lists = [
             ("dispatcher's started vCPUs", Some(self.dispatcher.started.len())),

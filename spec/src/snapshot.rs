@@ -37,7 +37,7 @@ pub const MAGIC: [u8; 8] = *b"PVKSNAP\0";
 /// The format's major version: a reader refuses another major (SNAP-3).
 pub const FORMAT_MAJOR: u16 = 1;
 /// The format's minor version: a newer minor only adds sections (SNAP-3).
-pub const FORMAT_MINOR: u16 = 0;
+pub const FORMAT_MINOR: u16 = 1;
 /// The most sections a reader accepts in one file.
 pub const MAX_SECTIONS: u32 = 1024;
 /// The longest section payload a reader accepts, in bytes (16 MiB).
@@ -202,6 +202,9 @@ abi_enum! {
         Device = 7 => "device",
         /// When and by what the snapshot was made: postcard; skippable.
         Info = 8 => "info",
+        /// The 16550 serial port's registers and unread input: postcard
+        /// (format 1.1).
+        Serial = 9 => "serial",
     }
 }
 

@@ -299,6 +299,16 @@ impl Drop for Scratch {
     }
 }
 
+/// A path for a scratch folder under the target directory, named for
+/// `name` and this process; removed first if a run left it, not created.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let parent = root().join("target").join("it-scratch");
+    std::fs::create_dir_all(&parent).expect("scratch directory");
+    let dir = parent.join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
 /// Runs `pvkit` with `args`, with a 60-second limit.
 pub fn pvkit_run(args: &[&str]) -> Run {
     run_with_limit(Command::new(pvkit()).args(args), Duration::from_secs(60))

@@ -34,6 +34,9 @@ fn every_example_vm_file_boots() {
     let vms = root().join("target").join("vms");
     std::fs::create_dir_all(&vms).unwrap();
     std::fs::File::create(vms.join("blk.img")).unwrap().set_len(16 << 20).unwrap();
+    // drill.toml's survivor log, started afresh.
+    let _ = std::fs::remove_file(vms.join("survivor.img"));
+    std::fs::File::create(vms.join("survivor.img")).unwrap().set_len(1 << 20).unwrap();
     let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("examples").join("vms"))
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -9,6 +9,10 @@
 //! all came back. `diskstorm` writes checksummed blocks and reads them all
 //! back at the end: restored from a snapshot taken mid-storm, it finds on
 //! the snapshot's disk copy exactly what it wrote before and after.
+//! `survivor` keeps a checksummed log on its disk, a tick timer, and a
+//! clock check on every vCPU: restored, its log must hold what the
+//! snapshot's disk copy held and go on from there to its end, its clock
+//! never back, on one vCPU and on two, for generation after generation.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,17 +20,15 @@ use std::time::{Duration, Instant};
 
 use pvkit_host::snapshot::{SavedMachine, StateFile};
 use pvkit_tests::machine::{Machine, socket_path};
-use pvkit_tests::{Scratch, kernel, kvm_available, pvkit, root, run_with_limit};
+use pvkit_tests::survivor::{RECORD, Report, read_log, reports};
+use pvkit_tests::{Scratch, kernel, kvm_available, pvkit, run_with_limit, scratch_dir};
 use serde_json::Value;
 
 const LONG: Duration = Duration::from_secs(120);
 
 /// A fresh folder for snapshots, removed first if a run left it.
 fn folder(name: &str) -> PathBuf {
-    let dir = root().join("target").join("it-scratch").join(format!("snap-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
-    dir
+    scratch_dir(&format!("snap-{name}"))
 }
 
 fn wait_ticks(m: &Machine, at_least: usize) {
@@ -310,4 +312,174 @@ fn the_snapshot_route_wants_an_absolute_folder_and_says_what_it_wrote() {
     wait_ticks(&m, m.ticks().len() + 2);
     json(&m.ctl(&["stop"]));
     assert_eq!(m.wait(LONG).code(), Some(0));
+}
+
+/// `survivor` on a disk of its own, `ticks` ticks of `period_ms`, a report
+/// every 5, with an API socket.
+fn survivor(name: &str, disk: &Path, cpus: &str, ticks: u32, period_ms: u32) -> Machine {
+    let sock = socket_path(name);
+    let kernel = kernel("survivor");
+    let cmdline = format!("survivor.ticks={ticks} survivor.period_ms={period_ms} survivor.report=5");
+    let args = ["--cpus", cpus, "--disk", disk.to_str().unwrap(), "--cmdline", &cmdline, kernel.to_str().unwrap()];
+    let m = Machine::start(Some(&sock), &args);
+    m.wait_for_socket(LONG);
+    m
+}
+
+/// Its report lines so far.
+fn survivor_reports(m: &Machine) -> Vec<Report> {
+    let text: Vec<String> = m.lines().into_iter().map(|(_, l)| l).collect();
+    reports(&text.join("\n"))
+}
+
+/// Waits until `m` has printed `n` reports.
+fn wait_reports(m: &Machine, n: usize) {
+    let start = Instant::now();
+    while survivor_reports(m).len() < n {
+        assert!(start.elapsed() < LONG, "survivor stopped reporting: {:#?}\n{}", m.lines(), m.stderr());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits for `survivor` to end as it should: all `ticks` records written,
+/// its clock never back, no write failed.
+fn survived(m: &mut Machine, ticks: u32, what: &str) {
+    let status = m.wait(LONG);
+    assert_eq!(status.code(), Some(0), "{what}: {:#?}\n{}", m.lines(), m.stderr());
+    let done = format!("survivor: done after {ticks} ticks: 0 steps back, 0 failed writes");
+    assert!(m.lines().iter().any(|(_, l)| *l == done), "{what}: {:#?}", m.lines());
+}
+
+/// The first `n` records of the log on `image`.
+fn first_records(image: &Path, n: u64) -> Vec<u8> {
+    std::fs::read(image).unwrap()[..n as usize * RECORD].to_vec()
+}
+
+#[test]
+fn survivor_snapshotted_mid_write_goes_on_in_a_new_process_while_the_original_runs_undisturbed() {
+    if !kvm_available() {
+        return;
+    }
+    const TICKS: u32 = 200;
+    let disk = Scratch::sized("survivor-mid-disk", 1 << 20);
+    let dir = folder("survivor");
+    // A record every 10 ms: the snapshot falls among the writes.
+    let mut original = survivor("surv-orig", &disk.0, "1", TICKS, 10);
+    wait_reports(&original, 4);
+    snapshot(&original, &dir, false);
+    let saved_disk = dir.join("disk-0.img");
+    let at_snapshot = read_log(&saved_disk).unwrap();
+    let saved_records = first_records(&saved_disk, at_snapshot.records);
+    assert!(at_snapshot.records >= 20, "{at_snapshot:?}");
+    // The copy runs beside the original, both to their ends.
+    let mut copy = restore("surv-copy", &dir);
+    survived(&mut copy, TICKS, "the restored copy");
+    survived(&mut original, TICKS, "the original");
+    // The original's log is whole and its reports go on without a gap.
+    assert_eq!(read_log(&disk.0).unwrap().records, u64::from(TICKS));
+    let seen = survivor_reports(&original);
+    assert!(seen.windows(2).all(|w| w[1].log == w[0].log + 5 && w[1].clock_ns > w[0].clock_ns), "{seen:#?}");
+    // The copy's log: the snapshot's records as they were, then the rest,
+    // each written no earlier than the one before (the clock never back).
+    let log = read_log(&saved_disk).unwrap();
+    assert_eq!(log.records, u64::from(TICKS), "{log:?}");
+    assert_eq!(first_records(&saved_disk, at_snapshot.records), saved_records);
+    let resumed = survivor_reports(&copy);
+    let first = resumed.first().expect("the copy reported");
+    assert!(first.log > at_snapshot.records && first.clock_ns > at_snapshot.last_at_ns, "{first:?} {at_snapshot:?}");
+}
+
+#[test]
+fn survivor_lives_through_three_generations_on_two_vcpus() {
+    if !kvm_available() {
+        return;
+    }
+    const TICKS: u32 = 150;
+    let disk = Scratch::sized("survivor-gen-disk", 1 << 20);
+    let mut m = survivor("surv-gen0", &disk.0, "2", TICKS, 20);
+    let mut seen = Vec::new();
+    let mut last_disk = disk.0.clone();
+    let mut saved_records = 0;
+    for generation in 1..=3 {
+        wait_reports(&m, 2);
+        let dir = folder(&format!("surv-gen{generation}"));
+        snapshot(&m, &dir, true);
+        assert_eq!(m.wait(LONG).code(), Some(0), "generation {generation}: {}", m.stderr());
+        seen.extend(survivor_reports(&m));
+        // The disk the machine ran on, copied at the snapshot point: the
+        // records of the generation before, and two reports (of 5) further.
+        let log = read_log(&dir.join("disk-0.img")).unwrap();
+        assert!(log.records > saved_records + 5, "generation {generation}: {log:?}, {saved_records} before");
+        if generation > 1 {
+            let before = first_records(&last_disk, saved_records);
+            assert_eq!(first_records(&dir.join("disk-0.img"), saved_records), before, "generation {generation}");
+        }
+        saved_records = log.records;
+        last_disk = dir.join("disk-0.img");
+        m = restore(&format!("surv-gen{generation}"), &dir);
+    }
+    survived(&mut m, TICKS, "generation 3");
+    seen.extend(survivor_reports(&m));
+    // Across the generations: every report after the one before, the second
+    // vCPU's counter always growing (it was saved and restored spinning).
+    assert!(seen.len() >= 8, "{seen:#?}");
+    for w in seen.windows(2) {
+        assert!(w[1].log > w[0].log && w[1].clock_ns > w[0].clock_ns, "{seen:#?}");
+        assert!(w[1].vcpus[0] > w[0].vcpus[0], "the second vCPU went back: {seen:#?}");
+        assert_eq!(w[1].back, 0, "{seen:#?}");
+    }
+    assert_eq!(read_log(&last_disk).unwrap().records, u64::from(TICKS));
+}
+
+#[test]
+fn a_standby_restores_the_folder_put_vm_restore_names_and_refuses_a_bad_one() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = folder("standby");
+    let mut source = service("standby-source", 4, &[]);
+    wait_ticks(&source, 5);
+    snapshot(&source, &dir, true);
+    assert_eq!(source.wait(LONG).code(), Some(0));
+    let saved_at = source.ticks().last().map_or(0, |t| t.0);
+
+    let sock = socket_path("standby");
+    let mut standby = Machine::start(Some(&sock), &["--standby"]);
+    standby.wait_for_socket(LONG);
+    let state = json(&standby.ctl(&["state"]));
+    assert_eq!((state["state"].as_str(), state["vcpus"].as_u64()), (Some("standby"), Some(0)));
+    let refused = |args: &[&str], expected: &str| {
+        let run = standby.ctl(args);
+        assert_eq!(run.code(), 1, "{run:#?}");
+        assert!(run.stderr.trim_end().ends_with(expected) && !run.stderr.trim_end().contains('\n'), "{}", run.stderr);
+    };
+    refused(&["pause"], "409 Conflict: no machine runs yet: this pvkit is on standby for PUT /vm/restore");
+    // A folder that does not restore is refused, and the standby waits on.
+    let missing = folder("standby-missing");
+    refused(&["restore", missing.to_str().unwrap()], "vm.toml: No such file or directory (os error 2)");
+    let half = folder("standby-half");
+    std::fs::create_dir_all(&half).unwrap();
+    std::fs::copy(dir.join("vm.toml"), half.join("vm.toml")).unwrap();
+    std::fs::copy(dir.join("state.pvks"), half.join("state.pvks")).unwrap();
+    std::fs::File::create(half.join("memory.raw")).unwrap().set_len(4096).unwrap();
+    refused(
+        &["restore", half.to_str().unwrap()],
+        "memory.raw is 4096 bytes long, but the snapshot's guest RAM is 67108864 bytes",
+    );
+    assert_eq!(json(&standby.ctl(&["state"]))["state"], "standby");
+
+    let answer = json(&standby.ctl(&["restore", dir.to_str().unwrap()]));
+    assert_eq!((answer["state"].as_str(), answer["dir"].as_str()), (Some("restoring"), dir.to_str()));
+    // The same process, on the same socket, runs the machine on to its end.
+    wait_ticks(&standby, 2);
+    assert_eq!(json(&standby.ctl(&["state"]))["state"], "running");
+    refused(
+        &["restore", dir.to_str().unwrap()],
+        "409 Conflict: this pvkit runs a machine already; a snapshot is restored by one on standby (pvkit run --standby)",
+    );
+    finished(&mut standby, "the restored standby");
+    let ticks = standby.ticks();
+    assert_ticks_go_on(&ticks, "the restored standby");
+    assert!(ticks.first().is_some_and(|t| t.0 <= saved_at + 1), "{ticks:?} after tick {saved_at}");
+    std::fs::remove_dir_all(&half).unwrap();
 }

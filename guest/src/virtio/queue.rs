@@ -19,17 +19,19 @@
 //! table, and the driver never reads it back, so what a misbehaving device
 //! wrote there can only misdirect its own accesses.
 
-use core::mem::size_of;
 use core::sync::atomic::{Ordering, fence};
 
-use pvkit_spec::virtio::queue::{
-    AvailFlags, DescFlags, Descriptor, QueueSize, SplitQueueLayout, UsedFlags, need_event,
-};
+use pvkit_spec::virtio::queue::{AvailFlags, DescFlags, QueueSize, SplitQueueLayout, UsedFlags, need_event};
 
 use super::VirtioError;
 use super::dma::Dma;
 use super::hal::{Hal, PAGE_SIZE};
 use super::transport::Transport;
+
+mod offsets;
+mod taken;
+
+use offsets::{DESC_BYTES, Offsets};
 
 /// One buffer of a request: its guest-physical address and length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,76 +61,6 @@ struct InFlight {
 impl InFlight {
     /// No chain in flight at this head.
     const NONE: Self = Self { writable: 0, descriptors: 0, last: 0 };
-}
-
-/// Bytes of one descriptor in the table.
-const DESC_BYTES: usize = size_of::<Descriptor>();
-
-/// Where the parts of the rings lie in the queue's DMA area, worked out
-/// once.
-///
-/// # Invariants
-///
-/// Every field below, and every entry's (the index masked with `mask`),
-/// lies inside the area of `end` bytes that [`SplitQueue::new`] allocated,
-/// aligned for what it holds (the layout's: 16 for descriptors, 2 for the
-/// available ring, 4 for the used ring), so the ring accesses need no
-/// check when they are made.
-#[derive(Clone, Copy, Debug)]
-struct Offsets {
-    /// The queue size minus one: the size is a power of two.
-    mask: u16,
-    /// The available ring (the descriptor table is at 0).
-    avail: usize,
-    /// The available ring's entries.
-    avail_ring: usize,
-    /// `used_event`, after the available ring's entries.
-    used_event: usize,
-    /// The used ring, 4-byte aligned.
-    used: usize,
-    /// The used ring's entries.
-    used_ring: usize,
-    /// `avail_event`, after the used ring's entries.
-    avail_event: usize,
-    /// Bytes of the whole area.
-    end: usize,
-}
-
-impl Offsets {
-    /// The offsets for a queue of `size` entries, in one area that starts
-    /// with the descriptor table.
-    #[expect(clippy::cast_possible_truncation, reason = "every offset is below 2^20 (see below)")]
-    #[expect(clippy::arithmetic_side_effects, reason = "evaluated at compile time, where an overflow fails the build")]
-    const fn of(layout: SplitQueueLayout) -> Self {
-        // CAST: a queue has at most 32768 entries, so its three areas take
-        // less than 2^20 bytes: every `u64` below fits a `usize`.
-        let avail = layout.desc_table_bytes() as usize;
-        let used = (avail + layout.avail_ring_bytes() as usize).next_multiple_of(4);
-        Self {
-            mask: layout.size().get().wrapping_sub(1),
-            avail,
-            avail_ring: avail + layout.avail_entry_offset(0) as usize,
-            used_event: avail + layout.used_event_offset() as usize,
-            used,
-            used_ring: used + layout.used_entry_offset(0) as usize,
-            avail_event: used + layout.avail_event_offset() as usize,
-            end: used + layout.used_ring_bytes() as usize,
-        }
-    }
-
-    /// Entry `i` (modulo the size) of the available ring.
-    #[inline(always)]
-    fn avail_entry(&self, i: u16) -> usize {
-        // INVARIANT: below the size, so inside the ring: no overflow.
-        self.avail_ring.wrapping_add(usize::from(i & self.mask).wrapping_mul(2))
-    }
-
-    /// Entry `i` (modulo the size) of the used ring.
-    #[inline(always)]
-    fn used_entry(&self, i: u16) -> usize {
-        // INVARIANT: below the size, so inside the ring: no overflow.
-        self.used_ring.wrapping_add(usize::from(i & self.mask).wrapping_mul(8))
-    }
 }
 
 /// A split queue of `SIZE` entries, its rings in one [`Dma`] area from `H`.
@@ -323,81 +255,6 @@ impl<H: Hal, const SIZE: usize> SplitQueue<H, SIZE> {
         if self.event_idx && self.last_used.wrapping_sub(self.used_event_base) >= reach {
             self.suppress_interrupts();
         }
-    }
-
-    /// Takes descriptors `0..count` off the free list for good, for chains
-    /// the driver writes itself ([`SplitQueue::write_descriptor`]) and
-    /// makes available with [`SplitQueue::add_taken`]; [`SplitQueue::add`]
-    /// uses the rest. Only on a queue that has made nothing available yet
-    /// ([`VirtioError::Busy`] otherwise), and once.
-    pub fn take_descriptors(&mut self, count: u16) -> Result<(), VirtioError> {
-        if self.taken != 0 || usize::from(self.num_free) != SIZE || self.avail_idx != 0 {
-            return Err(VirtioError::Busy);
-        }
-        if usize::from(count) > SIZE {
-            return Err(VirtioError::TooManyBuffers);
-        }
-        // The free list of a fresh queue is 0, 1, ..., SIZE - 1.
-        self.taken = count;
-        self.free_head = count & Self::MASK;
-        self.num_free = self.num_free.wrapping_sub(count);
-        Ok(())
-    }
-
-    /// Writes descriptor `d`, one of those [taken](SplitQueue::take_descriptors):
-    /// `buffer`, with `flags`, followed by descriptor `next` when `flags`
-    /// has `NEXT`. Two 64-bit stores; nothing is checked on this path.
-    ///
-    /// # Safety
-    ///
-    /// `d` must be a taken descriptor of no chain in flight, and `next`
-    /// (with `NEXT`) a taken descriptor; the buffer must stay valid, and
-    /// unused by anyone else if the device writes it, until every chain
-    /// made available through `d` has come back from
-    /// [`SplitQueue::pop_used`] or the device is reset.
-    #[inline(always)]
-    pub unsafe fn write_descriptor(&mut self, d: u16, buffer: Buffer, flags: DescFlags, next: u16) {
-        debug_assert!(d < self.taken && (!flags.contains(DescFlags::NEXT) || next < self.taken));
-        self.publish_descriptor(d, &buffer, flags, next);
-    }
-
-    /// Rewrites the second half of descriptor `d` (length, flags, `next`)
-    /// and keeps its address: one 64-bit store.
-    ///
-    /// # Safety
-    ///
-    /// As for [`SplitQueue::write_descriptor`], `d` keeping the buffer
-    /// address written last, now `len` bytes long.
-    #[inline(always)]
-    pub unsafe fn rewrite_descriptor(&mut self, d: u16, len: u32, flags: DescFlags, next: u16) {
-        debug_assert!(d < self.taken && (!flags.contains(DescFlags::NEXT) || next < self.taken));
-        let rest = u64::from(len) | u64::from(flags.bits()) << 32 | u64::from(next) << 48;
-        // No overflow: below SIZE * 16 + 8.
-        let at = usize::from(d & Self::MASK).wrapping_mul(DESC_BYTES).wrapping_add(8);
-        // SAFETY: the second half of descriptor `d` (masked below SIZE),
-        // inside the table at the area's start and 8-aligned (`Offsets`'
-        // invariant).
-        unsafe { self.ring.write_at(at, rest.to_le()) };
-    }
-
-    /// Makes the chain starting at taken descriptor `head` available: its
-    /// descriptors as the driver wrote them, `writable` bytes of them for
-    /// the device to write. Returns the token [`SplitQueue::pop_used`] gives
-    /// back (`head`). [`VirtioError::InvalidRequest`] if `head` is not a
-    /// taken descriptor or its chain is in flight already.
-    ///
-    /// The chain's descriptors and buffers are covered by the `unsafe`
-    /// calls that wrote them ([`SplitQueue::write_descriptor`]).
-    #[inline(always)]
-    pub fn add_taken(&mut self, head: u16, writable: u32) -> Result<u16, VirtioError> {
-        if head >= self.taken || self.flight(head).descriptors != 0 {
-            return Err(VirtioError::InvalidRequest);
-        }
-        // INVARIANT: `last` is unused for taken chains (they go back to no
-        // free list); 1 descriptor marks the record in flight.
-        self.set_flight(head, InFlight { writable, descriptors: 1, last: head });
-        self.publish_available(head);
-        Ok(head)
     }
 
     /// Puts `head` in the next entry of the available ring and makes it

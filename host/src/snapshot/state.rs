@@ -155,6 +155,35 @@ pub struct InfoState {
     pub writer: String,
 }
 
+/// The 16550 UART's FIFO: the most unread input a `serial` section holds.
+pub const UART_FIFO: usize = 64;
+
+/// The `serial` section, version 1 (SNAP-28): the 16550's registers and the
+/// input the guest has not read.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UartState {
+    /// The divisor latch's low byte (DLL).
+    pub divisor_low: u8,
+    /// Its high byte (DLM).
+    pub divisor_high: u8,
+    /// `IER`.
+    pub interrupt_enable: u8,
+    /// `IIR`.
+    pub interrupt_identification: u8,
+    /// `LCR`.
+    pub line_control: u8,
+    /// `LSR`.
+    pub line_status: u8,
+    /// `MCR`.
+    pub modem_control: u8,
+    /// `MSR`.
+    pub modem_status: u8,
+    /// `SCR`.
+    pub scratch: u8,
+    /// Received bytes not yet read, oldest first; at most [`UART_FIFO`].
+    pub input: Vec<u8>,
+}
+
 /// Encodes a section's state.
 pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     // Serializing these structs into a growing vector cannot fail: postcard

@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use pvkit_spec::snapshot::{CpuidEntry, MsrEntry, SectionFlags, VcpuState};
+use pvkit_spec::snapshot::{CpuidEntry, FORMAT_MINOR, MsrEntry, SectionFlags, VcpuState};
 use pvkit_spec::virtio::mmio::Register;
 use pvkit_spec::virtio::queue::QueueSize;
 use pvkit_spec::{Features, HypercallError};
@@ -51,8 +51,31 @@ fn machine() -> SavedMachine {
     m.timers = Some(TimersState { slots: vec![TimerSlot { deadline: Some(7), vector: Some(0x40) }; 2] });
     m.devices = vec![DeviceState { index: 0, device_id: 4, queues: vec![QueueState::default()], ..Default::default() }];
     m.info = Some(InfoState { created_unix_ns: 1, writer: "test".into() });
+    m.serial = Some(UartState {
+        interrupt_enable: 0x01,
+        line_control: 0x03,
+        scratch: 0x5a,
+        input: b"ls\n".to_vec(),
+        ..Default::default()
+    });
     m.pvkit_version = "0.1.0".into();
     m
+}
+
+#[test]
+fn snap28_the_serial_port_is_one_section_with_at_most_a_fifo_of_input() {
+    let mut m = machine();
+    let full = UartState { input: vec![b'x'; UART_FIFO], ..Default::default() };
+    m.serial = Some(full);
+    assert_eq!(SavedMachine::parse(&m.to_bytes("0.1.0")), Ok(m.clone()));
+    m.serial.as_mut().unwrap().input.push(b'y');
+    let e = SavedMachine::parse(&m.to_bytes("0.1.0")).unwrap_err().to_string();
+    assert!(e.ends_with("the serial port holds 65 bytes of input, more than its 64-byte FIFO"), "{e}");
+    // Twice is refused like any section.
+    let mut file = StateFile::parse(&machine().to_bytes("0.1.0")).unwrap();
+    let serial = file.sections.iter().find(|s| s.kind == "serial").unwrap().clone();
+    file.sections.push(serial);
+    assert!(SavedMachine::parse(&file.to_bytes()).unwrap_err().to_string().contains("serial"));
 }
 
 #[test]
@@ -400,4 +423,47 @@ fn snap20_a_transport_round_trips_with_its_queues_and_refuses_a_mismatch() {
     let mut far = saved;
     far.queues[0].live.as_mut().unwrap().avail_seen = 100;
     assert!(other.restore(&far, &mem).is_err());
+}
+
+/// A file pvkit 0.1.0 wrote in format 1.0, kept in the repository: the
+/// `survivor` kernel on 2 vCPUs with a disk (its queue live) and an
+/// entropy device nobody drove, saved through `PUT /vm/snapshot` about two
+/// seconds in. Every reader of format major 1 must read it to the same
+/// machine, and write its sections back byte for byte (SNAP-3: a published
+/// layout does not change within its major version).
+#[test]
+fn snap3_a_published_1_0_file_reads_to_the_same_machine_for_ever() {
+    let bytes = include_bytes!("fixtures/survivor-2vcpu-1.0.pvks");
+    let saved = SavedMachine::parse(bytes).unwrap();
+    assert_eq!(saved.pvkit_version, "0.1.0");
+    let facts = saved.facts;
+    assert_eq!((facts.tsc_khz, facts.vcpu_count, facts.memory_size), (2_596_154, 2, 64 << 20));
+    assert_eq!(facts.cpu_features[0], 2_166_366_208);
+    assert_eq!(saved.vcpus.len(), 2);
+    let devices: Vec<_> = saved.devices.iter().map(|d| (d.index, d.device_id, d.status, d.negotiated)).collect();
+    assert_eq!(devices, [(0, 2, 15, 4_831_846_976), (1, 4, 0, 0)]);
+    let queue = &saved.devices[0].queues[0];
+    assert_eq!((queue.size, queue.desc, queue.avail, queue.used), (128, 1_691_648, 1_693_696, 1_693_960));
+    let live = queue.live.unwrap();
+    assert_eq!((live.next_avail, live.avail_seen, live.next_used), (99, 99, 99));
+    assert_eq!((live.signalled_used, live.avail_event), (Some(99), Some(99)));
+    let timers = saved.timers.as_ref().unwrap();
+    assert_eq!((timers.slots[0].deadline, timers.slots[0].vector), (Some(2_013_387_668), Some(65)));
+    assert_eq!((timers.slots[1].deadline, timers.slots[1].vector), (None, None));
+    let clock = saved.clock.as_ref().unwrap();
+    assert_eq!(clock.now_ns, 2_006_189_095);
+    assert_eq!(clock.registrations, [Some((1_690_336, 2)), Some((1_690_368, 2))]);
+    assert_eq!((saved.dispatcher.features, saved.dispatcher.started.as_slice()), (511, &[true, true][..]));
+    let info = saved.info.as_ref().unwrap();
+    assert_eq!((info.created_unix_ns, info.writer.as_str()), (1_796_056_414_502_814_911, "pvkit 0.1.0"));
+    // Format 1.0 had no serial section: the port starts in its reset state
+    // (SNAP-28).
+    assert_eq!(saved.serial, None);
+    let file = StateFile::parse(bytes).unwrap();
+    assert_eq!(file.format_minor, 0);
+    // Written again, every section is as it was, byte for byte; the header
+    // says the writer's minor version.
+    let again = StateFile::parse(&saved.to_bytes("0.1.0")).unwrap();
+    assert_eq!(again.sections, file.sections);
+    assert_eq!((again.facts, again.format_minor), (file.facts, FORMAT_MINOR));
 }

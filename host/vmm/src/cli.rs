@@ -47,6 +47,15 @@ pub(crate) enum Command {
     /// Prints the answer (JSON, or Prometheus text for `metrics --prometheus`);
     /// exits with 1 when the API refuses the request, after printing why.
     Ctl(crate::ctl::CtlArgs),
+    /// Rehearse a disaster recovery: run a machine, snapshot it on a
+    /// schedule, restore its latest snapshot beside it until it reports
+    /// healthy, and print the recovery time (RTO) and data-loss window (RPO).
+    ///
+    /// The VM file's `[drill]` table gives the schedule (docs/drill.md).
+    /// Exits with 0 when every recovery reported healthy and left the primary
+    /// running, 1 otherwise; after `--failover`, with the promoted machine's
+    /// own exit status.
+    Drill(crate::drill::DrillArgs),
 }
 
 /// The options that describe the machine; a VM description file gives the
@@ -91,12 +100,32 @@ const RESTORE_EXCLUDES: [&str; 14] = [
     "nets",
 ];
 
+/// What `--standby` excludes: what `--restore` does, and `--restore`.
+const STANDBY_EXCLUDES: [&str; 16] = [
+    "kernel",
+    "config",
+    "initrd",
+    "mem",
+    "allow_overcommit",
+    "cpus",
+    "cmdline",
+    "disks",
+    "rng",
+    "virtio_console",
+    "cpuid_hide",
+    "cpuid_require",
+    "cpuid_pins",
+    "nets",
+    "restore",
+    "print_config",
+];
+
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
     /// The kernel: an executable ELF file (x86-64 or i386) with a PVH entry
     /// note (XEN_ELFNOTE_PHYS32_ENTRY), or a Linux bzImage (boot protocol
     /// 2.12 or later), told apart by their content.
-    #[arg(required_unless_present_any = ["config", "restore"])]
+    #[arg(required_unless_present_any = ["config", "restore", "standby"])]
     pub(crate) kernel: Option<PathBuf>,
 
     /// An initial RAM disk: a bzImage's initrd, or a PVH kernel's first module.
@@ -113,6 +142,12 @@ pub(crate) struct RunArgs {
     /// booting one; only --api-sock and --accounting may be added.
     #[arg(long, value_name = "DIR", conflicts_with_all = RESTORE_EXCLUDES)]
     pub(crate) restore: Option<PathBuf>,
+
+    /// Start with no machine: serve the management API on --api-sock until
+    /// `PUT /vm/restore` names a snapshot folder, then restore it as
+    /// --restore would (a warm standby for a failover, docs/api.yaml).
+    #[arg(long, requires = "api_sock", conflicts_with_all = STANDBY_EXCLUDES)]
+    pub(crate) standby: bool,
 
     /// Print the VM description file that the command line (or --config)
     /// means, with absolute paths, and exit without booting.
@@ -228,17 +263,8 @@ impl RunArgs {
             return VmConfig::load(path);
         }
         if let Some(dir) = &self.restore {
-            let mut config = VmConfig::load(&dir.join(crate::snapshot::CONFIG_FILE))?;
-            config.restore =
-                Some(std::path::absolute(dir).map_err(|e| ConfigError(format!("{}: {e}", dir.display())))?);
-            config.api = self.api_sock.clone().map(|socket| ApiConfig { socket });
-            config.devices.strict_virtio |= self.strict_virtio;
-            if let Some(seccomp) = self.seccomp {
-                config.security.seccomp = seccomp;
-            }
-            if let Some(user) = self.user {
-                config.security.user = Some(user);
-            }
+            let mut config = crate::standby::restore_config(dir, self.api_sock.as_deref())?;
+            self.restore_overrides(&mut config);
             return Ok(config);
         }
         let kernel = self.kernel.clone().ok_or_else(|| ConfigError("no kernel given".into()))?;
@@ -271,7 +297,20 @@ impl RunArgs {
             api: self.api_sock.clone().map(|socket| ApiConfig { socket }),
             annotations: Default::default(),
             security: SecurityConfig { seccomp: self.seccomp.unwrap_or_default(), user: self.user },
+            drill: None,
         })
+    }
+
+    /// What a restored machine takes from the command line rather than from
+    /// its snapshot: `--strict-virtio`, the process's confinement.
+    pub(crate) fn restore_overrides(&self, config: &mut VmConfig) {
+        config.devices.strict_virtio |= self.strict_virtio;
+        if let Some(seccomp) = self.seccomp {
+            config.security.seccomp = seccomp;
+        }
+        if let Some(user) = self.user {
+            config.security.user = Some(user);
+        }
     }
 
     /// What only the tests and the benchmark ask for.

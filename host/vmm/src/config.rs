@@ -14,6 +14,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
+mod drill;
+
+pub(crate) use drill::DrillConfig;
+
 use crate::confine::SecurityConfig;
 use crate::layout::{self, MemSize};
 use crate::net::{BackendArg, NetArg};
@@ -62,6 +66,9 @@ pub(crate) struct VmConfig {
     /// Confinement: the seccomp filters' action and the user to run as.
     #[serde(default, skip_serializing_if = "SecurityConfig::is_default")]
     pub(crate) security: SecurityConfig,
+    /// The recovery drill's schedule (`pvkit drill`); `pvkit run` ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) drill: Option<DrillConfig>,
 }
 
 /// `[machine]`.
@@ -441,7 +448,7 @@ impl VmConfig {
             net.to_arg()?;
         }
         self.cpuid.policy().map_err(|e| format!("cpuid: {e}"))?;
-        Ok(())
+        self.drill.as_ref().map_or(Ok(()), DrillConfig::check)
     }
 
     fn resolve_paths(&mut self, folder: &Path) {
@@ -459,6 +466,9 @@ impl VmConfig {
         self.nets.iter_mut().filter_map(|n| n.socket.as_mut()).for_each(resolve);
         if let Some(api) = &mut self.api {
             resolve(&mut api.socket);
+        }
+        if let Some(dir) = self.drill.as_mut().and_then(|d| d.dir.as_mut()) {
+            resolve(dir);
         }
     }
 

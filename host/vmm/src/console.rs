@@ -5,7 +5,8 @@ use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use vm_superio::serial::NoEvents;
+use pvkit_host::snapshot::UartState;
+use vm_superio::serial::{NoEvents, SerialState};
 use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -117,3 +118,84 @@ impl Trigger for IrqTrigger {
 
 /// COM1.
 pub(crate) type SerialPort = Serial<IrqTrigger, NoEvents, ConsoleWriter>;
+
+/// COM1's state for a snapshot (SNAP-28).
+pub(crate) fn save_serial(port: &SerialPort) -> UartState {
+    let s = port.state();
+    UartState {
+        divisor_low: s.baud_divisor_low,
+        divisor_high: s.baud_divisor_high,
+        interrupt_enable: s.interrupt_enable,
+        interrupt_identification: s.interrupt_identification,
+        line_control: s.line_control,
+        line_status: s.line_status,
+        modem_control: s.modem_control,
+        modem_status: s.modem_status,
+        scratch: s.scratch,
+        input: s.in_buffer,
+    }
+}
+
+/// COM1 as a snapshot saved it, or in its reset state for a file that did
+/// not save it (SNAP-28): its pending interrupt raised through `trigger`.
+pub(crate) fn restored_serial(
+    saved: Option<&UartState>,
+    trigger: IrqTrigger,
+    out: ConsoleWriter,
+) -> Result<SerialPort, String> {
+    let Some(u) = saved else { return Ok(Serial::new(trigger, out)) };
+    let state = SerialState {
+        baud_divisor_low: u.divisor_low,
+        baud_divisor_high: u.divisor_high,
+        interrupt_enable: u.interrupt_enable,
+        interrupt_identification: u.interrupt_identification,
+        line_control: u.line_control,
+        line_status: u.line_status,
+        modem_control: u.modem_control,
+        modem_status: u.modem_status,
+        scratch: u.scratch,
+        in_buffer: u.input.clone(),
+    };
+    Serial::from_state(&state, trigger, NoEvents, out).map_err(|e| format!("the serial port: {e:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn port() -> SerialPort {
+        let fd = EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK).unwrap();
+        Serial::new(IrqTrigger(fd), ConsoleWriter(Arc::new(Console::default())))
+    }
+
+    #[test]
+    fn snap28_the_serial_port_comes_back_with_its_registers_input_and_interrupt() {
+        let mut com1 = port();
+        // The guest's driver: 8N1, a divisor of 1, received-data interrupts
+        // on, a scratch value; then input arrives it has not read.
+        for (offset, value) in [(3u8, 0x80u8), (0, 1), (1, 0), (3, 0x03), (1, 0x01), (7, 0x5a)] {
+            com1.write(offset, value).unwrap();
+        }
+        com1.enqueue_raw_bytes(b"ok").unwrap();
+        let saved = save_serial(&com1);
+        assert_eq!((saved.interrupt_enable, saved.line_control, saved.scratch), (0x01, 0x03, 0x5a));
+        assert_eq!((saved.divisor_low, saved.divisor_high, saved.input.as_slice()), (1, 0, &b"ok"[..]));
+
+        let fd = EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK).unwrap();
+        let raised = fd.try_clone().unwrap();
+        let mut back =
+            restored_serial(Some(&saved), IrqTrigger(fd), ConsoleWriter(Arc::new(Console::default()))).unwrap();
+        // The pending received-data interrupt is raised again at once.
+        assert_eq!(raised.read().unwrap(), 1);
+        assert_eq!(save_serial(&back), saved);
+        assert_eq!((back.read(0), back.read(0), back.read(7)), (b'o', b'k', 0x5a));
+
+        // A file without the section: the reset state.
+        let fresh = restored_serial(None, IrqTrigger(raised), ConsoleWriter(Arc::new(Console::default()))).unwrap();
+        assert_eq!(save_serial(&fresh), save_serial(&port()));
+        let too_much = UartState { input: vec![0; 65], ..saved };
+        let fd = EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK).unwrap();
+        let e = restored_serial(Some(&too_much), IrqTrigger(fd), ConsoleWriter(Arc::new(Console::default())));
+        assert!(e.is_err());
+    }
+}

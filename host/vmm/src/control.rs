@@ -44,6 +44,9 @@ pub(crate) enum ControlError {
     /// What was asked of the stopped machine failed (a snapshot could not
     /// be written): why, in one line. The machine runs on as it was.
     Failed(String),
+    /// What the request names cannot be used (a snapshot folder that does
+    /// not restore): why, in one line. Nothing changed.
+    Invalid(String),
 }
 
 #[derive(Debug)]

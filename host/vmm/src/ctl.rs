@@ -2,12 +2,13 @@
 //! scripts and tests need no curl. It prints the answer's body and exits
 //! with 1 when the API refuses the request (the error goes to stderr).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::UnixStream;
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
+
+use crate::api::client::{self, Request};
 
 /// How long `ctl` waits for an answer (the event stream waits for ever).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -49,6 +50,12 @@ enum Verb {
         #[arg(long)]
         stop: bool,
     },
+    /// Have a pvkit on standby (`pvkit run --standby`) restore a snapshot
+    /// folder and run it (PUT /vm/restore).
+    Restore {
+        /// The snapshot folder.
+        dir: PathBuf,
+    },
     /// Run-time accounting: per vCPU run, steal and halted time; the meter (GET /vm/accounting).
     Accounting,
     /// The counters (GET /metrics).
@@ -71,6 +78,10 @@ impl Verb {
                 let body = serde_json::json!({ "dir": dir, "stop": stop });
                 ("PUT", "/vm/snapshot", body.to_string())
             }
+            Self::Restore { dir } => {
+                let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
+                ("PUT", "/vm/restore", serde_json::json!({ "dir": dir }).to_string())
+            }
             Self::State => ("GET", "/vm", String::new()),
             Self::Config => ("GET", "/vm/config", String::new()),
             Self::Accounting => ("GET", "/vm/accounting", String::new()),
@@ -88,50 +99,25 @@ impl Verb {
 
 /// Runs the verb; the process exit status.
 pub(crate) fn run(args: &CtlArgs) -> Result<u8, String> {
-    let fail = |what: &str, e: std::io::Error| format!("{what} {}: {e}", args.sock.display());
-    let mut stream = UnixStream::connect(&args.sock).map_err(|e| fail("cannot connect to", e))?;
     let streaming = matches!(args.verb, Verb::Events);
-    stream.set_read_timeout((!streaming).then_some(ANSWER_TIMEOUT)).map_err(|e| fail("cannot use", e))?;
     let (method, target, body) = args.verb.request();
-    write!(
-        stream,
-        "{method} {target} HTTP/1.1\r\nHost: pvkit\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .map_err(|e| fail("cannot send to", e))?;
-    let mut reader = BufReader::new(stream);
-    let mut status_line = String::new();
-    reader.read_line(&mut status_line).map_err(|e| fail("no answer from", e))?;
-    let status: u16 = status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| {
-        format!("{} answered something that is not HTTP: {:?}", args.sock.display(), status_line.trim_end())
-    })?;
-    loop {
-        let mut header = String::new();
-        let n = reader.read_line(&mut header).map_err(|e| fail("the answer broke off from", e))?;
-        if n == 0 || header == "\r\n" {
-            break;
-        }
-    }
+    let request = Request { method, target, body: &body };
+    let answer = client::send(&args.sock, request, (!streaming).then_some(ANSWER_TIMEOUT))?;
     let mut out = std::io::stdout().lock();
-    if streaming && (200..300).contains(&status) {
-        for line in reader.lines() {
-            let Ok(line) = line else { break };
+    if streaming && answer.ok() {
+        for line in answer.lines() {
             if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
                 break;
             }
         }
         return Ok(0);
     }
-    let mut body = String::new();
-    reader.read_to_string(&mut body).map_err(|e| fail("the answer broke off from", e))?;
-    if (200..300).contains(&status) {
+    let (ok, status) = (answer.ok(), answer.status);
+    let body = answer.body().map_err(|e| format!("the answer broke off from {}: {e}", args.sock.display()))?;
+    if ok {
         let _ = out.write_all(body.as_bytes());
         return Ok(0);
     }
-    let why = serde_json::from_str::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
-        .unwrap_or_else(|| body.trim().to_string());
-    eprintln!("pvkit ctl: {status} {}: {why}", crate::api::http::reason(status));
+    eprintln!("pvkit ctl: {status} {}: {}", crate::api::http::reason(status), client::error_of(&body));
     Ok(1)
 }

@@ -26,6 +26,7 @@ mod control;
 mod cpuid;
 mod ctl;
 mod devices;
+mod drill;
 mod elf;
 mod error;
 mod events;
@@ -42,6 +43,7 @@ mod output;
 mod saver;
 mod sched;
 mod snapshot;
+mod standby;
 mod teardown;
 mod time;
 mod vcpu;
@@ -79,6 +81,13 @@ pub fn main() -> ExitCode {
                 ExitCode::from(exit::SETUP_FAILED)
             }
         },
+        Command::Drill(args) => match drill::run(&args) {
+            Ok(status) => ExitCode::from(status),
+            Err(e) => {
+                eprintln!("pvkit drill: error: {e}");
+                ExitCode::from(exit::SETUP_FAILED)
+            }
+        },
         Command::Bench(args) => match bench::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -91,6 +100,16 @@ pub fn main() -> ExitCode {
 
 /// `pvkit run`: the machine the options or the file describe, printed or booted.
 fn run(args: &cli::RunArgs) -> Result<u8, error::VmmError> {
+    if args.standby {
+        // Checked writable before the standby waits.
+        let accounting =
+            args.accounting.as_deref().map(output::Output::open).transpose().map_err(error::VmmError::Config)?;
+        let sock =
+            args.api_sock.as_deref().ok_or_else(|| error::VmmError::Config("--standby needs --api-sock".into()))?;
+        let (mut machine, api) = standby::wait(sock).map_err(error::VmmError::Config)?;
+        args.restore_overrides(&mut machine);
+        return vm::run(&machine, args.hooks(), accounting, Some(api));
+    }
     let machine = args.machine().map_err(|e| error::VmmError::Config(e.to_string()))?;
     if args.print_config {
         let machine = machine
@@ -102,7 +121,7 @@ fn run(args: &cli::RunArgs) -> Result<u8, error::VmmError> {
     // Checked writable before the machine runs.
     let accounting =
         args.accounting.as_deref().map(output::Output::open).transpose().map_err(error::VmmError::Config)?;
-    vm::run(&machine, args.hooks(), accounting)
+    vm::run(&machine, args.hooks(), accounting, None)
 }
 
 /// The parsers of operator and API-client input, for the fuzz targets:

@@ -71,6 +71,12 @@ impl Target for Machine {
         Ok(serde_json::to_value(&report).unwrap_or_default())
     }
 
+    fn restore(&self, _dir: &std::path::Path) -> Result<serde_json::Value, ControlError> {
+        Err(ControlError::Conflict(
+            "this pvkit runs a machine already; a snapshot is restored by one on standby (pvkit run --standby)",
+        ))
+    }
+
     fn metrics(&self) -> Snapshot {
         let timers = self.timers.as_ref().map_or_else(Vec::new, |t| {
             let s = t.stats();

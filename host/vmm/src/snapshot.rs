@@ -171,6 +171,7 @@ fn save(machine: &Machine, dir: &Path) -> Result<Report, String> {
         dispatcher,
         accounting: machine.dispatcher.save_accounting(),
         devices: (0u16..).zip(&devices).map(|(i, d)| d.save(i)).collect(),
+        serial: Some(crate::console::save_serial(&machine.serial.lock().unwrap_or_else(PoisonError::into_inner))),
         info: Some(InfoState {
             created_unix_ns: u64::try_from(created_unix_ns).unwrap_or(u64::MAX),
             writer: concat!("pvkit ", env!("CARGO_PKG_VERSION")).into(),
@@ -198,6 +199,7 @@ fn save(machine: &Machine, dir: &Path) -> Result<Report, String> {
     drop(devices);
     config.api = None;
     config.restore = None;
+    config.drill = None;
     write_file(dir, CONFIG_FILE, config.to_toml().as_bytes())?;
     let bytes = saved.to_bytes(env!("CARGO_PKG_VERSION"));
     write_file(dir, STATE_FILE, &bytes)?;

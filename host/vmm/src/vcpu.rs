@@ -158,12 +158,15 @@ impl Vcpu {
             if let Some(c) = counters {
                 c.count(reason);
             }
+            // The trace only reports the exit: it is served like any other
+            // (a restored guest's first port write is a real hypercall).
+            if let Ok(VcpuExit::IoOut(port, _)) = &exit
+                && self.machine.boot_trace.swap(false, std::sync::atomic::Ordering::Relaxed)
+            {
+                eprintln!("pvkit: boot: first guest exit (port {port:#x})");
+            }
             let call = match exit {
                 Ok(VcpuExit::IoOut(port, data)) => match gate::classify_out(gate_port, port, data) {
-                    _ if self.machine.boot_trace.swap(false, std::sync::atomic::Ordering::Relaxed) => {
-                        eprintln!("pvkit: boot: first guest exit (port {port:#x})");
-                        None
-                    }
                     GateAccess::Call(number) => Some(number),
                     GateAccess::Ignored => None,
                     GateAccess::NotGate if port == I8042_COMMAND_PORT && data == [I8042_PULSE_RESET] => {

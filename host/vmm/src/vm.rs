@@ -14,14 +14,13 @@ use pvkit_host::timer::Timers;
 use pvkit_host::vm_memory::VmMemory;
 use pvkit_spec::Features;
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
-use vm_superio::Serial;
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use crate::accounting::{self, Updater};
 use crate::api::ApiSocket;
 use crate::cli::TestHooks;
 use crate::config::VmConfig;
-use crate::console::{Console, ConsoleWriter, IrqTrigger, SERIAL_GSI};
+use crate::console::{self, Console, ConsoleWriter, IrqTrigger, SERIAL_GSI};
 use crate::control::Control;
 use crate::devices::{Backends, DeviceSet};
 use crate::error::{VmmError, kvm};
@@ -77,7 +76,13 @@ fn create_memory(vm: &VmFd, mem: MemSize, restore: Option<&Restore>) -> Result<G
 }
 
 /// Boots the kernel and runs the machine; returns the process exit status.
-pub(crate) fn run(config: &VmConfig, hooks: TestHooks, accounting_out: Option<Output>) -> Result<u8, VmmError> {
+/// `bound` is the API socket when a standby bound it already.
+pub(crate) fn run(
+    config: &VmConfig,
+    hooks: TestHooks,
+    accounting_out: Option<Output>,
+    bound: Option<ApiSocket>,
+) -> Result<u8, VmmError> {
     let (mem, cpus) = (config.machine.memory, config.machine.vcpus);
     // Everything the operator gave is checked before KVM is touched.
     limits::check_guest_ram(mem, config.machine.allow_overcommit)?;
@@ -98,7 +103,10 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks, accounting_out: Option<Ou
     };
     // Bound first, so a client may connect while the machine is built; the
     // socket goes again however `run` ends.
-    let api = config.api.as_ref().map(|api| ApiSocket::bind(&api.socket)).transpose().map_err(VmmError::Config)?;
+    let api = match bound {
+        Some(api) => Some(api),
+        None => config.api.as_ref().map(|api| ApiSocket::bind(&api.socket)).transpose().map_err(VmmError::Config)?,
+    };
     let _remove_socket = api.as_ref().map(|a| RemoveOnDrop(a.path().to_owned()));
     let console = Arc::new(Console::default());
     let virtio_console = config.devices.virtio_console.then(|| (Arc::clone(&console), Arc::clone(&console.input)));
@@ -140,7 +148,12 @@ pub(crate) fn run(config: &VmConfig, hooks: TestHooks, accounting_out: Option<Ou
 
     let serial_irq = EventFd::new(EFD_NONBLOCK).map_err(|source| VmmError::Host { what: "eventfd", source })?;
     vm.register_irqfd(&serial_irq, SERIAL_GSI).map_err(kvm("KVM_IRQFD for the serial port"))?;
-    let serial = Serial::new(IrqTrigger(serial_irq), ConsoleWriter(Arc::clone(&console)));
+    let serial = console::restored_serial(
+        restore.as_ref().and_then(Restore::serial),
+        IrqTrigger(serial_irq),
+        ConsoleWriter(Arc::clone(&console)),
+    )
+    .map_err(VmmError::Snapshot)?;
 
     let mut fds = Vec::new();
     for index in 0..cpus {

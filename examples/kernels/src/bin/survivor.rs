@@ -18,7 +18,15 @@
 //! survivor: tick <t> log <records> clock <ns> back <steps back> vcpus <c1>,<c2>,...
 //! ```
 //!
-//! (`vcpus` lists the secondary vCPUs' counters, `-` with one vCPU). With
+//! (`vcpus` lists the secondary vCPUs' counters, `-` with one vCPU), and
+//! after it, while no step back was seen and every write succeeded, the
+//! health line of `spec/snapshot.md` (SNAP-24) that `pvkit drill` waits for:
+//!
+//! ```text
+//! HEALTHY survivor tick <t> log <records>
+//! ```
+//!
+//! With
 //! `survivor.ticks=N` it stops after tick N, once the log holds N records,
 //! and exits with 0 when the clock never stepped back and every write
 //! succeeded, 1 otherwise; without it, it runs until stopped.
@@ -227,6 +235,11 @@ fn main(boot: Boot) -> u8 {
         if records.is_multiple_of(report) {
             let back = BACK.load(Ordering::Relaxed);
             println!("survivor: tick {ticks} log {records} clock {now} back {back} vcpus {}", Spins(vcpus));
+            // The health line (spec/snapshot.md, SNAP-24): the log grows, the
+            // clock never stepped back, every write succeeded.
+            if back == 0 && failed == 0 {
+                println!("HEALTHY survivor tick {ticks} log {records}");
+            }
         }
         if limit.is_some_and(|limit| records >= limit) {
             let back = BACK.load(Ordering::Relaxed);

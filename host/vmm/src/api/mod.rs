@@ -3,6 +3,7 @@
 //! client, so a client that connects and says nothing holds up neither the
 //! machine nor the other clients.
 
+pub(crate) mod client;
 pub(crate) mod http;
 pub(crate) mod routes;
 
@@ -67,6 +68,21 @@ impl ApiSocket {
     /// The socket's path.
     pub(crate) fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Serves `target` on the calling thread, one client at a time, until
+    /// `done` says so after an answer: for a pvkit on standby, whose only
+    /// work is to wait for a restore.
+    pub(crate) fn serve_until(&self, target: &dyn Target, done: impl Fn() -> bool) {
+        for stream in self.listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(CLIENT_TIMEOUT));
+            let _ = stream.set_write_timeout(Some(CLIENT_TIMEOUT));
+            serve_client(stream, target);
+            if done() {
+                return;
+            }
+        }
     }
 
     /// Serves `target` from a thread of its own until the process ends.

@@ -19,6 +19,7 @@ pub(crate) const ROUTES: &[(Method, &str)] = &[
     (Method::Put, "/vm/shutdown"),
     (Method::Put, "/vm/stop"),
     (Method::Put, "/vm/snapshot"),
+    (Method::Put, "/vm/restore"),
     (Method::Get, "/vm/accounting"),
     (Method::Get, "/metrics"),
     (Method::Get, "/events"),
@@ -46,6 +47,9 @@ pub(crate) trait Target: Send + Sync {
     /// Takes a snapshot into `dir` (spec/snapshot.md), then lets the machine
     /// run on, or stops it; what was written.
     fn snapshot(&self, dir: &std::path::Path, stop: bool) -> Result<serde_json::Value, ControlError>;
+    /// Restores the snapshot in `dir` into this process: only a pvkit on
+    /// standby (`pvkit run --standby`) has no machine yet to refuse it with.
+    fn restore(&self, dir: &std::path::Path) -> Result<serde_json::Value, ControlError>;
     /// The counters.
     fn metrics(&self) -> Snapshot;
     /// Run-time accounting: per vCPU run, steal, halted, exits; the meter.
@@ -72,6 +76,14 @@ struct SnapshotBody {
     /// Stop the machine once the snapshot is written.
     #[serde(default)]
     stop: bool,
+}
+
+/// `PUT /vm/restore`'s body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestoreBody {
+    /// The snapshot folder, absolute.
+    dir: Option<std::path::PathBuf>,
 }
 
 /// What a request comes to: a response, or an event stream.
@@ -102,6 +114,7 @@ fn control(result: Result<(), ControlError>, state: &str) -> Response {
         Err(ControlError::Conflict(why)) => Response::error(409, why),
         Err(ControlError::Timeout) => Response::error(503, "the vCPUs did not stop in time; the machine runs on"),
         Err(ControlError::Failed(why)) => Response::error(500, why),
+        Err(ControlError::Invalid(why)) => Response::error(400, why),
     }
 }
 
@@ -158,6 +171,16 @@ fn answer(target: &dyn Target, request: &Request) -> Result<Answer, Answer> {
             };
             match target.snapshot(&dir, body.stop) {
                 Ok(report) => Response::json(200, &report),
+                Err(e) => control(Err(e), ""),
+            }
+        }
+        "/vm/restore" => {
+            let body: RestoreBody = parse_body(request).map_err(respond)?;
+            let Some(dir) = body.dir.filter(|d| d.is_absolute()) else {
+                return Err(respond(Response::error(400, "dir must be given, as an absolute path")));
+            };
+            match target.restore(&dir) {
+                Ok(report) => Response::json(202, &report),
                 Err(e) => control(Err(e), ""),
             }
         }

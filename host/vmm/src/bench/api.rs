@@ -2,11 +2,12 @@
 //! socket takes connections, and the round trip of `GET /vm` on it, both on
 //! the `service` kernel (pvkit's only: QEMU's API is another protocol).
 
-use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
+
+use crate::api::client::{self, Request};
 
 /// Machines started for the socket figure.
 pub(super) const STARTS: usize = 20;
@@ -33,7 +34,7 @@ pub(super) fn start_once(service: &Path, dir: &Path, n: usize) -> Result<(f64, f
         .map_err(|e| format!("cannot start pvkit: {e}"))?;
     let result = measure(&sock, start);
     // Stop the machine however the measurement went.
-    let _ = exchange(&sock, "PUT /vm/stop HTTP/1.1\r\n\r\n");
+    let _ = exchange(&sock, Request::put("/vm/stop", ""));
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_file(&sock);
@@ -51,10 +52,10 @@ fn measure(sock: &Path, start: Instant) -> Result<(f64, f64), String> {
     let mut trips = Vec::with_capacity(REQUESTS);
     for _ in 0..REQUESTS {
         let t = Instant::now();
-        let answer = exchange(sock, "GET /vm HTTP/1.1\r\n\r\n")?;
+        let status = exchange(sock, Request::get("/vm"))?;
         trips.push(t.elapsed().as_secs_f64() * 1e6);
-        if !answer.starts_with("HTTP/1.1 200 ") {
-            return Err(format!("GET /vm answered {:?}", answer.lines().next().unwrap_or("")));
+        if status != 200 {
+            return Err(format!("GET /vm answered {status}"));
         }
     }
     trips.sort_by(f64::total_cmp);
@@ -62,12 +63,10 @@ fn measure(sock: &Path, start: Instant) -> Result<(f64, f64), String> {
     Ok((ready_ms, median))
 }
 
-/// One request on a new connection; the whole answer.
-fn exchange(sock: &Path, request: &str) -> Result<String, String> {
-    let mut s = UnixStream::connect(sock).map_err(|e| format!("connecting to {}: {e}", sock.display()))?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
-    s.write_all(request.as_bytes()).map_err(|e| format!("sending: {e}"))?;
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).map_err(|e| format!("reading the answer: {e}"))?;
-    Ok(answer)
+/// One request on a new connection; its status.
+fn exchange(sock: &Path, request: Request<'_>) -> Result<u16, String> {
+    let answer = client::send(sock, request, Some(Duration::from_secs(5)))?;
+    let status = answer.status;
+    answer.body().map_err(|e| format!("reading the answer: {e}"))?;
+    Ok(status)
 }

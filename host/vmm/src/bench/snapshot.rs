@@ -4,11 +4,12 @@
 //! and how long `pvkit run --restore` takes from spawn to the first vCPU
 //! entering the guest (`--boot-trace`), with memory mapped lazily.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::UnixStream;
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
+
+use crate::api::client::{self, Request};
 
 /// MiB the guest writes before it is saved.
 const TOUCH_MIB: u64 = 16;
@@ -82,19 +83,9 @@ fn wait_line(from: impl Read + Send + 'static, pred: fn(&str) -> bool) -> Result
 /// it wrote to `memory.raw`.
 fn save(sock: &Path, folder: &Path) -> Result<(f64, f64), String> {
     let body = serde_json::json!({ "dir": folder, "stop": true }).to_string();
-    let request = format!("PUT /vm/snapshot HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}", body.len());
     let start = Instant::now();
-    let mut s = UnixStream::connect(sock).map_err(|e| format!("connecting to {}: {e}", sock.display()))?;
-    s.set_read_timeout(Some(LIMIT)).map_err(|e| e.to_string())?;
-    s.write_all(request.as_bytes()).map_err(|e| format!("sending: {e}"))?;
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).map_err(|e| format!("reading the answer: {e}"))?;
+    let report = client::call(sock, Request::put("/vm/snapshot", &body), LIMIT)?;
     let ms = start.elapsed().as_secs_f64() * 1e3;
-    if !answer.starts_with("HTTP/1.1 200 ") {
-        return Err(format!("PUT /vm/snapshot answered {:?}", answer.lines().last().unwrap_or("")));
-    }
-    let json = answer.split("\r\n\r\n").nth(1).unwrap_or("");
-    let report: serde_json::Value = serde_json::from_str(json).map_err(|e| format!("the answer: {e}"))?;
     let data = report
         .get("memory_data_bytes")
         .and_then(serde_json::Value::as_f64)

@@ -86,6 +86,11 @@ impl Restore {
         self.saved.clock.as_ref().map_or(0, |c| c.now_ns)
     }
 
+    /// The serial port's saved state; none in a format 1.0 file (SNAP-28).
+    pub(crate) fn serial(&self) -> Option<&pvkit_host::snapshot::UartState> {
+        self.saved.serial.as_ref()
+    }
+
     /// The features the guest was offered.
     pub(crate) fn features(&self) -> Features {
         Features::from_bits_truncate(self.saved.dispatcher.features)

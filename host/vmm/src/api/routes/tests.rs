@@ -46,6 +46,10 @@ impl Target for Fake {
         self.asked.lock().unwrap().push(format!("snapshot {} {stop}", dir.display()));
         Ok(serde_json::json!({ "dir": dir }))
     }
+    fn restore(&self, dir: &std::path::Path) -> Result<serde_json::Value, ControlError> {
+        self.asked.lock().unwrap().push(format!("restore {}", dir.display()));
+        Err(ControlError::Conflict("the machine runs"))
+    }
     fn metrics(&self) -> Snapshot {
         Snapshot { uptime_ms: 1, vcpus: vec![], devices: vec![], timers: vec![], rss_bytes: 1 }
     }
