@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use pvkit_tests::machine::{Machine, socket_path};
-use pvkit_tests::{Run, Scratch, kernel, kvm_available, pvkit, root, run_with_limit};
+use pvkit_tests::{Run, Scratch, kernel, kvm_available, pvkit, root, run_with_input, run_with_limit};
 
 /// Every thread kind `--forbidden-call-in` takes.
 const KINDS: [&str; 9] = ["main", "vcpu", "devices", "clock", "timers", "accounting", "api", "console", "snapshot"];
@@ -48,17 +48,20 @@ fn no_core_dump(cmd: &mut Command) -> &mut Command {
     unsafe { cmd.pre_exec(no_core) }
 }
 
-/// `service` for a second (with an API socket when `kind` is the API's),
-/// its threads of `kind` making a forbidden call, under `mode`.
+/// `service` for a second (with an API socket when `kind` is the API's or
+/// the snapshot thread's, which runs only for the API), its threads of
+/// `kind` making a forbidden call, under `mode`.
 fn forbidden(kind: &str, mode: &str) -> Run {
     let sock = socket_path(&format!("confine-{kind}-{mode}"));
     let mut cmd = Command::new(pvkit());
     cmd.args(["run", "--seccomp", mode, "--forbidden-call-in", kind, "--cmdline", "service.seconds=1"]);
-    if kind == "api" {
+    if kind == "api" || kind == "snapshot" {
         cmd.arg("--api-sock").arg(&sock);
     }
     cmd.arg(kernel("service"));
-    run_with_limit(no_core_dump(&mut cmd), Duration::from_secs(120))
+    // The console thread runs only when standard input is not /dev/null.
+    let input: Option<&[u8]> = (kind == "console").then_some(b"");
+    run_with_input(no_core_dump(&mut cmd), input, Duration::from_secs(120))
 }
 
 #[test]

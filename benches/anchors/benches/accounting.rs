@@ -15,6 +15,7 @@ fn main() {
             case: "steal",
             pvkit: Side { name: "pvkit", exe: env!("CARGO_BIN_EXE_accounting_pvkit") },
             anchor: Side { name: "Linux kvm_steal_clock", exe: env!("CARGO_BIN_EXE_accounting_linux") },
+            functions: None,
         }],
     );
 }

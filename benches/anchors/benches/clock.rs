@@ -15,6 +15,7 @@ fn main() {
             case: "read",
             pvkit: Side { name: "pvkit", exe: env!("CARGO_BIN_EXE_clock_pvkit") },
             anchor: Side { name: "Linux pvclock", exe: env!("CARGO_BIN_EXE_clock_linux") },
+            functions: Some(["clock_pvkit::read", "clock_linux::pvclock_clocksource_read"]),
         }],
     );
 }

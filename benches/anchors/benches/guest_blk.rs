@@ -17,6 +17,7 @@ fn main() {
             case: "read",
             pvkit: Side { name: "pvkit", exe: env!("CARGO_BIN_EXE_guest_blk_pvkit") },
             anchor: Side { name: "virtio-drivers 0.13", exe: env!("CARGO_BIN_EXE_guest_blk_virtio_drivers") },
+            functions: None,
         }],
     );
 }

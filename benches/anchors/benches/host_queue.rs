@@ -20,7 +20,7 @@ const PVKIT: Side = Side { name: "pvkit", exe: env!("CARGO_BIN_EXE_host_queue_pv
 const ANCHOR: Side = Side { name: "virtio-queue 0.18", exe: env!("CARGO_BIN_EXE_host_queue_virtio_queue") };
 
 fn main() {
-    let pair = |name, case| Pair { name, case, pvkit: PVKIT, anchor: ANCHOR };
+    let pair = |name, case| Pair { name, case, pvkit: PVKIT, anchor: ANCHOR, functions: None };
     pvkit_anchors::main(
         "host virtqueue: instructions per chain (pop, walk, read the header, add_used)",
         &[

@@ -14,6 +14,7 @@ fn main() {
             case: "query",
             pvkit: Side { name: "Pvkit::query", exe: env!("CARGO_BIN_EXE_hypercall_pvkit") },
             anchor: Side { name: "bare gate", exe: env!("CARGO_BIN_EXE_hypercall_gate") },
+            functions: None,
         }],
     );
 }

@@ -78,6 +78,11 @@ pub struct Pair {
     pub pvkit: Side,
     /// The anchor's side.
     pub anchor: Side,
+    /// The function each side calls once per unit of work (pvkit's, then
+    /// the anchor's, as callgrind names them), when there is one: the table
+    /// adds a row that counts only what runs inside it, without the loop
+    /// and the call around it.
+    pub functions: Option<[&'static str; 2]>,
 }
 
 /// Runs of [`Work::run`] whose instructions make a count (see the
@@ -180,7 +185,7 @@ pub fn main(title: &str, pairs: &[Pair]) {
 /// Counts both sides of every pair and lays the counts out as a table.
 fn table(title: &str, pairs: &[Pair]) -> Result<String, String> {
     let keep = std::env::var_os("ANCHORS_CALLGRIND_DIR").map(PathBuf::from);
-    let width = pairs.iter().map(|p| p.name.len()).max().unwrap_or(0);
+    let width = pairs.iter().map(|p| p.name.len() + if p.functions.is_some() { 17 } else { 0 }).max().unwrap_or(0);
     let Some(first) = pairs.first() else {
         return Ok(String::new());
     };
@@ -188,17 +193,24 @@ fn table(title: &str, pairs: &[Pair]) -> Result<String, String> {
     let mut out = format!("{title} (callgrind: what {RUNS} more runs cost)\n");
     let _ = writeln!(out, "{:<width$}  {ours:>10}  {theirs:>20}  {:>7}", "", "ratio");
     for pair in pairs {
-        let pvkit = count(pair, pair.pvkit, keep.as_deref())?;
-        let anchor = count(pair, pair.anchor, keep.as_deref())?;
-        let _ = writeln!(out, "{:<width$}  {pvkit:>10.0}  {anchor:>20.0}  {:>6.2}x", pair.name, pvkit / anchor);
+        let measured = ["pvkit_anchors::measured"; 2];
+        for (row, functions) in
+            [(pair.name.to_owned(), Some(measured)), (format!("{}, in the function", pair.name), pair.functions)]
+        {
+            let Some([ours, theirs]) = functions else { continue };
+            let pvkit = count(pair, pair.pvkit, ours, keep.as_deref())?;
+            let anchor = count(pair, pair.anchor, theirs, keep.as_deref())?;
+            let _ = writeln!(out, "{row:<width$}  {pvkit:>10.0}  {anchor:>20.0}  {:>6.2}x", pvkit / anchor);
+        }
     }
     Ok(out)
 }
 
-/// Instructions per unit of one side's work: what [`RUNS`] more runs cost.
-fn count(pair: &Pair, side: Side, keep: Option<&Path>) -> Result<f64, String> {
-    let (i1, u1) = callgrind(pair, side, RUNS, keep)?;
-    let (i2, u2) = callgrind(pair, side, 2 * RUNS, keep)?;
+/// Instructions per unit of one side's work: what [`RUNS`] more runs cost,
+/// counted inside `function` (callgrind's `--toggle-collect`).
+fn count(pair: &Pair, side: Side, function: &str, keep: Option<&Path>) -> Result<f64, String> {
+    let (i1, u1) = callgrind(pair, side, function, RUNS, keep)?;
+    let (i2, u2) = callgrind(pair, side, function, 2 * RUNS, keep)?;
     let what = format!("{} / {}", pair.name, side.name);
     if u2 <= u1 || i2 <= i1 {
         return Err(format!("{what}: nothing counted ({i1} then {i2} instructions, {u1} then {u2} units)"));
@@ -207,19 +219,21 @@ fn count(pair: &Pair, side: Side, keep: Option<&Path>) -> Result<f64, String> {
     Ok((i2 - i1) as f64 / (u2 - u1) as f64)
 }
 
-/// Runs one side's binary under callgrind for `runs` runs after the warm-up;
-/// returns the instructions counted and the units done.
-fn callgrind(pair: &Pair, side: Side, runs: u32, keep: Option<&Path>) -> Result<(u64, u64), String> {
+/// Runs one side's binary under callgrind for `runs` runs after the warm-up,
+/// counting inside `function`; returns the instructions counted and the
+/// units done.
+fn callgrind(pair: &Pair, side: Side, function: &str, runs: u32, keep: Option<&Path>) -> Result<(u64, u64), String> {
     let what = format!("{} / {}", pair.name, side.name);
-    let name =
-        format!("{}-{}-{runs}", pair.case, side.name).replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_");
+    let name = format!("{}-{}-{function}-{runs}", pair.case, side.name)
+        .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_");
     let file = match keep {
         Some(dir) => dir.join(format!("callgrind.{name}.out")),
         None => std::env::temp_dir().join(format!("pvkit-anchors-{}-{name}.out", std::process::id())),
     };
     let output = Command::new("valgrind")
         .args(["--tool=callgrind", "-q"])
-        .args(["--toggle-collect=pvkit_anchors::measured", "--toggle-collect=pvkit_anchors::excluded"])
+        .arg(format!("--toggle-collect={function}"))
+        .arg("--toggle-collect=pvkit_anchors::excluded")
         .arg(format!("--callgrind-out-file={}", file.display()))
         .args([side.exe, "count", pair.case, &runs.to_string()])
         .output()

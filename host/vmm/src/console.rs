@@ -46,8 +46,13 @@ impl Console {
         n
     }
 
-    /// Starts the thread that moves stdin into the input buffer.
+    /// Starts the thread that moves stdin into the input buffer, unless
+    /// stdin is `/dev/null` (or closed): that thread would read the end of
+    /// its input at once and end.
     pub(crate) fn start_input(self: &Arc<Self>) {
+        if stdin_is_null() {
+            return;
+        }
         let console = Arc::clone(self);
         let spawned = std::thread::Builder::new().name("stdin".into()).spawn(move || {
             let mut chunk = [0u8; 256];
@@ -68,6 +73,20 @@ impl Console {
             log::warn!("console input disabled: {e}");
         }
     }
+}
+
+/// Whether standard input is `/dev/null` (the character device 1:3), or
+/// not open at all.
+fn stdin_is_null() -> bool {
+    let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes a `struct stat` into `stat`, which has room for
+    // one, and touches nothing else.
+    if unsafe { libc::fstat(libc::STDIN_FILENO, stat.as_mut_ptr()) } != 0 {
+        return true;
+    }
+    // SAFETY: fstat succeeded, so it initialized the whole structure.
+    let stat = unsafe { stat.assume_init() };
+    stat.st_mode & libc::S_IFMT == libc::S_IFCHR && stat.st_rdev == libc::makedev(1, 3)
 }
 
 /// `Write` into the console, for the serial port's output.

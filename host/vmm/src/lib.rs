@@ -44,6 +44,7 @@ mod saver;
 mod sched;
 mod snapshot;
 mod standby;
+mod teardown;
 mod time;
 mod vcpu;
 mod vm;

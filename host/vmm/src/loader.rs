@@ -109,7 +109,8 @@ impl KernelImage {
         Ok(Self { file, format: Format::Pvh(kernel), mem })
     }
 
-    /// Loads the kernel into guest memory.
+    /// Loads the kernel into guest memory, which must be fresh (all zeros,
+    /// as a new mapping is): a segment's zero-filled tail is not written.
     pub(crate) fn load(&mut self, path: &Path, guest: &GuestMemoryMmap) -> Result<Loaded, VmmError> {
         let k = match &self.format {
             Format::BzImage => {
@@ -131,18 +132,19 @@ impl KernelImage {
     }
 }
 
-/// Copies a segment's file bytes into guest memory and zeroes the rest of it.
+/// Copies a segment's file bytes into guest memory. The rest of the
+/// segment (its `.bss`) is not written: [`KernelImage::load`] writes into
+/// fresh guest RAM, which is all zeros, and segments never overlap (the ELF
+/// check refuses them), so it is zeros already. Writing them would fault in
+/// every page of it (a megabyte of stack in the example kernels).
 fn copy_segment(file: &File, s: &Segment, guest: &GuestMemoryMmap) -> Result<(), String> {
-    let mut buf = vec![0u8; COPY_CHUNK];
+    let len = s.file_len.min(s.end.saturating_sub(s.start));
+    let mut buf = vec![0u8; usize::try_from(len).unwrap_or(COPY_CHUNK).min(COPY_CHUNK)];
     let mut done = 0u64;
-    let mem_len = s.end.saturating_sub(s.start);
-    while done < mem_len {
-        let n = usize::try_from(mem_len.saturating_sub(done)).unwrap_or(COPY_CHUNK).min(COPY_CHUNK);
+    while done < len {
+        let n = usize::try_from(len.saturating_sub(done)).unwrap_or(COPY_CHUNK).min(COPY_CHUNK);
         let chunk = buf.get_mut(..n).ok_or("chunk size")?;
-        let from_file = usize::try_from(s.file_len.saturating_sub(done)).unwrap_or(n).min(n);
-        let (data, zeros) = chunk.split_at_mut(from_file);
-        file.read_at(s.offset.saturating_add(done), data).map_err(|e| format!("reading the kernel: {e}"))?;
-        zeros.fill(0);
+        file.read_at(s.offset.saturating_add(done), chunk).map_err(|e| format!("reading the kernel: {e}"))?;
         let at = s.start.saturating_add(done);
         guest.write_slice(chunk, GuestAddress(at)).map_err(|e| format!("at {at:#x}: {e}"))?;
         done = done.saturating_add(n as u64);

@@ -1,5 +1,6 @@
 //! One machine: its memory, devices, vCPU threads, and how it ends.
 
+use std::os::fd::AsRawFd;
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
@@ -32,7 +33,7 @@ use crate::output::Output;
 use crate::sched::realtime_priority;
 use crate::snapshot::Restore;
 use crate::time::{self, ApicSink, HostTime};
-use crate::{acpi, confine, cpuid, limits, loader, operator, vcpu};
+use crate::{acpi, confine, cpuid, limits, loader, operator, teardown, vcpu};
 
 /// How often the PV clock is steered towards the host's.
 const RECALIBRATE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -203,6 +204,12 @@ pub(crate) fn run(
 
     // Everything privileged is open: the user changes, the filters are ready.
     confine::prepare(&config.security, hooks.forbidden_call_in).map_err(|e| VmmError::Config(e.to_string()))?;
+    // The kernel's teardown of the VM goes to a process of its own, so that
+    // pvkit's exit does not wait for it; started as the user pvkit now is,
+    // before any thread.
+    let machine_fds: Vec<&dyn AsRawFd> =
+        std::iter::once(&*vm as &dyn AsRawFd).chain(fds.iter().map(|f| f as &dyn AsRawFd)).collect();
+    teardown::hand_off(&machine_fds);
 
     let (events_tx, events_rx) = mpsc::channel();
     let mut receivers = Vec::new();
@@ -251,31 +258,40 @@ pub(crate) fn run(
             .map_err(|source| VmmError::Host { what: "spawning the accounting thread", source })?;
         let _ = machine.accounting_thread.set(thread);
     }
-    if let Some(time) = time {
-        start_time_threads(&machine, time)?;
-    }
-    crate::snapshot::start_thread(&machine)
-        .map_err(|source| VmmError::Host { what: "spawning the snapshot thread", source })?;
-
-    for ((index, fd), rx) in (0u32..).zip(fds).zip(receivers) {
-        vcpu::spawn(index, fd, Arc::clone(&machine), rx)?;
-    }
     let starting = |e: pvkit_host::hypercall::StartError| VmmError::Host {
         what: "starting the vCPUs",
         source: std::io::Error::other(e.0),
     };
-    match (&restore, boot) {
+    // Each start goes into its vCPU's channel before the vCPU's thread
+    // exists, so the thread finds it at once rather than waiting for it.
+    let started = match (&restore, boot) {
         (Some(restore), _) => {
             for index in restore.started() {
                 machine.start(index, Start::RESUME).map_err(starting)?;
             }
-            machine.bus.publish(&Lifecycle::Restored { dir: restore.dir().display().to_string() });
+            Lifecycle::Restored { dir: restore.dir().display().to_string() }
         }
         (None, Some(boot)) => {
             machine.start(0, boot).map_err(starting)?;
-            machine.bus.publish(&Lifecycle::Started);
+            Lifecycle::Started
         }
         (None, None) => return Err(VmmError::Config("no kernel to boot".into())),
+    };
+    // The vCPUs start before the threads the guest does not need at once
+    // (the clock's recalibration, the timers, snapshots), so that the guest
+    // runs while they start; the timer thread finds a timer armed before it
+    // ran when it first looks.
+    for ((index, fd), rx) in (0u32..).zip(fds).zip(receivers) {
+        vcpu::spawn(index, fd, Arc::clone(&machine), rx)?;
+    }
+    machine.bus.publish(&started);
+    if let Some(time) = time {
+        start_time_threads(&machine, time)?;
+    }
+    // Snapshots are asked for through the API only.
+    if api.is_some() {
+        crate::snapshot::start_thread(&machine)
+            .map_err(|source| VmmError::Host { what: "spawning the snapshot thread", source })?;
     }
     let clients = api
         .map(|api| api.serve(operator::target(&machine)))
