@@ -138,7 +138,8 @@ fn a_failover_kills_the_primary_and_the_guest_runs_on_from_the_snapshot_to_its_e
     assert_eq!((test["kind"].as_str(), test["shared_disks_copied"].clone()), (Some("test"), serde_json::json!([1])));
     assert_eq!((failover["kind"].as_str(), failover["primary"].as_str()), (Some("failover"), Some("killed")));
     assert_eq!(failover["shared_disks_copied"], serde_json::json!([]));
-    assert!(failover["rto_ms"].as_f64().unwrap() > 0.0, "{failover:#}");
+    let (resume, rto) = (failover["resume_ms"].as_f64().unwrap(), failover["rto_ms"].as_f64().unwrap());
+    assert!(0.0 < resume && resume < rto, "{failover:#}");
     assert!(found["promoted_api_sock"].as_str().unwrap().ends_with("promoted.sock"));
     let primary_log = std::fs::read_to_string(dir.join("primary.log")).unwrap();
     assert!(!primary_log.contains("survivor: done"), "the primary was killed before its end");

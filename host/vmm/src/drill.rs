@@ -63,6 +63,9 @@ pub(crate) struct DrillArgs {
     dir: Option<PathBuf>,
 }
 
+/// How long the resume trace may lag behind the health line it came before.
+const RESUME_LINE_LIMIT: Duration = Duration::from_secs(1);
+
 /// A snapshot the drill took.
 #[derive(Debug)]
 struct Snap {
@@ -289,7 +292,7 @@ impl Drill {
         let deadline = later(machine.started, Duration::from_millis(self.plan.health_timeout_ms));
         let (at, line) = machine.first_health(deadline)?;
         row.rto_ms = Some(ms(began, at));
-        row.resume_ms = machine.resumed().map(|r| ms(began, r));
+        row.resume_ms = machine.resumed(RESUME_LINE_LIMIT).map(|r| ms(began, r));
         row.health = Some(line);
         Ok(machine)
     }

@@ -162,9 +162,19 @@ impl Machine {
         }
     }
 
-    /// When its vCPU 0 entered the guest after a restore, if it did yet.
-    pub(super) fn resumed(&self) -> Option<Instant> {
-        self.watch.seen.lock().unwrap_or_else(PoisonError::into_inner).resumed
+    /// When its vCPU 0 entered the guest after a restore. Asked once the
+    /// guest reported healthy, the line is written already, but its reader
+    /// may not have taken it yet: it waits for it up to `limit`.
+    pub(super) fn resumed(&self, limit: Duration) -> Option<Instant> {
+        let deadline = super::later(Instant::now(), limit);
+        let mut seen = self.watch.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if seen.resumed.is_some() || seen.ended == 2 || left.is_zero() {
+                return seen.resumed;
+            }
+            seen = self.watch.changed.wait_timeout(seen, left).unwrap_or_else(PoisonError::into_inner).0;
+        }
     }
 
     /// An error if the machine has ended.
