@@ -100,26 +100,6 @@ const RESTORE_EXCLUDES: [&str; 14] = [
     "nets",
 ];
 
-/// What `--standby` excludes: what `--restore` does, and `--restore`.
-const STANDBY_EXCLUDES: [&str; 16] = [
-    "kernel",
-    "config",
-    "initrd",
-    "mem",
-    "allow_overcommit",
-    "cpus",
-    "cmdline",
-    "disks",
-    "rng",
-    "virtio_console",
-    "cpuid_hide",
-    "cpuid_require",
-    "cpuid_pins",
-    "nets",
-    "restore",
-    "print_config",
-];
-
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
     /// The kernel: an executable ELF file (x86-64 or i386) with a PVH entry
@@ -146,7 +126,7 @@ pub(crate) struct RunArgs {
     /// Start with no machine: serve the management API on --api-sock until
     /// `PUT /vm/restore` names a snapshot folder, then restore it as
     /// --restore would (a warm standby for a failover, docs/api.yaml).
-    #[arg(long, requires = "api_sock", conflicts_with_all = STANDBY_EXCLUDES)]
+    #[arg(long, requires = "api_sock", conflicts_with_all = RESTORE_EXCLUDES, conflicts_with_all = ["restore", "print_config"])]
     pub(crate) standby: bool,
 
     /// Print the VM description file that the command line (or --config)
