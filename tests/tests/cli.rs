@@ -93,7 +93,17 @@ fn memory_too_small_for_the_kernel_is_one_line() {
 
 #[test]
 fn bad_options_are_usage_errors() {
-    for args in [&["run", "--mem", "lots", "k"][..], &["run", "--cpus", "0", "k"], &["run", "--cpus", "65", "k"]] {
+    let usage: [&[&str]; 7] = [
+        &["run", "--mem", "lots", "k"],
+        &["run", "--cpus", "0", "k"],
+        &["run", "--cpus", "65", "k"],
+        // A standby has a socket, and no machine of its own.
+        &["run", "--standby"],
+        &["run", "--standby", "--api-sock", "/tmp/s.sock", "--cpus", "2"],
+        &["run", "--standby", "--api-sock", "/tmp/s.sock", "--restore", "/tmp"],
+        &["run", "--standby", "--api-sock", "/tmp/s.sock", "k"],
+    ];
+    for args in usage {
         let run = pvkit_run(args);
         assert_eq!(run.code(), 2, "{args:?}: {run:#?}");
         assert!(run.stderr.contains("error:"), "{run:#?}");
@@ -117,6 +127,7 @@ fn help_documents_every_option() {
         "--disk <PATH[,ro]>",
         "--net <BACKEND[,mac=MAC]>",
         "--api-sock <PATH>",
+        "--standby",
         "PVH entry note",
         "exit status",
     ] {
