@@ -107,8 +107,7 @@ pub(crate) fn run(args: &DrillArgs) -> Result<u8, String> {
     primary_config.api = Some(ApiConfig { socket: dir.join("primary.sock") });
     std::fs::write(&primary_file, primary_config.to_toml())
         .map_err(|e| format!("writing {}: {e}", primary_file.display()))?;
-    let args_of = |file: &Path| vec![OsStr::new("--config").to_owned(), file.as_os_str().to_owned()];
-    let primary_args = args_of(&primary_file);
+    let primary_args = [OsStr::new("--config"), primary_file.as_os_str()].map(OsStr::to_owned);
     let mut primary = start("primary", &primary_args, &dir.join("primary.sock"), &dir)?;
     primary.wait_for_api(health)?;
     primary.first_health(later(primary.started, health))?;
@@ -139,7 +138,8 @@ pub(crate) fn run(args: &DrillArgs) -> Result<u8, String> {
     let mut outcome = drill.rounds(args.failover, &mut summary, &mut promoted);
     summary.snapshots = drill.taken;
     summary.finish();
-    if outcome.is_ok() && promoted.is_none() {
+    // A failover killed the primary; otherwise the drill stops it.
+    if outcome.is_ok() && !args.failover {
         outcome = drill.primary.stop().map(drop);
     }
     drop(drill);
