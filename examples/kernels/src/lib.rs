@@ -41,6 +41,26 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
+/// Fills `record` with little-endian words: `head`, then the [`fnv1a`]
+/// checksum of the whole record with that word as zeros, then `filler(i)`
+/// for each word `i` after it: the layout of `diskstorm`'s blocks and
+/// `survivor`'s log records.
+pub fn checksummed(record: &mut [u8], head: &[u64], filler: impl Fn(u64) -> u64) {
+    let sum_at = head.len();
+    for (i, word) in record.chunks_exact_mut(8).enumerate() {
+        let value = match head.get(i) {
+            Some(&value) => value,
+            None if i == sum_at => 0,
+            None => filler(i as u64),
+        };
+        word.copy_from_slice(&value.to_le_bytes());
+    }
+    let sum = fnv1a(record);
+    if let Some(word) = record.get_mut(sum_at * 8..sum_at * 8 + 8) {
+        word.copy_from_slice(&sum.to_le_bytes());
+    }
+}
+
 /// The kernel command line from `hvm_start_info`, if there is one in UTF-8.
 pub fn cmdline(boot: &Boot) -> Option<&'static str> {
     use pvkit_spec::boot::StartInfo;

@@ -37,8 +37,6 @@ const BLOCK: usize = 4096;
 const SECTORS_PER_BLOCK: u64 = (BLOCK / 512) as u64;
 /// The first word of every block: "PVKSTORM".
 const MAGIC: u64 = u64::from_le_bytes(*b"PVKSTORM");
-/// Where the checksum word is.
-const CHECKSUM_WORD: usize = 2;
 /// The blocks whose outcome the read-back remembers (a bit each).
 const TRACKED: usize = 1 << 16;
 
@@ -79,17 +77,7 @@ fn filler(n: u64, i: u64) -> u64 {
 
 /// Block `n`, whole.
 fn block(n: u64, buf: &mut [u8; BLOCK]) {
-    for (i, word) in buf.chunks_exact_mut(8).enumerate() {
-        let value = match i {
-            0 => MAGIC,
-            1 => n,
-            CHECKSUM_WORD => 0,
-            _ => filler(n, i as u64),
-        };
-        word.copy_from_slice(&value.to_le_bytes());
-    }
-    let sum = rt::fnv1a(buf);
-    buf[CHECKSUM_WORD * 8..CHECKSUM_WORD * 8 + 8].copy_from_slice(&sum.to_le_bytes());
+    rt::checksummed(buf, &[MAGIC, n], |i| filler(n, i));
 }
 
 /// What went wrong first, and how often.

@@ -53,8 +53,6 @@ rt::entry!(main);
 /// The first word of every record: "PVKSURVR".
 const MAGIC: u64 = u64::from_le_bytes(*b"PVKSURVR");
 const RECORD: usize = 512;
-/// Where the checksum word is.
-const CHECKSUM_WORD: usize = 4;
 const VECTOR: u8 = 0x41;
 /// The vCPUs the counters cover (the runtime's limit).
 const MAX_CPUS: usize = 8;
@@ -85,19 +83,7 @@ fn filler(n: u64, i: u64) -> u64 {
 
 /// Record `n`, written at PV-clock time `at` during tick `tick`.
 fn record(n: u64, at: u64, tick: u64, buf: &mut [u8; RECORD]) {
-    for (i, word) in buf.chunks_exact_mut(8).enumerate() {
-        let value = match i {
-            0 => MAGIC,
-            1 => n,
-            2 => at,
-            3 => tick,
-            CHECKSUM_WORD => 0,
-            _ => filler(n, i as u64),
-        };
-        word.copy_from_slice(&value.to_le_bytes());
-    }
-    let sum = rt::fnv1a(buf);
-    buf[CHECKSUM_WORD * 8..CHECKSUM_WORD * 8 + 8].copy_from_slice(&sum.to_le_bytes());
+    rt::checksummed(buf, &[MAGIC, n, at, tick], |i| filler(n, i));
 }
 
 /// One vCPU's clock check: reads the clock, counts a step back from `last`.
