@@ -271,6 +271,19 @@ mod tests {
         assert_eq!(encode(&device), want);
         let info = InfoState { created_unix_ns: 1, writer: "pv".into() };
         assert_eq!(encode(&info), [1, 2, b'p', b'v']);
+        let serial = UartState {
+            divisor_low: 1,
+            divisor_high: 0,
+            interrupt_enable: 1,
+            interrupt_identification: 0xc4,
+            line_control: 3,
+            line_status: 0x61,
+            modem_control: 8,
+            modem_status: 0xb0,
+            scratch: 0x5a,
+            input: b"ok".to_vec(),
+        };
+        assert_eq!(encode(&serial), [1, 0, 1, 0xc4, 3, 0x61, 8, 0xb0, 0x5a, 2, b'o', b'k']);
     }
 
     #[test]
