@@ -268,7 +268,7 @@ impl Vcpu {
                 Err(e) => return Err(self.crash(format!("KVM_RUN failed: {e}"))),
             };
             if let Some(number) = call
-                && let Some(event) = self.hypercall(number, registers)?
+                && let Some(event) = self.hypercall(number)?
             {
                 return Ok(event);
             }
@@ -276,8 +276,8 @@ impl Vcpu {
     }
 
     /// Serves one hypercall; `Some` when it stops the machine.
-    fn hypercall(&mut self, number: u32, registers: Registers) -> Result<Option<Event>, Event> {
-        let mut regs = match registers {
+    fn hypercall(&mut self, number: u32) -> Result<Option<Event>, Event> {
+        let mut regs = match self.registers {
             Registers::Synced => self.fd.sync_regs().regs,
             Registers::Ioctls => self.fd.get_regs().map_err(|e| self.crash(format!("KVM_GET_REGS: {e}")))?,
         };
@@ -285,7 +285,7 @@ impl Vcpu {
         let machine = &*self.machine;
         if machine.break_unknown_call && pvkit_spec::Hypercall::from_raw(number).is_none() {
             regs.rax = pvkit_spec::HypercallError::InvalidArgument.raw();
-            return self.set_results(&regs, registers).map(|()| None);
+            return self.set_results(&regs).map(|()| None);
         }
         match machine.dispatcher.handle(self.index, call, &VmMemory(&machine.guest), machine) {
             Outcome::Return(ret) => {
@@ -298,15 +298,15 @@ impl Vcpu {
                 }
                 regs.rax = ret.status;
                 [regs.rdi, regs.rsi] = ret.results;
-                self.set_results(&regs, registers).map(|()| None)
+                self.set_results(&regs).map(|()| None)
             }
             Outcome::Stop(stop) => Ok(Some(Event::Stop(stop))),
         }
     }
 
     /// Gives the guest `regs`, a hypercall's results, when it runs next.
-    fn set_results(&mut self, regs: &kvm_regs, registers: Registers) -> Result<(), Event> {
-        match registers {
+    fn set_results(&mut self, regs: &kvm_regs) -> Result<(), Event> {
+        match self.registers {
             Registers::Synced => {
                 self.fd.sync_regs_mut().regs = *regs;
                 self.fd.set_sync_dirty_reg(SyncReg::Register);
