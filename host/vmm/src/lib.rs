@@ -106,9 +106,9 @@ fn run(args: &cli::RunArgs) -> Result<u8, error::VmmError> {
             args.accounting.as_deref().map(output::Output::open).transpose().map_err(error::VmmError::Config)?;
         let sock =
             args.api_sock.as_deref().ok_or_else(|| error::VmmError::Config("--standby needs --api-sock".into()))?;
-        let (mut machine, api) = standby::wait(sock).map_err(error::VmmError::Config)?;
-        args.restore_overrides(&mut machine);
-        return vm::run(&machine, args.hooks(), accounting, Some(api));
+        let mut chosen = standby::wait(sock).map_err(error::VmmError::Config)?;
+        args.restore_overrides(&mut chosen.config);
+        return vm::run(&chosen.config, args.hooks(), accounting, Some((chosen.api, chosen.restore)));
     }
     let machine = args.machine().map_err(|e| error::VmmError::Config(e.to_string()))?;
     if args.print_config {

@@ -24,8 +24,8 @@ struct Standby {
     /// The socket's path, for the restored machine's configuration.
     sock: PathBuf,
     since: Instant,
-    /// The machine a restore request named, checked.
-    chosen: Mutex<Option<VmConfig>>,
+    /// The machine a restore request named, and its snapshot, checked.
+    chosen: Mutex<Option<(VmConfig, Restore)>>,
 }
 
 /// The configuration `pvkit run --restore DIR --api-sock SOCK` means: the
@@ -78,8 +78,8 @@ impl Target for Standby {
             return Err(ControlError::Conflict("a restore is under way"));
         }
         let config = restore_config(dir, Some(&self.sock)).map_err(|e| ControlError::Invalid(e.to_string()))?;
-        Restore::open(dir, &config).map_err(|e| ControlError::Invalid(e.to_string()))?;
-        *chosen = Some(config);
+        let restore = Restore::open(dir, &config).map_err(|e| ControlError::Invalid(e.to_string()))?;
+        *chosen = Some((config, restore));
         Ok(serde_json::json!({ "state": "restoring", "dir": dir }))
     }
 
@@ -102,14 +102,24 @@ impl Target for Standby {
     }
 }
 
-/// Serves the API on `sock` until a restore is asked for; the machine to
-/// run and its socket, still bound.
-pub(crate) fn wait(sock: &Path) -> Result<(VmConfig, ApiSocket), String> {
+/// What a standby hands on: the machine a restore asked for, its snapshot
+/// as the standby checked it (read once), and the API socket, still bound.
+pub(crate) struct Chosen {
+    /// The machine.
+    pub(crate) config: VmConfig,
+    /// Its snapshot.
+    pub(crate) restore: Restore,
+    /// The socket.
+    pub(crate) api: ApiSocket,
+}
+
+/// Serves the API on `sock` until a restore is asked for.
+pub(crate) fn wait(sock: &Path) -> Result<Chosen, String> {
     let api = ApiSocket::bind(sock)?;
     let standby = Standby { sock: sock.to_owned(), since: Instant::now(), chosen: Mutex::new(None) };
     let chosen = || standby.chosen.lock().unwrap_or_else(PoisonError::into_inner).is_some();
     api.serve_until(&standby, chosen);
-    let config = standby.chosen.into_inner().unwrap_or_else(PoisonError::into_inner);
-    let config = config.ok_or_else(|| format!("{}: the API socket closed", sock.display()))?;
-    Ok((config, api))
+    let chosen = standby.chosen.into_inner().unwrap_or_else(PoisonError::into_inner);
+    let (config, restore) = chosen.ok_or_else(|| format!("{}: the API socket closed", sock.display()))?;
+    Ok(Chosen { config, restore, api })
 }

@@ -76,19 +76,24 @@ fn create_memory(vm: &VmFd, mem: MemSize, restore: Option<&Restore>) -> Result<G
 }
 
 /// Boots the kernel and runs the machine; returns the process exit status.
-/// `bound` is the API socket when a standby bound it already.
+/// `standby` is the API socket and the snapshot a standby bound and checked
+/// already.
 pub(crate) fn run(
     config: &VmConfig,
     hooks: TestHooks,
     accounting_out: Option<Output>,
-    bound: Option<ApiSocket>,
+    standby: Option<(ApiSocket, Restore)>,
 ) -> Result<u8, VmmError> {
     let (mem, cpus) = (config.machine.memory, config.machine.vcpus);
     // Everything the operator gave is checked before KVM is touched.
     limits::check_guest_ram(mem, config.machine.allow_overcommit)?;
     // A restored machine's snapshot is read and checked whole first; its
     // kernel is in its memory, and its disks are the snapshot's copies.
-    let restore = config.restore.as_deref().map(|dir| Restore::open(dir, config)).transpose()?;
+    let (bound, checked) = standby.unzip();
+    let restore = match checked {
+        Some(restore) => Some(restore),
+        None => config.restore.as_deref().map(|dir| Restore::open(dir, config)).transpose()?,
+    };
     let cpuid_policy = config.cpuid.policy().map_err(|e| VmmError::Cpuid(e.to_string()))?;
     let mut kernel = match &restore {
         Some(_) => None,
