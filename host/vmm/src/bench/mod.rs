@@ -41,6 +41,7 @@ use clap::{Args, ValueEnum};
 
 use crate::confine::SeccompMode;
 
+pub(crate) use self::report::Stats;
 use self::report::{Metric, Report, Vmm};
 use crate::output::Output;
 

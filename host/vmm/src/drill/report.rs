@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use crate::bench::Stats;
+
 /// A recovery's kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -80,8 +82,8 @@ impl Summary {
     pub(super) fn finish(&mut self) {
         let rto: Vec<f64> = self.recoveries.iter().filter_map(|r| r.rto_ms).collect();
         let rpo: Vec<f64> = self.recoveries.iter().map(|r| r.rpo_ms).collect();
-        self.rto_median_ms = median(rto);
-        self.rpo_median_ms = median(rpo);
+        self.rto_median_ms = median(&rto);
+        self.rpo_median_ms = median(&rpo);
         self.passed = !self.recoveries.is_empty() && self.recoveries.iter().all(Recovery::passed);
     }
 
@@ -139,15 +141,10 @@ pub(super) fn count(n: impl Into<u64>, thing: &str) -> String {
     }
 }
 
-/// The median of `values` (the mean of the middle two for an even count).
-fn median(mut values: Vec<f64>) -> Option<f64> {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    match n {
-        0 => None,
-        _ if n % 2 == 1 => values.get(n / 2).copied(),
-        _ => Some((values.get((n / 2).saturating_sub(1))? + values.get(n / 2)?) / 2.0),
-    }
+/// The median of `values` (the mean of the middle two for an even count),
+/// as the bench computes its figures'.
+fn median(values: &[f64]) -> Option<f64> {
+    Stats::of(values).map(|s| s.median)
 }
 
 #[cfg(test)]
